@@ -1,0 +1,11 @@
+"""Plain ``nn.Module`` building blocks (no Lightning here).
+
+Every encoder maps an image batch ``(B, C, H, W)`` to a code; every decoder maps a code back to
+``(B, C, H, W)``. Sizes derive from ``image_shape``; a shape a net cannot take fails at
+construction with a message naming the shape and the rule.
+"""
+
+from ae_lightning.nets.conv import ConvDecoder, ConvEncoder
+from ae_lightning.nets.mlp import MLPDecoder, MLPEncoder
+
+__all__ = ["ConvDecoder", "ConvEncoder", "MLPDecoder", "MLPEncoder"]
