@@ -1,0 +1,6 @@
+"""DataModules and torchvision-style datasets; each runs offline on embedded real samples."""
+
+from ae_lightning.data.mnist import MNISTDataModule
+from ae_lightning.data.xray import XRayDataModule, XRayDataset
+
+__all__ = ["MNISTDataModule", "XRayDataModule", "XRayDataset"]

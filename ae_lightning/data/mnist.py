@@ -1,0 +1,160 @@
+"""MNIST DataModule on ``torchvision.datasets.MNIST``, with an offline fallback to the test set.
+
+Where the data may come from, in order:
+
+1. ``root`` holding the full set in torchvision's layout ``root/MNIST/raw/{train,t10k}-*-ubyte``
+   (``download=True`` fetches it there when online): train is split into train/val with
+   ``seed``; test is the official 10k test set.
+2. ``root`` holding only the 10k test files (``t10k-images-idx3-ubyte[.gz]`` and labels, in ``root``
+   or ``root/MNIST/raw``, as in ``../shared/data/mnist``): they are split into train/val/test with
+   ``seed``, and a warning says so.
+3. no ``root``: the embedded 3,000 real test digits, split the same way.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+
+from ae_lightning.data.common import (
+    EMBEDDED,
+    ArrayImageDataset,
+    ImageDataModule,
+    seeded_split,
+    take_train_subset,
+)
+
+log = logging.getLogger(__name__)
+
+LAYOUT = "root/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] (torchvision layout)"
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (optionally gzipped) into a uint8 array; one clear error if it is not IDX."""
+    try:
+        raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError) as err:
+        raise ValueError(f"cannot read MNIST file {path}: {err}; re-download it (download=True) or replace it") from err
+    if len(raw) < 8 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise ValueError(f"{path} is not an unsigned-byte IDX file (bad magic number); expected the official MNIST files")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    offset = 4 + 4 * ndim
+    if len(raw) - offset != int(np.prod(dims)):
+        raise ValueError(f"{path} is truncated: header says {dims}, file has {len(raw) - offset} data bytes")
+    return np.frombuffer(raw, np.uint8, offset=offset).reshape(dims)
+
+
+def _find(root: Path, stem: str) -> Path | None:
+    for folder in (root / "MNIST" / "raw", root):
+        for name in (stem, stem + ".gz"):
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def _to_tensors(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)  # (N, 1, 28, 28)
+    return x, torch.from_numpy(labels.astype(np.int64))
+
+
+class MNISTDataModule(ImageDataModule):
+    """MNIST digits as ``(1, 28, 28)`` floats in [0, 1] with their labels.
+
+    Args:
+        root: dataset folder (see module docstring); ``None`` uses the embedded digits.
+        download: fetch the full set into ``root`` in ``prepare_data`` (needs internet).
+        val_fraction: share of the training images held out for validation.
+        test_fraction: share held out for testing when only the test files are available.
+        train_size: optional cap on the number of training images.
+        binarize: resample binary pixels ``x ~ Bernoulli(x)`` every time an image is drawn
+            (dynamically binarised MNIST, for Bernoulli likelihoods).
+    """
+
+    image_shape = (1, 28, 28)
+    num_classes = 10
+
+    def __init__(
+        self,
+        root: str | None = None,
+        download: bool = False,
+        batch_size: int = 128,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        train_size: int | None = None,
+        binarize: bool = False,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
+        self.save_hyperparameters()
+        self.root = Path(root).expanduser() if root else None
+        self.download = download
+        self.source = ""
+
+    def prepare_data(self) -> None:
+        if self.download:
+            if self.root is None:
+                raise ValueError("download=True needs a root folder to download MNIST into (--data.root=PATH)")
+            for train in (True, False):
+                torchvision.datasets.MNIST(str(self.root), train=train, download=True)
+
+    def _load(self) -> tuple[dict[str, np.ndarray], str]:
+        """Arrays ``{split: (images, labels)}`` and a description of where they came from."""
+        hp = self.hparams
+        if self.root is None:
+            images = read_idx(EMBEDDED / "mnist-3k-images-idx3-ubyte.gz")
+            labels = read_idx(EMBEDDED / "mnist-3k-labels-idx1-ubyte.gz")
+            return self._split_one(images, labels, "the embedded 3,000 MNIST test digits")
+        if not self.root.is_dir():
+            raise FileNotFoundError(
+                f"MNIST root {self.root} does not exist; expected {LAYOUT}; "
+                "fix: pass download=True when online, or point root at the folder holding the IDX files"
+            )
+        files = {s: _find(self.root, s) for s in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                                                   "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+        if all(files.values()):
+            # the same bytes torchvision.datasets.MNIST reads; read here so that .gz files work too
+            x, y = (read_idx(files[f"train-{k}"]) for k in ("images-idx3-ubyte", "labels-idx1-ubyte"))
+            tr, va, _ = seeded_split(len(x), hp.val_fraction, 0.0, self.seed, f"MNIST train set in {self.root}")
+            tr = take_train_subset(tr, hp.train_size, "MNIST")
+            test = tuple(read_idx(files[f"t10k-{k}"]) for k in ("images-idx3-ubyte", "labels-idx1-ubyte"))
+            return {"train": (x[tr], y[tr]), "val": (x[va], y[va]), "test": test}, f"the full MNIST set in {self.root}"
+        img, lab = _find(self.root, "t10k-images-idx3-ubyte"), _find(self.root, "t10k-labels-idx1-ubyte")
+        if img is None or lab is None:
+            raise FileNotFoundError(
+                f"no MNIST IDX files in {self.root}; expected {LAYOUT} (or only the t10k files); "
+                "fix: pass download=True when online, or point root at the folder holding the IDX files"
+            )
+        return self._split_one(read_idx(img), read_idx(lab), f"the MNIST test files in {img.parent} only")
+
+    def _split_one(self, images: np.ndarray, labels: np.ndarray, what: str):
+        if len(images) != len(labels):
+            raise ValueError(f"{what}: {len(images)} images but {len(labels)} labels")
+        hp = self.hparams
+        tr, va, te = seeded_split(len(images), hp.val_fraction, hp.test_fraction, self.seed, what)
+        tr = take_train_subset(tr, hp.train_size, what)
+        log.warning(
+            "MNIST: using %s, split with seed %d into %d train / %d val / %d test images",
+            what, self.seed, len(tr), len(va), len(te),
+        )
+        return {s: (images[i], labels[i]) for s, i in (("train", tr), ("val", va), ("test", te))}, what
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        arrays, self.source = self._load()
+        sets = {}
+        for split, (images, labels) in arrays.items():
+            x, y = _to_tensors(images, labels)
+            sets[split] = ArrayImageDataset(x, y, transform=_bernoulli if self.hparams.binarize else None)
+        self.train_set, self.val_set, self.test_set = sets["train"], sets["val"], sets["test"]
+
+
+def _bernoulli(x: torch.Tensor) -> torch.Tensor:
+    return torch.bernoulli(x)
