@@ -1,0 +1,5 @@
+"""Callbacks that write what a run produced (image grids) to the run directory and the logger."""
+
+from ae_lightning.callbacks.images import ReconstructionGrid, log_image
+
+__all__ = ["ReconstructionGrid", "log_image"]
