@@ -1,6 +1,7 @@
 """DataModules and torchvision-style datasets; each runs offline on embedded real samples."""
 
+from ae_lightning.data.common import DatasetNotFoundError
 from ae_lightning.data.mnist import MNISTDataModule
 from ae_lightning.data.xray import XRayDataModule, XRayDataset
 
-__all__ = ["MNISTDataModule", "XRayDataModule", "XRayDataset"]
+__all__ = ["DatasetNotFoundError", "MNISTDataModule", "XRayDataModule", "XRayDataset"]

@@ -13,6 +13,11 @@ from torch.utils.data import DataLoader, Dataset
 EMBEDDED = Path(__file__).parent / "embedded"
 
 
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset's files are not where the DataModule looks; the message names the path, the
+    expected layout and how to get the data. Tests and tools can tell "data absent" from a bug."""
+
+
 class ArrayImageDataset(Dataset):
     """``(image, label)`` pairs from an in-memory ``(N, C, H, W)`` float tensor in [0, 1].
 

@@ -24,6 +24,7 @@ import torchvision
 from ae_lightning.data.common import (
     EMBEDDED,
     ArrayImageDataset,
+    DatasetNotFoundError,
     ImageDataModule,
     seeded_split,
     take_train_subset,
@@ -112,7 +113,7 @@ class MNISTDataModule(ImageDataModule):
             labels = read_idx(EMBEDDED / "mnist-3k-labels-idx1-ubyte.gz")
             return self._split_one(images, labels, "the embedded 3,000 MNIST test digits")
         if not self.root.is_dir():
-            raise FileNotFoundError(
+            raise DatasetNotFoundError(
                 f"MNIST root {self.root} does not exist; expected {LAYOUT}; "
                 "fix: pass download=True when online, or point root at the folder holding the IDX files"
             )
@@ -127,7 +128,7 @@ class MNISTDataModule(ImageDataModule):
             return {"train": (x[tr], y[tr]), "val": (x[va], y[va]), "test": test}, f"the full MNIST set in {self.root}"
         img, lab = _find(self.root, "t10k-images-idx3-ubyte"), _find(self.root, "t10k-labels-idx1-ubyte")
         if img is None or lab is None:
-            raise FileNotFoundError(
+            raise DatasetNotFoundError(
                 f"no MNIST IDX files in {self.root}; expected {LAYOUT} (or only the t10k files); "
                 "fix: pass download=True when online, or point root at the folder holding the IDX files"
             )

@@ -30,6 +30,7 @@ from PIL import Image
 from ae_lightning.data.common import (
     EMBEDDED,
     ArrayImageDataset,
+    DatasetNotFoundError,
     ImageDataModule,
     as_paths,
     seeded_split,
@@ -186,7 +187,7 @@ def _load_folder(root: Path, size: int) -> XRaySource:
     if not files:
         others = sorted({p.suffix for p in root.rglob("*") if p.is_file()})
         found = f" (found only {', '.join(others[:6])} files)" if others else " (it is empty)"
-        raise FileNotFoundError(f"no X-ray images in {root}{found}; expected {LAYOUT}")
+        raise DatasetNotFoundError(f"no X-ray images in {root}{found}; expected {LAYOUT}")
     images = np.stack([crop_resize(read_image_file(f), size, str(f)) for f in files])
     names = [str(f.relative_to(root)) for f in files]
     return XRaySource(str(root), images, _labels_from_parents(names), names)
@@ -202,7 +203,7 @@ def load_xray_source(root: str | Path | None, image_size: int = 64) -> XRaySourc
     """Read one source (see module docstring); ``None`` is the embedded chest X-rays."""
     path = Path(root).expanduser() if root is not None else EMBEDDED / "chest_xray64.npz"
     if not path.exists():
-        raise FileNotFoundError(
+        raise DatasetNotFoundError(
             f"X-ray root {path} does not exist; expected {LAYOUT}; "
             "fix: download the dataset and pass its folder or .npz as root"
         )

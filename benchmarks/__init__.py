@@ -1,0 +1,1 @@
+"""Reproducible benchmarks; ``python -m benchmarks.run --quick`` (``make benchmark``) runs them all."""
