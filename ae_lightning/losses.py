@@ -26,3 +26,22 @@ def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor, kind: Reconstructi
     if kind == "l1":
         return F.l1_loss(x_hat, x)
     raise ValueError(f"unknown reconstruction loss {kind!r}; choose 'mse', 'bce' or 'l1'")
+
+
+def l1_sparsity(h: torch.Tensor) -> torch.Tensor:
+    """L1 penalty on hidden activations ``h`` (B, D): ``Σ_j |h_j|`` per example, averaged over the batch."""
+    return h.abs().sum(dim=1).mean()
+
+
+def kl_sparsity(h: torch.Tensor, target: float = 0.05, eps: float = 1e-6) -> torch.Tensor:
+    """Ng's (CS294A) sparsity penalty ``Σ_j KL(ρ ‖ ρ̂_j)`` for sigmoid hidden activations ``h`` (B, D).
+
+    ``ρ̂_j`` is unit j's mean activation over the batch; ``KL(ρ‖ρ̂) = ρ log(ρ/ρ̂) + (1-ρ) log((1-ρ)/(1-ρ̂))``
+    is zero when ``ρ̂_j = ρ`` and grows without bound as ``ρ̂_j`` approaches 0 or 1.
+    """
+    if not 0.0 < target < 1.0:
+        raise ValueError(f"sparsity target rho must be in (0, 1), got {target}")
+    rho_hat = h.float().mean(dim=0).clamp(eps, 1 - eps)  # (D,)
+    rho = torch.as_tensor(target, dtype=rho_hat.dtype, device=rho_hat.device)
+    kl = rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))  # (D,)
+    return kl.sum()
