@@ -45,3 +45,25 @@ def kl_sparsity(h: torch.Tensor, target: float = 0.05, eps: float = 1e-6) -> tor
     rho = torch.as_tensor(target, dtype=rho_hat.dtype, device=rho_hat.device)
     kl = rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))  # (D,)
     return kl.sum()
+
+
+def adversarial_loss(logits: torch.Tensor, real: bool) -> torch.Tensor:
+    """Non-saturating GAN loss: binary cross-entropy of discriminator ``logits`` (B, 1) against "real" (1) or "fake" (0).
+
+    The discriminator minimises ``adversarial_loss(D(real), True) + adversarial_loss(D(fake), False)``;
+    a generator (the AAE's encoder, CAAE's generator) minimises ``adversarial_loss(D(fake), True)``.
+    """
+    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+    return F.binary_cross_entropy_with_logits(logits.float(), target.float())
+
+
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    """Total-variation smoothness of images ``x`` (B, C, H, W), as in the CAAE release (Zhang et al. 2017).
+
+    ``(½ Σ (Δ_y x)² / H + ½ Σ (Δ_x x)² / W) / B`` — TensorFlow's ``l2_loss`` of the vertical and
+    horizontal neighbour differences, divided by the image side and the batch size.
+    """
+    b, _, h, w = x.shape
+    dy = x[:, :, 1:, :] - x[:, :, :-1, :]  # (B, C, H-1, W)
+    dx = x[:, :, :, 1:] - x[:, :, :, :-1]  # (B, C, H, W-1)
+    return (0.5 * dy.float().pow(2).sum() / h + 0.5 * dx.float().pow(2).sum() / w) / b
