@@ -5,7 +5,11 @@ Every encoder maps an image batch ``(B, C, H, W)`` to a code; every decoder maps
 construction with a message naming the shape and the rule.
 """
 
+from ae_lightning.nets.conditional import ConditionalDecoder, ConditionalEncoder, as_condition
 from ae_lightning.nets.conv import ConvDecoder, ConvEncoder
 from ae_lightning.nets.mlp import MLPDecoder, MLPEncoder
 
-__all__ = ["ConvDecoder", "ConvEncoder", "MLPDecoder", "MLPEncoder"]
+__all__ = [
+    "ConditionalDecoder", "ConditionalEncoder", "as_condition",
+    "ConvDecoder", "ConvEncoder", "MLPDecoder", "MLPEncoder",
+]
