@@ -67,3 +67,12 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
     dy = x[:, :, 1:, :] - x[:, :, :-1, :]  # (B, C, H-1, W)
     dx = x[:, :, :, 1:] - x[:, :, :, :-1]  # (B, C, H, W-1)
     return (0.5 * dy.float().pow(2).sum() / h + 0.5 * dx.float().pow(2).sum() / w) / b
+
+
+def free_bits_kl(kl_per_dim: torch.Tensor, free_bits: float) -> torch.Tensor:
+    """KL term with free bits (Kingma et al. 2016, IAF): ``Σ_d max(λ, mean_batch KL_d)`` for ``kl_per_dim`` (B, D).
+
+    Units whose batch-averaged KL is below ``λ`` nats get no gradient pushing them towards the prior,
+    which keeps the optimiser from collapsing them early in training.
+    """
+    return kl_per_dim.mean(dim=0).clamp(min=free_bits).sum()
