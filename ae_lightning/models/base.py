@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 import lightning as L
 import torch
 from torch import nn
-from torchmetrics import MetricCollection
-from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from ae_lightning.losses import ReconstructionLoss, reconstruction_loss
+from ae_lightning.metrics import image_metrics
 from ae_lightning.noise import NoiseModel
 
 
@@ -40,17 +39,6 @@ class AutoencoderOutput:
 def images_of(batch) -> torch.Tensor:
     """The image tensor of a batch: datasets yield ``(image, label)`` pairs or bare images."""
     return batch[0] if isinstance(batch, list | tuple) else batch
-
-
-def image_metrics(prefix: str) -> MetricCollection:
-    """PSNR and SSIM (torchmetrics, data range 1), averaged over images rather than pixels."""
-    return MetricCollection(
-        {
-            "psnr": PeakSignalNoiseRatio(data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3)),
-            "ssim": StructuralSimilarityIndexMeasure(data_range=1.0),
-        },
-        prefix=prefix,
-    )
 
 
 class Autoencoder(L.LightningModule):
