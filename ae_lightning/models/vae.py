@@ -1,0 +1,340 @@
+"""Variational autoencoder (Kingma & Welling 2014) and its conditional variant (Sohn et al. 2015).
+
+The encoder outputs ``2 * latent_dim`` numbers, the means and log-variances of a diagonal
+Gaussian posterior ``q(z | x)`` (:class:`~ae_lightning.distributions.DiagonalGaussian`); a code is
+sampled with the reparameterisation trick and decoded into the parameters of the likelihood
+``p(x | z)`` (Bernoulli logits or Gaussian means, an injected
+:class:`~ae_lightning.distributions.Likelihood`). Training maximises the ELBO
+
+    ELBO(x) = E_q[log p(x | z)] − KL(q(z | x) ‖ N(0, I))
+
+with a β weight on the KL term, a linear warm-up of that weight and optional free bits.
+Logged per image, in nats: ``{stage}/recon`` (−E_q log p(x|z), one sample), ``{stage}/kl``,
+``{stage}/elbo``; ``{stage}/loss`` is the weighted objective; ``val/active_units`` counts the
+latent units in use (Burda et al. 2016); the test stage adds the importance-weighted estimate
+``test/nll_k{K}`` of ``−log p(x)`` (Burda et al. 2016, Eq. 8).
+
+Example (Burda et al.'s one-stochastic-layer MNIST VAE, 784-200-200-50, tanh, Bernoulli)::
+
+    vae = VAE(MLPEncoder((1, 28, 28), [200, 200, 100], activation="tanh", code_activation=None),
+              MLPDecoder((1, 28, 28), [200, 200, 50], activation="tanh", output_activation=None),
+              latent_dim=50)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ae_lightning.distributions import BernoulliLikelihood, DiagonalGaussian, Likelihood
+from ae_lightning.losses import free_bits_kl
+from ae_lightning.models.base import Autoencoder, AutoencoderOutput, images_of
+from ae_lightning.nets.conditional import as_condition
+
+# elements of decoder output per chunk when estimating log p(x) with many samples (memory bound)
+_IWAE_CHUNK_ELEMENTS = 2**24
+
+
+@dataclass
+class VAEOutput(AutoencoderOutput):
+    """``code`` is the sampled ``z`` (B, D); ``posterior`` is ``q(z | x)``; ``params`` the decoder's raw
+    output (logits or means, (B, C, H, W)); ``reconstruction`` the likelihood's mean image."""
+
+    posterior: DiagonalGaussian | None = None
+    params: torch.Tensor | None = None
+
+
+def kl_warmup_weight(step: int, beta: float = 1.0, warmup_steps: int = 0) -> float:
+    """β times a linear ramp from 0 at step 0 to 1 at ``warmup_steps`` (Bowman et al. 2016; Sønderby et al. 2016)."""
+    if warmup_steps <= 0:
+        return float(beta)
+    return float(beta) * min(1.0, max(step, 0) / warmup_steps)
+
+
+class VAE(Autoencoder):
+    """Variational autoencoder; nets injected, any :class:`Likelihood`.
+
+    Args:
+        encoder: image → ``(B, 2 * latent_dim)`` (means, then log-variances); use no code activation.
+        decoder: ``(B, latent_dim)`` → likelihood parameters ``(B, C, H, W)``: logits
+            (``output_activation: null``) for :class:`BernoulliLikelihood`, means for
+            :class:`GaussianLikelihood`.
+        latent_dim: size of ``z``.
+        likelihood: ``p(x | z)``; default Bernoulli.
+        beta: weight of the KL term (β-VAE, Higgins et al. 2017; 1 is the true ELBO).
+        warmup_steps: linear KL warm-up from 0 to ``beta`` over this many training steps.
+        free_bits: minimum KL in nats per latent unit (batch-averaged) below which the KL term
+            exerts no pressure (Kingma et al. 2016); 0 disables it.
+        test_samples: ``K`` of the importance-weighted ``test/nll_k{K}`` (0 skips it).
+        active_threshold: a unit is active when the variance over x of its posterior mean exceeds this.
+        lr, weight_decay: Adam settings.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        latent_dim: int,
+        likelihood: Likelihood | None = None,
+        beta: float = 1.0,
+        warmup_steps: int = 0,
+        free_bits: float = 0.0,
+        test_samples: int = 1000,
+        active_threshold: float = 0.01,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__(encoder, decoder, lr=lr, weight_decay=weight_decay)
+        # re-saved without the likelihood module (checkpoints load with weights_only=True) and without
+        # the base class's loss/residual, which a VAE does not take (load_from_checkpoint passes hparams back)
+        self.save_hyperparameters(ignore=["encoder", "decoder", "likelihood", "loss", "residual"])
+        if latent_dim < 1:
+            raise ValueError(f"latent_dim must be positive, got {latent_dim}")
+        if beta < 0 or warmup_steps < 0 or free_bits < 0 or test_samples < 0:
+            raise ValueError("beta, warmup_steps, free_bits and test_samples must be non-negative")
+        enc_out, dec_in = getattr(encoder, "code_dim", None), getattr(decoder, "code_dim", None)
+        if enc_out is not None and enc_out != 2 * latent_dim:
+            raise ValueError(
+                f"the encoder outputs {enc_out} numbers but a diagonal Gaussian over latent_dim={latent_dim} "
+                f"needs 2 * latent_dim = {2 * latent_dim} (means and log-variances); fix the encoder's code size"
+            )
+        if dec_in is not None and dec_in != latent_dim:
+            raise ValueError(f"the decoder takes codes of size {dec_in} but latent_dim={latent_dim}; fix the decoder")
+        self.latent_dim = latent_dim
+        self.likelihood = likelihood if likelihood is not None else BernoulliLikelihood()
+        self._reset_unit_stats()
+
+    # --- conditioning hooks (the conditional VAE overrides these) --------------------------------
+    def condition(self, batch) -> torch.Tensor | None:
+        """The condition of a batch for the nets; none for the unconditional VAE."""
+        return None
+
+    def example_conditions(self) -> torch.Tensor | None:
+        """One condition per row of a class-conditional sample grid; none for the unconditional VAE."""
+        return None
+
+    def _net(self, net: nn.Module, inp: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        return net(inp) if cond is None else net(inp, cond)
+
+    # --- the model -------------------------------------------------------------------------------
+    def posterior(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> DiagonalGaussian:
+        """``q(z | x)`` for images ``x`` (B, C, H, W)."""
+        return DiagonalGaussian.from_params(self._net(self.encoder, x, cond))  # (B, D)
+
+    def encode(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """The deterministic code of ``x``: the posterior mean (B, D)."""
+        return self.posterior(x, cond).mode
+
+    def decoder_params(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Likelihood parameters for codes ``z`` (B, D): logits or means (B, C, H, W)."""
+        return self._net(self.decoder, z, cond)
+
+    def decode(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """The likelihood's mean image for codes ``z`` (B, D) → (B, C, H, W)."""
+        return self.likelihood.mean(self.decoder_params(z, cond))
+
+    def prior(self, n: int) -> DiagonalGaussian:
+        return DiagonalGaussian.standard_normal(n, self.latent_dim, device=self.device)
+
+    @torch.no_grad()
+    def sample(
+        self, n: int, cond: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """``n`` images decoded from prior codes ``z ~ N(0, I)`` (with condition ``cond`` for the CVAE)."""
+        return self.decode(self.prior(n).sample(generator=generator), cond)  # (n, C, H, W)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> VAEOutput:
+        q = self.posterior(x, cond)
+        # training: fresh noise; evaluation: the seeded generator, so val/test numbers are repeatable
+        z = q.rsample(generator=None if self.training else self._eval_generator())  # (B, D)
+        params = self.decoder_params(z, cond)  # (B, C, H, W)
+        return VAEOutput(reconstruction=self.likelihood.mean(params), code=z, posterior=q, params=params)
+
+    def kl_weight(self) -> float:
+        return kl_warmup_weight(self.global_step, self.hparams.beta, self.hparams.warmup_steps)
+
+    def compute_losses(self, out: VAEOutput, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-image terms in nats: ``recon`` = −log p(x|z), ``kl``, ``elbo``; ``loss`` = recon + w·KL (free bits)."""
+        recon = -self.likelihood.log_prob(out.params, target).mean()
+        kl_per_dim = out.posterior.kl_per_dim().float()  # (B, D)
+        kl = kl_per_dim.sum(-1).mean()
+        kl_term = free_bits_kl(kl_per_dim, self.hparams.free_bits) if self.hparams.free_bits > 0 else kl
+        weight = self.kl_weight()
+        return {
+            "loss": recon + weight * kl_term,
+            "recon": recon,
+            "kl": kl,
+            "elbo": -(recon + kl),
+            "kl_weight": torch.tensor(weight),
+        }
+
+    # --- one routine for all stages --------------------------------------------------------------
+    def shared_step(self, batch, stage: str) -> VAEOutput:
+        x = images_of(batch)  # (B, C, H, W)
+        cond = self.condition(batch)
+        out = self(x, cond)
+        out.losses = self.compute_losses(out, x)
+        train = stage == "train"
+        self.log_dict(
+            {f"{stage}/{k}": v.detach() for k, v in out.losses.items()},
+            on_step=train, on_epoch=True, prog_bar=train, sync_dist=not train, batch_size=x.shape[0],
+        )
+        if not train:
+            metrics = self.val_metrics if stage == "val" else self.test_metrics
+            metrics.update(out.reconstruction.detach().float().clamp(0, 1), x.float())
+            self.log_dict(metrics, on_epoch=True, batch_size=x.shape[0])
+            self._accumulate_unit_stats(out.posterior.mean.detach())
+        return out
+
+    def test_step(self, batch, batch_idx: int) -> VAEOutput:
+        out = self.shared_step(batch, "test")
+        k = self.hparams.test_samples
+        if k > 0:
+            x = images_of(batch)
+            log_px = self.log_likelihood(x, self.condition(batch), k, generator=self._eval_generator())  # (B,)
+            self.log(f"test/nll_k{k}", -log_px.mean(), on_epoch=True, sync_dist=True, batch_size=x.shape[0])
+        return out
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x = images_of(batch)
+        return self.decode(self.encode(x, self.condition(batch)), self.condition(batch)).clamp(0, 1)
+
+    @torch.no_grad()
+    def preview(self, x: torch.Tensor, generator: torch.Generator | None = None, cond=None):
+        """``(x, reconstruction from the posterior mean)`` for image grids."""
+        return x, self.decode(self.encode(x, cond), cond).clamp(0, 1)
+
+    # --- marginal likelihood -----------------------------------------------------------------------
+    @torch.no_grad()
+    def log_likelihood(
+        self,
+        x: torch.Tensor,
+        cond: torch.Tensor | None = None,
+        num_samples: int = 1000,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Importance-weighted estimate of ``log p(x)`` per image (B,), in nats (Burda et al. 2016):
+
+            log p(x) ≈ log (1/K) Σ_k p(x | z_k) p(z_k) / q(z_k | x),   z_k ~ q(z | x).
+
+        ``K = 1`` is a one-sample ELBO estimate; the bound tightens (on average) as ``K`` grows.
+        Samples are processed in chunks so that ``K = 5000`` fits in memory.
+        """
+        q = self.posterior(x, cond)  # (B, D)
+        prior = DiagonalGaussian.standard_normal(*q.shape, device=x.device, dtype=q.mean.dtype)
+        pixels = math.prod(x.shape[1:])
+        chunk = max(1, _IWAE_CHUNK_ELEMENTS // (x.shape[0] * pixels))
+        log_w = []
+        for start in range(0, num_samples, chunk):
+            s = min(chunk, num_samples - start)
+            z = q.rsample(s, generator=generator)  # (s, B, D)
+            c = None if cond is None else cond.expand(s, *cond.shape).flatten(0, 1)  # (s*B, ...)
+            params = self.decoder_params(z.flatten(0, 1), c).view(s, *x.shape)  # (s, B, C, H, W)
+            log_w.append(
+                self.likelihood.log_prob(params, x) + prior.log_prob(z).float() - q.log_prob(z).float()
+            )  # (s, B)
+        log_w = torch.cat(log_w)  # (K, B)
+        return torch.logsumexp(log_w, dim=0) - math.log(num_samples)
+
+    # --- active units (Burda et al. 2016: Cov_x(E_q[z_u]) > 0.01) ------------------------------------
+    def _reset_unit_stats(self) -> None:
+        self._unit_n = 0
+        self._unit_sum: torch.Tensor | None = None
+        self._unit_sq: torch.Tensor | None = None
+
+    def _accumulate_unit_stats(self, mean: torch.Tensor) -> None:
+        m = mean.double()  # (B, D): float64, the variance is a difference of large sums
+        self._unit_n += m.shape[0]
+        self._unit_sum = m.sum(0) if self._unit_sum is None else self._unit_sum + m.sum(0)
+        self._unit_sq = (m**2).sum(0) if self._unit_sq is None else self._unit_sq + (m**2).sum(0)
+
+    def active_units(self) -> int | None:
+        """Latent units whose posterior mean varies over the evaluated images by more than the threshold."""
+        if self._unit_n < 2:
+            return None
+        mean = self._unit_sum / self._unit_n
+        var = (self._unit_sq / self._unit_n - mean**2) * self._unit_n / (self._unit_n - 1)  # (D,)
+        return int((var > self.hparams.active_threshold).sum())
+
+    def _log_active_units(self, stage: str) -> None:
+        active = self.active_units()
+        if active is not None:
+            self.log(f"{stage}/active_units", float(active), sync_dist=True)
+        self._reset_unit_stats()
+
+    def on_validation_epoch_start(self) -> None:
+        super().on_validation_epoch_start()
+        self._reset_unit_stats()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_active_units("val")
+
+    def on_test_epoch_start(self) -> None:
+        super().on_test_epoch_start()
+        self._reset_unit_stats()
+
+    def on_test_epoch_end(self) -> None:
+        self._log_active_units("test")
+
+
+class ConditionalVAE(VAE):
+    """Conditional VAE: the label (one-hot class or attribute vector) enters the encoder and the decoder.
+
+    Both nets are the conditioning wrappers of :mod:`ae_lightning.nets.conditional`, which take
+    ``(input, labels)``; labels are the second element of each batch. Sampling with a requested
+    label generates that class: ``cvae.sample(8, cond=torch.full((8,), 3))`` draws eight 3s.
+
+    Example::
+
+        enc = ConditionalEncoder(MLPEncoder((1, 28, 28), [512, 256], activation="relu", code_activation="relu"),
+                                 label_dim=10, code_dim=32)
+        dec = ConditionalDecoder(MLPDecoder((1, 28, 28), [512, 26], activation="relu", output_activation=None),
+                                 label_dim=10)
+        cvae = ConditionalVAE(enc, dec, latent_dim=16)
+    """
+
+    _PREVIEW_BANK = 64  # images whose labels are remembered for reconstruction grids
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, latent_dim: int, **kwargs) -> None:
+        enc_labels, dec_labels = getattr(encoder, "label_dim", None), getattr(decoder, "label_dim", None)
+        if enc_labels is None or dec_labels is None:
+            raise ValueError(
+                "ConditionalVAE needs label-conditioned nets; fix: wrap them in "
+                "ae_lightning.nets.ConditionalEncoder / ConditionalDecoder"
+            )
+        if enc_labels != dec_labels:
+            raise ValueError(f"encoder label_dim {enc_labels} != decoder label_dim {dec_labels}")
+        super().__init__(encoder, decoder, latent_dim, **kwargs)
+        self.label_dim = int(enc_labels)
+        self._bank: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def condition(self, batch) -> torch.Tensor:
+        if not isinstance(batch, list | tuple) or len(batch) < 2:
+            raise ValueError("ConditionalVAE needs (image, label) batches; the data module yields bare images")
+        return as_condition(batch[1], self.label_dim, type(self).__name__)  # (B, L)
+
+    def example_conditions(self) -> torch.Tensor:
+        """One row per class (one-hot) or per attribute (that attribute on, the others off)."""
+        return torch.eye(self.label_dim, device=self.device)  # (L, L)
+
+    def shared_step(self, batch, stage: str) -> VAEOutput:
+        if stage == "val" and (self._bank is None or len(self._bank[0]) < self._PREVIEW_BANK):
+            # ReconstructionGrid hands preview() images without labels: remember the labels of the
+            # first validation images (the ones it keeps) so their reconstructions use the right label
+            x, c = images_of(batch).detach().cpu(), self.condition(batch).detach().cpu()
+            if self._bank is not None:
+                x, c = torch.cat([self._bank[0], x]), torch.cat([self._bank[1], c])
+            self._bank = (x[: self._PREVIEW_BANK], c[: self._PREVIEW_BANK])
+        return super().shared_step(batch, stage)
+
+    @torch.no_grad()
+    def preview(self, x: torch.Tensor, generator: torch.Generator | None = None, cond=None):
+        if cond is None:
+            bank = self._bank
+            if bank is None or len(x) > len(bank[0]) or not torch.equal(x.cpu(), bank[0][: len(x)]):
+                raise ValueError("ConditionalVAE.preview needs the labels of x: pass cond=(B, label_dim) conditions")
+            cond = bank[1][: len(x)].to(x.device)
+        return super().preview(x, generator, as_condition(cond, self.label_dim, type(self).__name__))
