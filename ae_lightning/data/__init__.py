@@ -1,7 +1,15 @@
 """DataModules and torchvision-style datasets; each runs offline on embedded real samples."""
 
+from ae_lightning.data.celeba import CelebADataModule, CelebAFaces
 from ae_lightning.data.common import DatasetNotFoundError
 from ae_lightning.data.mnist import MNISTDataModule
 from ae_lightning.data.xray import XRayDataModule, XRayDataset
 
-__all__ = ["DatasetNotFoundError", "MNISTDataModule", "XRayDataModule", "XRayDataset"]
+__all__ = [
+    "CelebADataModule",
+    "CelebAFaces",
+    "DatasetNotFoundError",
+    "MNISTDataModule",
+    "XRayDataModule",
+    "XRayDataset",
+]
