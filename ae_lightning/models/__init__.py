@@ -1,6 +1,8 @@
 """LightningModules: optimisation logic only; nets are injected."""
 
 from ae_lightning.models.base import Autoencoder, AutoencoderOutput, DenoisingAutoencoder
+from ae_lightning.models.sparse import KLSparsity, L1Sparsity, SparseAutoencoder, SparsityPenalty
+from ae_lightning.models.stacked import StackedAutoencoder, StackedOutput
 from ae_lightning.models.vae import VAE, ConditionalVAE, VAEOutput, kl_warmup_weight
 
 __all__ = [
@@ -8,6 +10,12 @@ __all__ = [
     "AutoencoderOutput",
     "ConditionalVAE",
     "DenoisingAutoencoder",
+    "KLSparsity",
+    "L1Sparsity",
+    "SparseAutoencoder",
+    "SparsityPenalty",
+    "StackedAutoencoder",
+    "StackedOutput",
     "VAE",
     "VAEOutput",
     "kl_warmup_weight",

@@ -1,0 +1,302 @@
+"""Stacked autoencoder with greedy layer-wise pretraining, then fine-tuning, in one ``Trainer.fit``.
+
+The lecture's three steps (Bengio et al. 2007; Vincent et al. 2010 for the denoising variant):
+
+1. train a one-layer autoencoder on the input ``x`` → code ``h1``;
+2. freeze it and train the next one-layer autoencoder on ``h1`` → ``h2``, and so on;
+3. fine-tune the whole stack with backpropagation: ``reconstruction`` through the deep autoencoder
+   or ``supervised`` with a linear classifier head on the top code (cross-entropy on the labels).
+
+The nets are an injected :class:`~ae_lightning.nets.MLPEncoder` / :class:`~ae_lightning.nets.MLPDecoder`
+pair: pretraining stage ``i`` trains encoder layer ``i`` together with its mirror image in the
+decoder, so after pretraining the pair *is* the deep autoencoder that fine-tuning trains. The
+schedule is in epochs: ``pretrain_epochs[i]`` epochs for layer ``i``, then ``finetune_epochs``;
+the stage follows from ``current_epoch``, so a run resumed from a checkpoint continues in the
+right stage with the right frozen set. Each stage has its own optimiser (``configure_optimizers``
+returns one per stage; manual optimisation steps the current one), so a stage starts with fresh
+optimiser state and every optimiser's state is checkpointed. Example::
+
+    sdae = StackedAutoencoder(MLPEncoder((1, 28, 28), [1000, 1000, 1000]), MLPDecoder((1, 28, 28), [1000, 1000, 1000]),
+                              pretrain_epochs=[10, 10, 10], finetune_epochs=30, finetune="supervised",
+                              noise=Masking(0.25), loss="bce", hidden_loss="bce")
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import nn
+
+from ae_lightning.losses import ReconstructionLoss, reconstruction_loss
+from ae_lightning.models.base import Autoencoder, AutoencoderOutput, images_of
+from ae_lightning.models.sparse import SparsityPenalty, activation_stats
+from ae_lightning.nets import MLPDecoder, MLPEncoder
+from ae_lightning.noise import NoiseModel
+
+Finetune = Literal["reconstruction", "supervised"]
+
+
+@dataclass
+class StackedOutput(AutoencoderOutput):
+    """A stage's forward pass: ``reconstruction`` of ``target`` (the clean input of the layer being
+    trained: flattened pixels for layer 0, the previous code above), and class ``logits`` when the
+    supervised fine-tuning stage ran."""
+
+    target: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+
+
+class StackedAutoencoder(Autoencoder):
+    """Greedy layer-wise pretrained deep MLP autoencoder (optionally denoising and/or sparse per layer).
+
+    Args:
+        encoder, decoder: an ``MLPEncoder`` and an ``MLPDecoder`` with the same ``widths`` (one
+            pretraining stage per width); a tied decoder shares the encoder's weights.
+        pretrain_epochs: epochs per pretraining stage, one entry per layer (an int: the same for all).
+        finetune_epochs: epochs of fine-tuning after the last stage (0: none).
+        finetune: ``reconstruction`` (the whole deep autoencoder) or ``supervised`` (a linear
+            classifier head on the top code, cross-entropy with the DataModule's labels).
+        num_classes: classes of the supervised head.
+        noise: corruption of each pretraining stage's input (stacked *denoising* autoencoder,
+            e.g. :class:`~ae_lightning.noise.Masking`); the stage reconstructs the clean input.
+        sparsity: penalty on each pretraining stage's code (stacked *sparse* autoencoder).
+        loss: reconstruction loss on pixels (layer 0 and reconstruction fine-tuning).
+        hidden_loss: reconstruction loss for the codes of the layers above (``bce`` suits sigmoid codes).
+        lr: Adam learning rate of the pretraining stages; ``finetune_lr`` of fine-tuning (default ``lr``).
+
+    Logs ``train/stage`` (0 … L-1 pretraining layer, L fine-tuning), the per-stage losses
+    ``{split}/layer{i}_loss`` (1-based) and ``{split}/finetune_loss`` (plus ``{split}/accuracy`` when
+    supervised), and ``{split}/loss``, the current stage's loss.
+    """
+
+    def __init__(
+        self,
+        encoder: MLPEncoder,
+        decoder: MLPDecoder,
+        pretrain_epochs: int | list[int] = 1,
+        finetune_epochs: int = 1,
+        finetune: Finetune = "reconstruction",
+        num_classes: int = 10,
+        noise: NoiseModel | None = None,
+        sparsity: SparsityPenalty | None = None,
+        loss: ReconstructionLoss = "bce",
+        hidden_loss: ReconstructionLoss = "mse",
+        lr: float = 1e-3,
+        finetune_lr: float | None = None,
+        weight_decay: float = 0.0,
+        active_threshold: float = 0.5,
+    ) -> None:
+        if not isinstance(encoder, MLPEncoder) or not isinstance(decoder, MLPDecoder):
+            raise TypeError(
+                "StackedAutoencoder pretrains fully connected layers one at a time: it needs an MLPEncoder and an "
+                f"MLPDecoder, got {type(encoder).__name__} and {type(decoder).__name__}"
+            )
+        if encoder.widths != decoder.widths:
+            raise ValueError(f"encoder widths {encoder.widths} and decoder widths {decoder.widths} must be equal")
+        depth = len(encoder.widths)
+        epochs = [pretrain_epochs] * depth if isinstance(pretrain_epochs, int) else list(pretrain_epochs)
+        if len(epochs) != depth or min(epochs) < 0 or finetune_epochs < 0:
+            raise ValueError(
+                f"pretrain_epochs must list one epoch count >= 0 per layer ({depth} layers: {encoder.widths}) "
+                f"and finetune_epochs must be >= 0; got pretrain_epochs={pretrain_epochs}, finetune_epochs={finetune_epochs}"
+            )
+        if finetune not in ("reconstruction", "supervised"):
+            raise ValueError(f"finetune must be 'reconstruction' or 'supervised', got {finetune!r}")
+        super().__init__(encoder, decoder, loss=loss, lr=lr, weight_decay=weight_decay)
+        self.save_hyperparameters(ignore=["encoder", "decoder", "noise", "sparsity"])
+        self.automatic_optimization = False
+        self.noise = noise
+        self.sparsity = sparsity
+        self.depth = depth
+        self.pretrain_epochs = epochs
+        self.head = nn.Linear(encoder.code_dim, num_classes) if finetune == "supervised" else None
+
+    # --- the schedule ------------------------------------------------------------------------
+    @property
+    def num_stages(self) -> int:
+        return self.depth + (1 if self.hparams.finetune_epochs > 0 else 0)
+
+    @property
+    def total_epochs(self) -> int:
+        return sum(self.pretrain_epochs) + self.hparams.finetune_epochs
+
+    def stage_at(self, epoch: int) -> int:
+        """Stage of ``epoch``: ``i < depth`` pretrains layer ``i``, ``depth`` fine-tunes; epochs past the
+        schedule stay in the last stage."""
+        end = 0
+        for i, n in enumerate(self.pretrain_epochs):
+            end += n
+            if epoch < end:
+                return i
+        return self.num_stages - 1
+
+    @property
+    def stage(self) -> int:
+        return self.stage_at(self.current_epoch)
+
+    def stage_name(self, stage: int) -> str:
+        return f"layer{stage + 1}" if stage < self.depth else "finetune"
+
+    def stage_parameters(self, stage: int) -> list[nn.Parameter]:
+        """What stage ``stage`` optimises: encoder layer ``i`` and its mirror decoder layer, or everything."""
+        if stage >= self.depth:
+            nets = [self.encoder, self.head] if self.head is not None else [self.encoder, self.decoder]
+            return [p for net in nets for p in net.parameters()]
+        j = self.depth - 1 - stage  # the decoder's layers run in reverse
+        mirror = self.decoder.biases[j : j + 1] if self.decoder.tied else self.decoder.linears[j].parameters()
+        return [*self.encoder.linears[stage].parameters(), *mirror]
+
+    def apply_stage(self, stage: int) -> None:
+        """Freeze everything but ``stage``'s parameters: no gradient, eval mode (frozen layers stay bit-identical)."""
+        trainable = {id(p) for p in self.stage_parameters(stage)}
+        for p in self.parameters():
+            p.requires_grad_(id(p) in trainable)
+        for i in range(self.depth):
+            active = stage >= self.depth or i == stage
+            j = self.depth - 1 - i
+            decoder_layer = [] if self.decoder.tied else [self.decoder.linears[j]]
+            for module in (self.encoder.linears[i], self.encoder.activations[i], *decoder_layer,
+                           self.decoder.activations[j]):
+                module.train(active)
+        if self.head is not None:
+            self.head.train(stage >= self.depth)
+
+    def on_fit_start(self) -> None:
+        max_epochs = self.trainer.max_epochs
+        if max_epochs not in (None, -1) and max_epochs != self.total_epochs and not self.trainer.fast_dev_run:
+            rank_zero_warn(
+                f"the stage schedule (pretrain_epochs={self.pretrain_epochs}, finetune_epochs="
+                f"{self.hparams.finetune_epochs}) takes {self.total_epochs} epochs but trainer.max_epochs={max_epochs}: "
+                + ("the run stops before the schedule ends" if max_epochs < self.total_epochs
+                   else "fine-tuning continues to the end") + f"; fix: set trainer.max_epochs: {self.total_epochs}"
+            )
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        # every batch rather than every epoch: Lightning switches modules back to train mode after
+        # validation, and a run resumed mid-epoch must freeze the right layers before its first step
+        self.apply_stage(self.stage)
+
+    # --- the layers -----------------------------------------------------------------------------
+    def encode_layer(self, i: int, h: torch.Tensor) -> torch.Tensor:
+        return self.encoder.activations[i](self.encoder.linears[i](h))  # (B, widths[i])
+
+    def decode_layer(self, i: int, h: torch.Tensor) -> torch.Tensor:
+        """Inverse of encoder layer ``i``: ``(B, widths[i])`` → ``(B, widths[i-1])`` (flat pixels for ``i = 0``)."""
+        j = self.depth - 1 - i
+        if self.decoder.tied:
+            weight, bias = self.encoder.linears[i].weight.t(), self.decoder.biases[j]
+        else:
+            weight, bias = self.decoder.linears[j].weight, self.decoder.linears[j].bias
+        return self.decoder.activations[j](F.linear(h, weight, bias))
+
+    def encode(self, x: torch.Tensor, depth: int | None = None) -> torch.Tensor:
+        """The code after the first ``depth`` layers (all by default); ``depth=0`` gives the flat pixels."""
+        h = x.flatten(1)  # (B, C*H*W)
+        for i in range(self.depth if depth is None else depth):
+            h = self.encode_layer(i, h)
+        return h  # (B, widths[depth-1])
+
+    def decode(self, code: torch.Tensor, depth: int | None = None) -> torch.Tensor:
+        h = code
+        for i in reversed(range(self.depth if depth is None else depth)):
+            h = self.decode_layer(i, h)
+        return h.view(-1, *self.encoder.image_shape)  # (B, C, H, W)
+
+    def forward(self, x: torch.Tensor, depth: int | None = None) -> AutoencoderOutput:
+        """Reconstruct through the first ``depth`` layers of the stack (the whole deep autoencoder by default)."""
+        code = self.encode(x, depth)
+        return AutoencoderOutput(reconstruction=self.decode(code, depth), code=code)
+
+    def corrupt_layer(self, i: int, h: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Stage ``i``'s input with the denoising noise; codes are not clipped to [0, 1] like images."""
+        if self.noise is None:
+            return h
+        return self.noise(h, generator) if i == 0 else self.noise.corrupt(h, generator)
+
+    def corrupt(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.corrupt_layer(0, x, generator)
+
+    # --- one routine for all splits ---------------------------------------------------------------
+    def stage_forward(self, x: torch.Tensor, y: torch.Tensor | None, stage: int,
+                      generator: torch.Generator | None) -> StackedOutput:
+        """Forward pass and losses of ``stage`` for clean images ``x`` (B, C, H, W) and labels ``y``."""
+        if stage < self.depth:
+            with torch.no_grad():  # the layers below are frozen: they only provide this layer's input
+                target = self.encode(x, stage)  # (B, widths[stage-1]) or (B, C*H*W)
+            code = self.encode_layer(stage, self.corrupt_layer(stage, target, generator))  # (B, widths[stage])
+            recon = self.decode_layer(stage, code)  # like target
+            kind = self.hparams.loss if stage == 0 else self.hparams.hidden_loss
+            losses = {"loss": reconstruction_loss(recon, target, kind)}
+            if self.sparsity is not None:
+                penalty = self.sparsity(code)
+                losses = {"recon": losses["loss"], "sparsity": penalty, "loss": losses["loss"] + penalty}
+            return StackedOutput(reconstruction=recon, code=code, losses=losses, target=target)
+        if self.head is None:
+            out = self(x)
+            return StackedOutput(reconstruction=out.reconstruction, code=out.code, target=x,
+                                 losses={"loss": reconstruction_loss(out.reconstruction, x, self.hparams.loss)})
+        if y is None or bool((y < 0).any()):
+            raise ValueError("finetune='supervised' needs labelled data (the DataModule yields no labels or label -1); "
+                             "fix: use labelled data or finetune: reconstruction")
+        code = self.encode(x)  # (B, code_dim)
+        logits = self.head(code)  # (B, num_classes)
+        losses = {"loss": F.cross_entropy(logits.float(), y),
+                  "accuracy": (logits.argmax(1) == y).float().mean()}
+        return StackedOutput(reconstruction=x, code=code, losses=losses, logits=logits)
+
+    def shared_step(self, batch, stage: str) -> StackedOutput:
+        x = images_of(batch)  # (B, C, H, W) clean
+        y = batch[1] if isinstance(batch, list | tuple) and len(batch) > 1 else None
+        s = self.stage
+        train = stage == "train"
+        out = self.stage_forward(x, y, s, None if train else self._eval_generator())
+        if self.sparsity is not None and s < self.depth and self.global_step == 0 and train:
+            self.sparsity.check(out.code)
+        name = self.stage_name(s)
+        logged = {f"{stage}/{name}_{k}": v.detach() for k, v in out.losses.items() if k != "accuracy"}
+        if "accuracy" in out.losses:
+            logged[f"{stage}/accuracy"] = out.losses["accuracy"]
+        if s < self.depth:
+            logged.update({f"{stage}/{name}_{k}": v for k, v in
+                           activation_stats(out.code, self.hparams.active_threshold).items()})
+        if train:
+            logged["train/stage"] = torch.tensor(float(s))
+        self.log_dict(logged, on_step=train, on_epoch=True, prog_bar=False, sync_dist=not train,
+                      batch_size=x.shape[0])
+        self.log(f"{stage}/loss", out.loss.detach(), prog_bar=True, on_step=train, on_epoch=True,
+                 sync_dist=not train, batch_size=x.shape[0])
+        if not train:
+            # image quality of the stack trained so far (clean input), comparable within a stage
+            with torch.no_grad():
+                recon = self(x, depth=min(s + 1, self.depth)).reconstruction  # (B, C, H, W)
+            metrics = self.val_metrics if stage == "val" else self.test_metrics
+            metrics.update(recon.float().clamp(0, 1), x.float())
+            self.log_dict(metrics, on_epoch=True, prog_bar=stage == "val", batch_size=x.shape[0])
+        return out
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        out = self.shared_step(batch, "train")
+        optimizers = self.optimizers()
+        opt = optimizers[min(self.stage, len(optimizers) - 1)] if isinstance(optimizers, list) else optimizers
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(out.loss)
+        opt.step()
+        return out.loss.detach()
+
+    @torch.no_grad()
+    def preview(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(input, reconstruction)`` through the layers pretrained so far (the stage's stack)."""
+        depth = min(self.stage + 1, self.depth)
+        x_in = self.corrupt(x, generator) if depth == 1 and self.stage < self.depth else x
+        return x_in, self(x_in, depth=depth).reconstruction.clamp(0, 1)
+
+    def configure_optimizers(self):
+        """One Adam per stage, each over that stage's parameters only: a new stage starts with fresh state."""
+        hp = self.hparams
+        lrs = [hp.lr] * self.depth + ([hp.finetune_lr or hp.lr] if hp.finetune_epochs > 0 else [])
+        return [torch.optim.Adam(self.stage_parameters(s), lr=lr, weight_decay=hp.weight_decay)
+                for s, lr in enumerate(lrs)]

@@ -1,0 +1,176 @@
+"""Stacked autoencoder: greedy layer-wise stages in one fit, frozen layers, optimisers, resume, fine-tuning."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from ae_lightning.data import MNISTDataModule
+from ae_lightning.models import KLSparsity, StackedAutoencoder
+from ae_lightning.nets import ConvEncoder, MLPDecoder, MLPEncoder
+from ae_lightning.noise import Masking
+
+SHAPE = (1, 28, 28)
+WIDTHS = [48, 24, 12]
+
+
+def stacked(widths=WIDTHS, tied=False, **kwargs) -> StackedAutoencoder:
+    kwargs = {"pretrain_epochs": 1, "finetune_epochs": 1, "lr": 3e-3, "hidden_loss": "bce", **kwargs}
+    return StackedAutoencoder(MLPEncoder(SHAPE, widths), MLPDecoder(SHAPE, widths, tied=tied), **kwargs)
+
+
+def data(train_size: int = 256) -> MNISTDataModule:
+    return MNISTDataModule(root=None, batch_size=64, train_size=train_size)  # embedded real digits
+
+
+def trainer(max_epochs: int, tmp_path=None, callbacks=(), **kwargs) -> L.Trainer:
+    defaults = dict(logger=False, enable_checkpointing=bool(tmp_path), enable_progress_bar=False,
+                    enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=2)
+    defaults.update(kwargs)
+    return L.Trainer(max_epochs=max_epochs, accelerator="cpu", default_root_dir=tmp_path, callbacks=list(callbacks),
+                     **defaults)
+
+
+def layer_params(model: StackedAutoencoder, i: int) -> dict[str, torch.Tensor]:
+    return {f"{i}.{k}": p.detach().clone() for k, p in enumerate(model.stage_parameters(i))}
+
+
+class Recorder(L.Callback):
+    """Per epoch: the stage, parameter snapshots at its start and end, and what was frozen during a step."""
+
+    def __init__(self) -> None:
+        self.epochs: list[dict] = []
+
+    def on_train_epoch_start(self, trainer, model) -> None:
+        self.epochs.append({"stage": model.stage, "start": {i: layer_params(model, i) for i in range(model.depth)},
+                            "opt_steps_at_start": [_opt_steps(o) for o in trainer.optimizers]})
+
+    def on_train_batch_end(self, trainer, model, outputs, batch, batch_idx) -> None:
+        rec = self.epochs[-1]
+        if "trainable" not in rec:
+            rec["trainable"] = {n for n, p in model.named_parameters() if p.requires_grad}
+            rec["training"] = {n for n, m in model.named_modules() if m.training and n}
+
+    def on_train_epoch_end(self, trainer, model) -> None:
+        self.epochs[-1]["end"] = {i: layer_params(model, i) for i in range(model.depth)}
+        self.epochs[-1]["logged_stage"] = float(trainer.callback_metrics["train/stage"])
+
+
+def _opt_steps(opt: torch.optim.Optimizer) -> int:
+    steps = [int(s["step"]) for s in opt.state.values() if "step" in s]
+    return max(steps, default=0)
+
+
+def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_full_depth_is_the_injected_deep_autoencoder():
+    for tied in (False, True):
+        model = stacked(tied=tied)
+        x = torch.rand(4, *SHAPE)
+        code = model.encode(x)
+        assert torch.equal(code, model.encoder(x))
+        assert torch.allclose(model.decode(code), model.decoder(code))
+        assert model.encode(x, depth=1).shape == (4, WIDTHS[0])
+        assert model(x, depth=1).reconstruction.shape == (4, *SHAPE)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_stages_train_only_their_layer_and_freeze_the_rest(tied):
+    model = stacked(tied=tied, pretrain_epochs=[1, 1, 1], finetune_epochs=1, noise=Masking(0.25))
+    rec = Recorder()
+    trainer(4, callbacks=[rec]).fit(model, data())
+    assert [e["stage"] for e in rec.epochs] == [0, 1, 2, 3]
+    assert [e["logged_stage"] for e in rec.epochs] == [0.0, 1.0, 2.0, 3.0]
+    for e in rec.epochs[:3]:
+        s = e["stage"]
+        for i in range(model.depth):
+            changed = not same(e["start"][i], e["end"][i])
+            # only the stage's own layer moves; earlier (frozen) and later layers are bit-identical
+            assert changed == (i == s), (s, i)
+        enc_layer = {f"encoder.linears.{s}.weight", f"encoder.linears.{s}.bias"}
+        assert enc_layer <= e["trainable"]
+        assert not any(n.startswith(f"encoder.linears.{i}.") for n in e["trainable"] for i in range(s))
+        # frozen layers are in eval mode, the stage's layer in train mode
+        assert f"encoder.linears.{s}" in e["training"]
+        assert not any(f"encoder.linears.{i}" in e["training"] for i in range(s))
+    finetune = rec.epochs[3]
+    assert all(not same(finetune["start"][i], finetune["end"][i]) for i in range(model.depth))
+    assert {n for n, _ in model.named_parameters()} == finetune["trainable"]
+
+
+def test_each_stage_starts_with_fresh_optimiser_state():
+    model = stacked(pretrain_epochs=[1, 1, 1], finetune_epochs=1)
+    rec = Recorder()
+    t = trainer(4, callbacks=[rec])
+    t.fit(model, data())
+    steps_per_epoch = 4  # 256 images in batches of 64
+    assert len(t.optimizers) == 4
+    for e in rec.epochs:
+        # the optimiser of the stage that starts has never stepped; the earlier ones have, and keep their state
+        assert e["opt_steps_at_start"][e["stage"]] == 0
+        assert all(n == steps_per_epoch for n in e["opt_steps_at_start"][: e["stage"]])
+    # every optimiser holds exactly its stage's parameters
+    for s, opt in enumerate(t.optimizers):
+        held = {id(p) for g in opt.param_groups for p in g["params"]}
+        assert held == {id(p) for p in model.stage_parameters(s)}
+
+
+def test_resume_mid_run_continues_in_the_right_stage(tmp_path):
+    """Stop after 2 epochs of the schedule [layer1: 1, layer2: 2, finetune: 1]; resuming continues
+    layer 2's stage with layer 1 frozen and layer 2's optimiser state restored."""
+    kwargs = dict(widths=[32, 16], pretrain_epochs=[1, 2], finetune_epochs=1)
+    first = stacked(**kwargs)
+    ckpt_cb = ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    trainer(2, tmp_path, callbacks=[ckpt_cb]).fit(first, data())
+    ckpt_path = tmp_path / "last.ckpt"
+    ckpt = torch.load(ckpt_path, weights_only=True)  # loads without unpickling code
+    assert ckpt["epoch"] == 1 and len(ckpt["optimizer_states"]) == 3
+    layer1_at_stop = layer_params(first, 0)
+
+    resumed = stacked(**kwargs)
+    rec = Recorder()
+    trainer(4, tmp_path, callbacks=[rec]).fit(resumed, data(), ckpt_path=ckpt_path)
+    assert [e["stage"] for e in rec.epochs] == [1, 2]
+    first_epoch = rec.epochs[0]
+    assert same(first_epoch["start"][0], layer1_at_stop)  # restored, and then...
+    assert same(first_epoch["end"][0], layer1_at_stop)  # ...frozen through the rest of its later stage
+    assert not any(n.startswith("encoder.linears.0.") for n in first_epoch["trainable"])
+    assert "encoder.linears.0" not in first_epoch["training"]
+    assert first_epoch["opt_steps_at_start"] == [4, 4, 0]  # layer 2's Adam state came back from the checkpoint
+
+
+def test_supervised_finetuning_learns_digits():
+    model = stacked(widths=[64, 32], pretrain_epochs=[1, 1], finetune_epochs=4, finetune="supervised",
+                    noise=Masking(0.25), finetune_lr=1e-2)
+    t = trainer(6, limit_val_batches=None)
+    t.fit(model, data(train_size=1024))
+    acc = float(t.callback_metrics["val/accuracy"])
+    assert acc > 0.6, acc  # chance is 0.1
+    assert "train/finetune_loss" in t.callback_metrics and "train/layer1_loss" in t.callback_metrics
+
+
+def test_sparse_stacks_log_activity():
+    model = stacked(widths=[32, 16], pretrain_epochs=[1, 1], finetune_epochs=0, sparsity=KLSparsity(0.05, 0.1))
+    t = trainer(2)
+    t.fit(model, data())
+    assert {"train/layer2_sparsity", "train/layer2_recon", "train/layer2_mean_activation"} <= set(t.callback_metrics)
+
+
+def test_supervised_needs_labels():
+    model = stacked(widths=[16], pretrain_epochs=0, finetune_epochs=1, finetune="supervised")
+    x = torch.rand(4, *SHAPE)
+    with pytest.raises(ValueError, match="labelled data"):
+        model.stage_forward(x, torch.full((4,), -1), stage=1, generator=None)
+
+
+def test_bad_nets_and_schedules_fail_at_construction():
+    with pytest.raises(TypeError, match="MLPEncoder"):
+        StackedAutoencoder(ConvEncoder(SHAPE, [8, 8], code_dim=16), MLPDecoder(SHAPE, [16]))
+    with pytest.raises(ValueError, match="widths"):
+        StackedAutoencoder(MLPEncoder(SHAPE, [32, 16]), MLPDecoder(SHAPE, [32, 8]))
+    with pytest.raises(ValueError, match="one epoch count >= 0 per layer"):
+        stacked(pretrain_epochs=[1, 1])
