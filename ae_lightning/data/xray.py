@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,9 +97,10 @@ def read_image_file(path: Path) -> np.ndarray:
         with Image.open(path) as im:
             im.load()
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                # Pillow opens >8-bit grayscale (16-bit PNG/TIFF; PGM with maxval > 255, rescaled so that
+                # maxval = 65535) in these modes: always a 16-bit range, however dark the image is
                 arr = np.asarray(im, dtype=np.int64)
-                bits = 16 if arr.max(initial=0) > 255 or im.mode.startswith("I;16") else 8
-                return (np.clip(arr, 0, 2**bits - 1) / (2**bits - 1)).astype(np.float32)
+                return (np.clip(arr, 0, 65535) / 65535.0).astype(np.float32)
             if im.mode == "F":
                 return to_unit_float(np.asarray(im), str(path))
             return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
@@ -146,7 +148,7 @@ def _load_npz(path: Path, size: int) -> XRaySource:
     try:
         data = np.load(path, allow_pickle=False)
         keys = set(data.files)
-    except (OSError, ValueError, EOFError) as err:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # a truncated .npz is a BadZipFile
         raise ValueError(f"cannot read {path}: {err}; expected {LAYOUT}") from err
     if {f"{s}_images" for s in SPLITS} <= keys:  # MedMNIST layout, official splits
         parts, labels, splits, start = [], [], {}, 0

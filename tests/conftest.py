@@ -1,0 +1,91 @@
+"""Shared test set-up: few threads, W&B off, real sample data when present, synthetic IDX files.
+
+Fixtures other test files may use:
+
+- ``shared_data``: ``../shared/data`` (or ``$AE_SHARED_DATA``); the test is skipped when absent.
+- ``write_idx``: ``write_idx(path, uint8_array)`` writes an IDX file (gzipped when the name ends in .gz).
+- ``mnist_root``: a temporary folder in torchvision's layout ``root/MNIST/raw`` with tiny synthetic
+  train and t10k IDX files (see ``SYNTHETIC_MNIST``).
+- ``tiny_mnist``: an ``MNISTDataModule`` on the embedded real digits, 256 training images, set up.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+# before torch is imported: the CI machine has 2 cores shared with other jobs
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("MKL_NUM_THREADS", "2")
+# no test talks to W&B unless it asks to (tests/test_wandb.py)
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"])))  # honour a caller's OMP_NUM_THREADS=1
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "configs"
+SHARED_DATA = Path(os.environ.get("AE_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+# sizes of the synthetic MNIST in ``mnist_root``
+SYNTHETIC_MNIST = {"train": 120, "t10k": 40}
+
+
+def write_idx_file(path: Path, array: np.ndarray) -> Path:
+    """Write ``array`` (uint8) in the IDX format MNIST uses: magic 0x0000 08 ndim, big-endian dims, data."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    raw = header + array.tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(raw) if path.suffix == ".gz" else raw)
+    return path
+
+
+def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` distinct 28×28 uint8 images (image i has a bright square whose place encodes its label) and labels."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n).astype(np.uint8)
+    images = rng.integers(0, 30, (n, 28, 28)).astype(np.uint8)
+    for i, y in enumerate(labels):
+        r, c = 2 + 2 * int(y), 4 + i % 16
+        images[i, r : r + 6, c : c + 6] = 255
+    return images, labels
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real sample data of ``../shared/data``; skips the test on a fresh clone without it."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real sample data not present at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def write_idx():
+    return write_idx_file
+
+
+@pytest.fixture
+def mnist_root(tmp_path) -> Path:
+    """``root`` with ``root/MNIST/raw/{train,t10k}-*-ubyte.gz``: 120 synthetic train and 40 test digits."""
+    raw = tmp_path / "mnist" / "MNIST" / "raw"
+    for k, (prefix, n) in enumerate(SYNTHETIC_MNIST.items()):
+        images, labels = synthetic_digits(n, seed=k)
+        write_idx_file(raw / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx_file(raw / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return tmp_path / "mnist"
+
+
+@pytest.fixture
+def tiny_mnist():
+    """Embedded real MNIST digits (no root), 256 training images, batches of 64, already set up."""
+    from ae_lightning.data import MNISTDataModule
+
+    dm = MNISTDataModule(root=None, batch_size=64, train_size=256)
+    dm.setup("fit")
+    return dm

@@ -1,0 +1,376 @@
+"""X-ray data: folder trees (8/16-bit PNG, PGM, TIFF, JPEG, DICOM), .npz and MedMNIST files written
+with their real libraries, crop/resize, labels, seeded splits, bad inputs, and the real samples in
+../shared/data when present."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ae_lightning.data import DatasetNotFoundError, XRayDataModule, XRayDataset
+from ae_lightning.data.common import EMBEDDED
+from ae_lightning.data.xray import load_xray_source, read_image_file
+
+HAS_PYDICOM = importlib.util.find_spec("pydicom") is not None
+
+
+def save(path: Path, arr: np.ndarray, mode: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im = Image.fromarray(arr)
+    (im.convert(mode) if mode else im).save(path)
+    return path
+
+
+def const(h: int, w: int, value: int, dtype=np.uint8) -> np.ndarray:
+    return np.full((h, w), value, dtype=dtype)
+
+
+# (relative path, array, expected value in [0, 1] after reading)
+TREE = [
+    ("NORMAL/a.png", np.pad(const(80, 80, 200), ((0, 0), (20, 20))), 200 / 255),  # 8-bit, wide: crop drops the bands
+    ("NORMAL/b.pgm", const(64, 64, 100), 100 / 255),  # 8-bit PGM
+    ("NORMAL/c.jpg", const(64, 64, 50), 50 / 255),  # JPEG (lossy, but flat)
+    ("PNEUMONIA/d.png", const(64, 64, 30000, np.uint16), 30000 / 65535),  # 16-bit PNG
+    ("PNEUMONIA/e.tif", const(96, 64, 1000, np.uint16), 1000 / 65535),  # 16-bit TIFF, dark and tall
+    ("PNEUMONIA/f.pgm", const(64, 64, 500, np.uint16), 500 / 65535),  # 16-bit PGM (maxval 65535), dark
+    ("PNEUMONIA/g.tiff", const(70, 70, 255), 1.0),  # 8-bit TIFF, resized
+]
+
+
+@pytest.fixture
+def xray_tree(tmp_path) -> Path:
+    root = tmp_path / "xrays"
+    for rel, arr, _ in TREE:
+        save(root / rel, arr)
+    rgb = np.zeros((64, 64, 3), np.uint8)
+    rgb[..., 1] = 255  # pure green → luma 0.587·255
+    save(root / "PNEUMONIA" / "h.jpeg", rgb)
+    return root
+
+
+def npz(path: Path, **arrays) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+    return path
+
+
+def numbered(n: int, size: int = 32) -> np.ndarray:
+    """``n`` flat images whose grey value identifies them: image i is (3·i)/255 everywhere."""
+    return np.stack([const(size, size, 3 * i) for i in range(n)])
+
+
+def ids(ds: XRayDataset) -> list[int]:
+    return [round(v * 255 / 3) for v in ds.images.mean(dim=(1, 2, 3)).tolist()]
+
+
+def one_line_naming(err: pytest.ExceptionInfo, path: Path) -> str:
+    msg = str(err.value)
+    assert str(path) in msg, msg
+    assert "\n" not in msg, msg
+    return msg
+
+
+# --- formats ------------------------------------------------------------------------------------
+def test_folder_tree_of_every_format(xray_tree):
+    src = load_xray_source(xray_tree, image_size=64)
+    expected_names = [rel for rel, _, _ in TREE] + ["PNEUMONIA/h.jpeg"]
+    assert src.names == sorted(expected_names)
+    assert src.images.shape == (8, 64, 64) and src.images.dtype == np.float32
+    assert src.images.min() >= 0 and src.images.max() <= 1
+    for rel, _, value in TREE:
+        img = src.images[src.names.index(rel)]
+        tol = 3 / 255 if rel.endswith(".jpg") else 1e-3
+        assert abs(img.mean() - value) < tol and img.std() < tol, (rel, img.mean(), value)
+    green = src.images[src.names.index("PNEUMONIA/h.jpeg")]
+    assert abs(green.mean() - 0.587) < 0.02  # colour → luma grayscale
+    # class labels from the sub-folder names, sorted
+    assert src.labels.tolist() == [0, 0, 0, 1, 1, 1, 1, 1]
+
+
+def test_16_bit_files_keep_their_16_bit_scale(tmp_path):
+    """A dark 16-bit image is dark: 500/65535, not 500/255 (nor clipped to 1)."""
+    ramp = (np.arange(64 * 64).reshape(64, 64) % 200).astype(np.uint16)
+    for ext in ("png", "tif", "pgm"):
+        got = read_image_file(save(tmp_path / f"ramp.{ext}", ramp))
+        np.testing.assert_allclose(got, ramp / 65535, atol=1e-6, err_msg=ext)
+    full = read_image_file(save(tmp_path / "full.png", const(8, 8, 65535, np.uint16)))
+    assert full.min() == 1.0
+
+
+def test_centre_crop_and_antialiased_resize(tmp_path):
+    # the centre square is white, the bands beside it black: a centre crop keeps only white
+    wide = np.pad(const(64, 64, 255), ((0, 0), (32, 32)))
+    tall = np.pad(const(64, 64, 255), ((32, 32), (0, 0)))
+    checker = (np.indices((128, 128)).sum(0) % 2 * 255).astype(np.uint8)  # 1-px checkerboard
+    for name, arr in (("wide", wide), ("tall", tall), ("checker", checker)):
+        save(tmp_path / "imgs" / f"{name}.png", arr)
+    src = load_xray_source(tmp_path / "imgs", image_size=32)
+    by = dict(zip(src.names, src.images, strict=True))
+    assert by["wide.png"].shape == (32, 32)
+    assert by["wide.png"].min() > 0.99 and by["tall.png"].min() > 0.99
+    # antialiasing averages the checkerboard to grey; point sampling would give 0s or 1s
+    inner = by["checker.png"][2:-2, 2:-2]
+    assert abs(inner.mean() - 0.5) < 0.02 and inner.std() < 0.05
+
+
+@pytest.mark.skipif(HAS_PYDICOM, reason="checks the message shown when pydicom is missing")
+def test_dicom_without_pydicom_says_how_to_install(tmp_path):
+    path = tmp_path / "scan.dcm"
+    path.write_bytes(b"\0" * 200)
+    with pytest.raises(ImportError, match=r"pip install 'ae_lightning\[dicom\]'") as err:
+        read_image_file(path)
+    one_line_naming(err, path)
+
+
+def write_dicom(path: Path, arr: np.ndarray, bits_stored: int, photometric: str = "MONOCHROME2") -> Path:
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "DX"
+    ds.Rows, ds.Columns = arr.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits_stored, bits_stored - 1, 0
+    ds.PixelData = arr.astype("<u2").tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if int(pydicom.__version__.split(".")[0]) >= 3:
+        ds.save_as(path, enforce_file_format=True)
+    else:
+        ds.is_little_endian, ds.is_implicit_VR = True, False
+        ds.save_as(path, write_like_original=False)
+    return path
+
+
+@pytest.mark.skipif(not HAS_PYDICOM, reason="pydicom not installed (pip install 'ae_lightning[dicom]')")
+def test_dicom_files(tmp_path):
+    root = tmp_path / "dicom"
+    write_dicom(root / "a.dcm", const(64, 64, 1024, np.uint16), bits_stored=12)  # 12-bit: 1024/4095
+    write_dicom(root / "b.dcm", const(64, 64, 1024, np.uint16), bits_stored=12, photometric="MONOCHROME1")
+    save(root / "c.png", const(64, 64, 0))
+    src = load_xray_source(root, image_size=64)
+    assert src.names == ["a.dcm", "b.dcm", "c.png"]
+    assert src.images[0].mean() == pytest.approx(1024 / 4095, abs=1e-4)
+    assert src.images[1].mean() == pytest.approx(1 - 1024 / 4095, abs=1e-4)  # MONOCHROME1: 0 is white
+    broken = root / "d.dcm"
+    broken.write_bytes(b"not a dicom file")
+    with pytest.raises(ValueError, match="corrupt") as err:
+        read_image_file(broken)
+    one_line_naming(err, broken)
+
+
+def test_npz_with_images_and_labels(tmp_path):
+    path = npz(tmp_path / "set.npz", images=numbered(20), labels=np.arange(20) % 2)
+    ds = XRayDataset(str(path), "train", image_size=16, val_fraction=0.2, test_fraction=0.2)
+    assert len(ds) == 12 and ds.images.shape == (12, 1, 16, 16)
+    assert [i % 2 for i in ids(ds)] == ds.labels.tolist()  # labels travel with their images
+
+
+@pytest.mark.parametrize(
+    "images",
+    [
+        numbered(6)[..., None],  # (N, H, W, 1)
+        np.repeat(numbered(6)[..., None], 3, -1),  # (N, H, W, 3)
+        numbered(6).astype(np.float32) / 255,  # float in [0, 1]
+    ],
+    ids=["channel", "rgb", "float"],
+)
+def test_npz_image_layouts(tmp_path, images):
+    src = load_xray_source(npz(tmp_path / "x.npz", images=images), image_size=32)
+    assert src.images.shape == (6, 32, 32)
+    np.testing.assert_allclose(src.images.mean((1, 2)), np.arange(6) * 3 / 255, atol=1e-6)
+    assert src.labels.tolist() == [-1] * 6
+
+
+def test_medmnist_npz_keeps_the_official_splits(tmp_path):
+    ids_of = {"train": range(0, 30), "val": range(30, 37), "test": range(37, 46)}
+    arrays = {}
+    for split, r in ids_of.items():
+        arrays[f"{split}_images"] = np.stack([const(28, 28, 3 * i) for i in r])
+        arrays[f"{split}_labels"] = (np.array(list(r)) % 2).reshape(-1, 1)
+    path = npz(tmp_path / "pneumoniamnist.npz", **arrays)
+    for split, r in ids_of.items():
+        ds = XRayDataset(str(path), split, image_size=28, val_fraction=0.5, test_fraction=0.3)  # fractions ignored
+        assert ids(ds) == list(r)
+        assert ds.labels.tolist() == [i % 2 for i in r]
+    assert XRayDataset(str(path), "val", image_size=16).images.shape == (7, 1, 16, 16)  # down-sized
+    with pytest.raises(ValueError, match="smaller than the requested image_size=64") as err:
+        XRayDataset(str(path), "train", image_size=64)
+    one_line_naming(err, path)
+
+
+# --- splits -------------------------------------------------------------------------------------
+def test_seeded_split_is_disjoint_complete_and_reproducible(tmp_path):
+    path = str(npz(tmp_path / "fifty.npz", images=numbered(50)))
+    split = {s: ids(XRayDataset(path, s, image_size=32, seed=3)) for s in ("train", "val", "test")}
+    assert [len(v) for v in split.values()] == [35, 5, 10]
+    assert sorted(sum(split.values(), [])) == list(range(50))
+    assert ids(XRayDataset(path, "val", image_size=32, seed=3)) == split["val"]
+    assert ids(XRayDataset(path, "val", image_size=32, seed=4)) != split["val"]
+    subset = ids(XRayDataset(path, "train", image_size=32, seed=3, train_size=10))
+    assert len(subset) == 10 and set(subset) <= set(split["train"])
+    with pytest.raises(ValueError, match="train_size=40"):
+        XRayDataset(path, "train", image_size=32, train_size=40)
+
+
+def test_datamodule_on_a_folder(xray_tree):
+    dm = XRayDataModule(root=str(xray_tree), image_size=32, batch_size=2, val_fraction=0.25, test_fraction=0.25)
+    dm.setup("fit")
+    assert dm.image_shape == (1, 32, 32)
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (4, 2, 2)
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (2, 1, 32, 32) and x.dtype == torch.float32 and set(y.tolist()) <= {0, 1}
+
+
+def test_union_of_sources_is_labelled_by_source(tmp_path, xray_tree):
+    other = str(npz(tmp_path / "other.npz", images=numbered(10)))
+    ds = XRayDataset([str(xray_tree), other], "train", image_size=32, val_fraction=0.25, test_fraction=0.25)
+    assert len(ds) == 4 + 6
+    assert ds.labels.tolist() == [0] * 4 + [1] * 6
+
+
+def test_hflip_flips_training_images_only(tmp_path):
+    arr = np.zeros((8, 16, 16), np.uint8)
+    arr[:, :, :4] = 255  # bright left edge
+    path = str(npz(tmp_path / "edge.npz", images=arr))
+    dm = XRayDataModule(root=path, image_size=16, hflip=True, val_fraction=0.25, test_fraction=0.25)
+    dm.setup("fit")
+    torch.manual_seed(0)
+    flipped = [dm.train_set[0][0][0, 0, -1].item() == 1.0 for _ in range(40)]
+    assert 5 < sum(flipped) < 35
+    assert all(dm.val_set[0][0][0, 0, 0].item() == 1.0 for _ in range(5))
+
+
+def test_embedded_default():
+    sets = {s: XRayDataset(None, s) for s in ("train", "val", "test")}
+    assert [len(d) for d in sets.values()] == [560, 80, 160]
+    labels = torch.cat([d.labels for d in sets.values()])
+    assert torch.bincount(labels).tolist() == [206, 594]  # NORMAL, PNEUMONIA
+    x, y = sets["train"][0]
+    assert x.shape == (1, 64, 64) and 0 <= x.min() and x.max() <= 1 and x.std() > 0.05
+
+
+# --- bad input: one line naming the path ---------------------------------------------------------
+def test_missing_root(tmp_path):
+    with pytest.raises(DatasetNotFoundError) as err:
+        XRayDataset(str(tmp_path / "missing"), "train")
+    assert "folder tree" in one_line_naming(err, tmp_path / "missing")
+
+
+def test_empty_folder(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="it is empty") as err:
+        XRayDataModule(root=str(tmp_path)).setup("fit")
+    one_line_naming(err, tmp_path)
+
+
+def test_folder_without_images(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "table.csv").write_text("x")
+    with pytest.raises(DatasetNotFoundError, match=r"found only \.csv, \.txt") as err:
+        load_xray_source(tmp_path)
+    one_line_naming(err, tmp_path)
+
+
+def test_corrupt_image_file_is_reported_not_dropped(xray_tree):
+    bad = xray_tree / "NORMAL" / "zz_broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n but then garbage")
+    with pytest.raises(ValueError, match="corrupt") as err:
+        load_xray_source(xray_tree)
+    one_line_naming(err, bad)
+
+
+def test_image_smaller_than_the_requested_size(tmp_path):
+    small = save(tmp_path / "imgs" / "small.png", const(40, 50, 9))
+    with pytest.raises(ValueError, match="50x40, smaller than the requested image_size=64") as err:
+        load_xray_source(tmp_path / "imgs", image_size=64)
+    one_line_naming(err, small)
+
+
+def test_npz_without_images(tmp_path):
+    path = npz(tmp_path / "x.npz", pixels=numbered(3))
+    with pytest.raises(ValueError, match=r"\['pixels'\] but no 'images'") as err:
+        load_xray_source(path)
+    one_line_naming(err, path)
+
+
+def test_corrupt_npz(tmp_path):
+    path = tmp_path / "x.npz"
+    path.write_bytes(b"PK\x03\x04 truncated zip")
+    with pytest.raises(ValueError, match="cannot read") as err:
+        load_xray_source(path)
+    one_line_naming(err, path)
+
+
+def test_float_npz_outside_unit_range(tmp_path):
+    path = npz(tmp_path / "x.npz", images=numbered(3).astype(np.float32))  # 0..6, not scaled
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\]") as err:
+        load_xray_source(path)
+    one_line_naming(err, path)
+
+
+def test_root_that_is_not_a_folder_or_npz(tmp_path):
+    path = tmp_path / "list.txt"
+    path.write_text("a.png")
+    with pytest.raises(ValueError, match="is a .txt file") as err:
+        load_xray_source(path)
+    one_line_naming(err, path)
+
+
+def test_dataset_argument_errors():
+    with pytest.raises(ValueError, match="not downloaded automatically"):
+        XRayDataset(None, "train", download=True)
+    with pytest.raises(ValueError, match="split must be one of"):
+        XRayDataset(None, "dev")
+
+
+# --- real data -----------------------------------------------------------------------------------
+def test_real_kermany_64(shared_data):
+    path = shared_data / "xray64" / "kermany_64.npz"
+    if not path.is_file():
+        pytest.skip(f"{path} absent")
+    src = load_xray_source(path, image_size=64)
+    raw = np.load(path)
+    assert src.images.shape == (1564, 64, 64)
+    np.testing.assert_allclose(src.images, raw["images"] / 255, atol=1e-6)  # already 64×64: no resampling
+    assert np.bincount(src.labels).tolist() == [403, 1161]  # NORMAL, PNEUMONIA from the 'CLASS/file' names
+    # the embedded X-rays are a subset of it, pixels unchanged
+    emb = np.load(EMBEDDED / "chest_xray64.npz")
+    where = {n: i for i, n in enumerate(raw["names"])}
+    rows = [where[n] for n in emb["names"]]
+    np.testing.assert_array_equal(emb["images"], raw["images"][rows])
+
+
+def test_real_pneumoniamnist(shared_data):
+    path = shared_data / "pneumoniamnist" / "pneumoniamnist_subset.npz"
+    if not path.is_file():
+        pytest.skip(f"{path} absent")
+    dm = XRayDataModule(root=str(path), image_size=28)
+    dm.setup("fit")
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (3882, 524, 624)
+    raw = np.load(path)
+    np.testing.assert_allclose(dm.test_set.images[:, 0].numpy(), raw["test_images"] / 255, atol=1e-6)
+    assert dm.train_set.labels.tolist() == raw["train_labels"][:, 0].tolist()
+
+
+def test_real_nih_full_resolution(shared_data):
+    folder = shared_data / "chest_xray_fullres"
+    if not any(folder.glob("*.png")):
+        pytest.skip(f"no PNGs in {folder}")
+    full = load_xray_source(folder, image_size=512)
+    small = load_xray_source(folder, image_size=64)
+    assert full.images.shape == (2, 512, 512) and small.images.shape == (2, 64, 64)
+    # antialiased down-sizing keeps each image's brightness
+    np.testing.assert_allclose(small.images.mean((1, 2)), full.images.mean((1, 2)), atol=0.01)
+    assert small.images.std() > 0.1
