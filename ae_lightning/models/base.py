@@ -120,9 +120,13 @@ class Autoencoder(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._reseed_eval()
+        # fresh metric states made in this loop's grad mode: states left by an earlier `validate` / `test`
+        # call are inference tensors, which a later `fit` cannot update in place
+        self.val_metrics.reset()
 
     def on_test_epoch_start(self) -> None:
         self._reseed_eval()
+        self.test_metrics.reset()
 
     def shared_step(self, batch, stage: str) -> AutoencoderOutput:
         x = images_of(batch)  # (B, C, H, W) clean
