@@ -135,15 +135,15 @@ class RandomCrops(ArrayImageDataset):
 
 
 def train_dae(
-    model_spec: dict, noise_spec: dict, train: torch.Tensor, val: torch.Tensor, epochs: int, mode_cfg: dict,
-    accelerator: str, precision: str, progress: bool,
+    model_spec: dict, noise_spec: dict, train: torch.Tensor, val: torch.Tensor, epochs: int, batch_size: int,
+    mode_cfg: dict, accelerator: str, precision: str, progress: bool,
 ) -> tuple[L.LightningModule, float]:
     """A DAE from an experiment config's ``model`` block, trained with ``noise_spec``; returns (model, seconds)."""
     spec = copy.deepcopy(model_spec)
     spec["init_args"]["noise"] = noise_spec
     model = instantiate(spec, L.LightningModule)
     train_set = RandomCrops(train, mode_cfg.get("crop"), mode_cfg.get("crops_per_image", 1))
-    bs = mode_cfg["batch_size"]
+    bs = batch_size
     loader = DataLoader(train_set, batch_size=bs, shuffle=True, drop_last=len(train_set) > bs)
     val_loader = DataLoader(TensorDataset(val), batch_size=64)
     t0 = time.perf_counter()
@@ -343,43 +343,55 @@ def run(
     if not classical.bm3d_available():
         print(classical.BM3D_MISSING)
 
-    train_log = []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train_log: list[str] = []
+
+    def report(final: bool) -> list[dict]:
+        """(Re)write the CSV / Markdown / figure; called after every trained net, so a cut-off run keeps its rows."""
+        seconds = time.perf_counter() - t_start
+        rows = [s.row(name) for s in scores]
+        write_csv(out_dir / f"denoising_{name}.csv", rows, COLUMNS)
+        setup = (
+            f"{name}, {n_train_all} train / {len(clean_val)} val / {len(clean_test)} test images at "
+            f"{cfg['split']['image_size']}×{cfg['split']['image_size']} (seeded split {cfg['split']['seed']}); "
+            f"training sizes {train_sizes}; DAEs "
+            + ("trained per noise setting" if m["per_setting"] else "trained noise-blind over the whole grid (one net each)")
+            + (f" on random {m['crop']}×{m['crop']} crops" if m.get("crop") else " on whole images")
+            + f" ({'; '.join(train_log) or 'none trained yet'}); NL-means h tuned on {nl['tune_images']} val images "
+            f"over factors {nl['h_factors']} of estimate_sigma's σ; BM3D "
+            + (f"on the first {n_bm3d} test images" if n_bm3d < len(clean_test) else "on every test image")
+            + " with σ from estimate_sigma; median filters with reflected borders."
+            + ("" if final else " **Run incomplete: cut off before every net was trained.**")
+        )
+        meta = dict(n_test=len(clean_test), mode=mode, hardware=hw, seconds=seconds, setup=setup)
+        write_markdown(out_dir / f"denoising_{name}.md", name, scores, labels, meta)
+        if final:
+            write_figure(out_dir / f"denoising_{name}.png", clean_test, noisy_test, scores, labels)
+            print_summary(scores, labels, f"denoising on {name} ({mode}, {seconds / 60:.1f} min, {hw})")
+            print(f"wrote {out_dir}/denoising_{name}.csv, .md, .png")
+        return rows
+
+    report(final=False)
     for ts in train_sizes:
         train = splits["train"][:ts]  # the split is already a seeded permutation
         for dae in cfg["daes"]:
-            model_spec = load_config(dae["config"])["model"]
+            experiment = load_config(dae["config"])
+            model_spec = experiment["model"]
             epochs = m["epochs"][dae["name"]]
+            # the experiment's own batch size (Gondara: 10) unless the mode sets one
+            batch_size = m.get("batch_size") or experiment["data"]["init_args"]["batch_size"]
             blind = {"class_path": "ae_lightning.noise.RandomChoice", "init_args": {"noises": cfg["noises"]}}
             plan = list(zip(cfg["noises"], labels, strict=True)) if m["per_setting"] else [(blind, None)]
             for spec, label in plan:
-                what = f"{dae['name']} ({label or 'noise-blind'}, train {ts}, {epochs} epochs)"
+                what = f"{dae['name']} ({label or 'noise-blind'}, train {ts}, {epochs} epochs, batch {batch_size})"
                 print(f"training {what}", flush=True)
-                model, secs = train_dae(model_spec, spec, train, clean_val, epochs, m, accelerator, precision, progress)
+                model, secs = train_dae(model_spec, spec, train, clean_val, epochs, batch_size, m, accelerator,
+                                        precision, progress)
                 train_log.append(f"{what}: {secs:.0f} s")
                 for lab in [label] if label else labels:
                     scores.append(run_dae(model, dae["name"], noisy_test[lab], clean_test, lab, ts, precision))
-
-    seconds = time.perf_counter() - t_start
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rows = [s.row(name) for s in scores]
-    write_csv(out_dir / f"denoising_{name}.csv", rows, COLUMNS)
-    setup = (
-        f"{name}, {n_train_all} train / {len(clean_val)} val / {len(clean_test)} test images at "
-        f"{cfg['split']['image_size']}×{cfg['split']['image_size']} (seeded split {cfg['split']['seed']}); "
-        f"training sizes {train_sizes}; DAEs "
-        + ("trained per noise setting" if m["per_setting"] else "trained noise-blind over the whole grid (one net each)")
-        + (f" on random {m['crop']}×{m['crop']} crops, " if m.get("crop") else " on whole images, ")
-        + f"batch {m['batch_size']} — {'; '.join(train_log)}; NL-means h tuned on {nl['tune_images']} val images "
-        f"over factors {nl['h_factors']} of estimate_sigma's σ; BM3D "
-        + (f"on the first {n_bm3d} test images" if n_bm3d < len(clean_test) else "on every test image")
-        + " with σ from estimate_sigma; median filters with reflected borders."
-    )
-    meta = dict(n_test=len(clean_test), mode=mode, hardware=hw, seconds=seconds, setup=setup)
-    write_markdown(out_dir / f"denoising_{name}.md", name, scores, labels, meta)
-    write_figure(out_dir / f"denoising_{name}.png", clean_test, noisy_test, scores, labels)
-    print_summary(scores, labels, f"denoising on {name} ({mode}, {seconds / 60:.1f} min, {hw})")
-    print(f"wrote {out_dir}/denoising_{name}.csv, .md, .png")
-    return rows
+                report(final=False)
+    return report(final=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

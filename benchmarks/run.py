@@ -1,0 +1,40 @@
+"""``make benchmark`` / ``make benchmark-full``: every benchmark in turn, then where the results went.
+
+    python -m benchmarks.run --quick                  # offline on the embedded real data
+    python -m benchmarks.run --full                   # paper scale (GPU when present)
+    python -m benchmarks.run --quick --only denoising
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+
+from benchmarks.common import RESULTS
+
+# the headline comparison first
+BENCHMARKS = ["denoising"]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="run the ae_lightning benchmarks")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--quick", dest="mode", action="store_const", const="quick")
+    mode.add_argument("--full", dest="mode", action="store_const", const="full")
+    ap.add_argument("--only", nargs="+", choices=BENCHMARKS, default=BENCHMARKS)
+    args = ap.parse_args(argv)
+    mode = args.mode or "quick"
+    times = {}
+    for name in args.only:
+        t0 = time.perf_counter()
+        print(f"\n=== benchmark: {name} ({mode}) ===", flush=True)
+        importlib.import_module(f"benchmarks.{name}").run(mode)
+        times[name] = time.perf_counter() - t0
+    print("\n" + ", ".join(f"{k} {v / 60:.1f} min" for k, v in times.items()) + f"; results in {RESULTS}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

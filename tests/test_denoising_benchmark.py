@@ -1,0 +1,147 @@
+"""The denoising benchmark's pieces, and one tiny end-to-end run of `make benchmark`'s path."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from skimage.metrics import peak_signal_noise_ratio as sk_psnr
+from skimage.metrics import structural_similarity as sk_ssim
+
+from ae_lightning.config import instantiate
+from ae_lightning.data.common import EMBEDDED
+from ae_lightning.metrics import psnr_ssim, ssim_skimage_borders
+from ae_lightning.noise import NoiseModel, ScaledGaussian
+from benchmarks import classical, denoising
+
+
+@pytest.fixture(scope="module")
+def xrays() -> torch.Tensor:
+    """Eight real embedded chest X-rays, (8, 1, 64, 64) in [0, 1]."""
+    images = np.load(EMBEDDED / "chest_xray64.npz")["images"][:8]
+    return torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
+
+
+@pytest.fixture(scope="module")
+def noisy(xrays) -> torch.Tensor:
+    return ScaledGaussian(p=0.1)(xrays, torch.Generator().manual_seed(0))
+
+
+def test_metrics_agree_with_scikit_image_under_matching_settings(xrays, noisy):
+    ours = ssim_skimage_borders(noisy, xrays)
+    psnr, ssim = psnr_ssim(noisy, xrays)
+    for i in range(len(xrays)):
+        a, b = noisy[i, 0].double().numpy(), xrays[i, 0].double().numpy()
+        ref = sk_ssim(a, b, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+        assert abs(ours[i].item() - ref) < 1e-3
+        assert abs(psnr[i].item() - sk_psnr(b, a, data_range=1.0)) < 1e-3
+    # the table's SSIM (borders included) is a different number on 64×64 images: say so, don't mix them
+    assert (ssim - ours.float()).abs().mean() > 1e-3
+
+
+def test_noise_grid_is_config_and_matches_the_issue():
+    cfg = yaml.safe_load(denoising.CONFIG.read_text())
+    noises = [instantiate(spec, NoiseModel) for spec in cfg["noises"]]
+    labels = [n.label for n in noises]
+    assert len(set(labels)) == len(labels) == 8
+    assert {"p=0.1·N(0,1)", "p=0.25·N(0,1)", "p=0.5·N(0,1)", "p=0.2·Poisson(1)", "p=0.2·Poisson(5)"} <= set(labels)
+    assert {"quick", "full"} <= set(cfg["modes"])
+
+
+def test_seeded_noisy_copies_are_identical(xrays):
+    n = ScaledGaussian(p=0.25)
+    assert torch.equal(denoising.noisy_copy(n, xrays, 7), denoising.noisy_copy(n, xrays, 7))
+    assert not torch.equal(denoising.noisy_copy(n, xrays, 7), denoising.noisy_copy(n, xrays, 8))
+
+
+@pytest.mark.parametrize(
+    "fn,kwargs",
+    [(classical.median, {"size": 3}), (classical.nl_means, {"h_factor": 0.8}), (classical.bm3d, {})],
+    ids=["median", "nl_means", "bm3d"],
+)
+def test_classical_denoisers_improve_psnr(xrays, noisy, fn, kwargs):
+    if fn is classical.bm3d and not classical.bm3d_available():
+        pytest.skip(classical.BM3D_MISSING)
+    with classical.Pool(workers=2) as pool:
+        out = torch.from_numpy(pool.map(fn, list(noisy[:2, 0].numpy()), **kwargs)).unsqueeze(1)
+    assert out.shape == (2, 1, 64, 64)
+    before, _ = psnr_ssim(noisy[:2], xrays[:2])
+    after, _ = psnr_ssim(out, xrays[:2])
+    assert (after > before + 3).all()  # each removes a good part of σ=0.1 noise on a real X-ray
+
+
+def test_nl_means_h_is_tuned_on_validation_from_the_grid(xrays, noisy):
+    cfg = {"h_factors": [0.05, 0.8], "tune_images": 4, "patch_size": 5, "patch_distance": 6}
+    with classical.Pool(workers=2) as pool:
+        assert denoising.tune_nl_means(pool, noisy, xrays, cfg) == 0.8  # 0.05·σ barely denoises
+
+
+def test_csv_and_markdown_writers(tmp_path):
+    from benchmarks.common import markdown_table, write_csv
+
+    path = write_csv(tmp_path / "t.csv", [{"a": 1, "b": 0.123456}], ["a", "b"])
+    assert path.read_text().splitlines() == ["a,b", "1,0.1235"]
+    with pytest.raises(ValueError):
+        write_csv(tmp_path / "u.csv", [{"a": 1, "c": 2}], ["a", "b"])
+    assert markdown_table(["m", "x"], [["NL-means", "1 / 2"]]).splitlines()[2] == "| NL-means | 1 / 2 |"
+
+
+def _tiny_config(tmp_path: Path) -> dict:
+    cfg = yaml.safe_load(denoising.CONFIG.read_text())
+    cfg["noises"] = cfg["noises"][:1] + cfg["noises"][3:4]  # one Gaussian, one Poisson setting
+    cfg["nl_means"].update(h_factors=[0.6, 1.0], tune_images=2)
+    cfg["split"].update(val_fraction=0.2, test_fraction=0.2)
+    cfg["modes"]["tiny"] = dict(train_sizes=["all"], per_setting=False, epochs={"Gondara DAE": 1, "residual DAE": 1},
+                                crop=32, batch_size=4, bm3d_images=2)
+    return cfg
+
+
+def test_end_to_end_tiny_run_writes_every_output(tmp_path, xrays):
+    """The whole pipeline of `make benchmark` at tiny size: 20 real X-rays, 1 epoch, 2 noise settings."""
+    data = tmp_path / "tiny.npz"
+    images = np.load(EMBEDDED / "chest_xray64.npz")["images"][:20]
+    np.savez(data, images=images)
+    rows = denoising.run("tiny", [str(data)], tmp_path / "out", _tiny_config(tmp_path), progress=False)
+    csv_path = tmp_path / "out" / "denoising_tiny.csv"
+    with csv_path.open() as f:
+        table = list(csv.DictReader(f))
+    assert list(table[0]) == denoising.COLUMNS
+    methods = {r["method"] for r in table}
+    expected = {"noisy", "median 3×3", "median 5×5", "NL-means", "Gondara DAE", "residual DAE"}
+    if classical.bm3d_available():
+        expected.add("BM3D")
+    assert methods == expected
+    assert len(rows) == len(table) == 2 * len(expected)
+    assert all(float(r["psnr_mean"]) > 0 and 0 < float(r["ssim_mean"]) <= 1 for r in table)
+    md = (tmp_path / "out" / "denoising_tiny.md").read_text()
+    assert "Gondara (2016)" in md and "Who wins" in md and "p=0.1·N(0,1)" in md
+    assert (tmp_path / "out" / "denoising_tiny.png").stat().st_size > 10_000
+
+
+def test_bad_data_path_is_one_clear_error(tmp_path, capsys):
+    assert denoising.main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(tmp_path / "missing") in err
+
+
+def test_too_small_set_names_the_minimum(tmp_path, capsys):
+    np.savez(tmp_path / "three.npz", images=np.zeros((3, 64, 64), dtype=np.uint8))
+    assert denoising.main(["--data", str(tmp_path / "three.npz"), "--out", str(tmp_path)]) == 2
+    assert "need at least" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_quick_mode_dae_beats_classical_baselines(tmp_path):
+    """The quality bar of `make benchmark`: the best DAE beats NL-means and the median filter everywhere."""
+    rows = denoising.run("quick", None, tmp_path, progress=False)
+    for noise in {r["noise"] for r in rows}:
+        rs = [r for r in rows if r["noise"] == noise]
+        dae = max((r for r in rs if r["train_size"]), key=lambda r: r["psnr_mean"])
+        for r in rs:
+            if r["method"] == "NL-means" or r["method"].startswith("median"):
+                assert dae["psnr_mean"] > r["psnr_mean"] and dae["ssim_mean"] > r["ssim_mean"], (noise, r["method"])
+
