@@ -6,7 +6,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torchvision.utils import make_grid, save_image
 
@@ -14,8 +14,16 @@ from ae_lightning.models.base import images_of
 
 
 def run_dir(trainer: L.Trainer) -> Path:
-    """The run directory: the logger's versioned folder, else ``default_root_dir``."""
-    return Path(trainer.log_dir or trainer.default_root_dir)
+    """The run directory: the logger's versioned folder, else ``default_root_dir``.
+
+    ``trainer.log_dir`` without its broadcast: that is a collective call, which deadlocks DDP when
+    only rank 0 makes it (as :func:`log_image` does); rank 0's own value is the one it would get.
+    """
+    if not trainer.loggers:
+        return Path(trainer.default_root_dir)
+    logger = trainer.loggers[0]
+    path = logger.log_dir if isinstance(logger, TensorBoardLogger | CSVLogger) else logger.save_dir
+    return Path(path or trainer.default_root_dir)
 
 
 @rank_zero_only

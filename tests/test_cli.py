@@ -1,0 +1,74 @@
+"""The ``ae-lightning`` command: entry point, help, resolved config, and errors for bad values."""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+import pytest
+import yaml
+from conftest import CONFIGS
+
+from ae_lightning.cli import main
+
+CONV = str(CONFIGS / "conv_ae_mnist.yaml")
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    """pytest's arguments are not the CLI's; anything a run would write lands in tmp_path."""
+    monkeypatch.setattr("sys.argv", ["ae-lightning"])
+    monkeypatch.chdir(tmp_path)
+
+
+def test_console_script_points_at_main():
+    (ep,) = [e for e in importlib.metadata.entry_points(group="console_scripts") if e.name == "ae-lightning"]
+    assert ep.value == "ae_lightning.cli:main"
+
+
+def test_help_lists_the_subcommands(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert all(cmd in out for cmd in ("fit", "validate", "test", "predict"))
+
+
+def test_print_config_resolves_the_yaml(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--config", CONV, "--model.init_args.lr=0.01", "--print_config"])
+    assert exit_.value.code == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["model"]["init_args"]["lr"] == 0.01  # command line overrides the file
+    assert cfg["model"]["init_args"]["encoder"]["init_args"]["channels"] == [32, 64]
+    assert cfg["seed_everything"] == 0 and cfg["image_grid"]["num_images"] == 8  # CLI defaults
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("--model.init_args.loss=huber", "loss"),
+        ("--trainer.max_epochs=many", "max_epochs"),
+        ("--data.init_args.batch_size=-x", "batch_size"),
+        ("--model.init_args.no_such_argument=1", "no_such_argument"),
+        ("--model=ae_lightning.models.NoSuchModel", "NoSuchModel"),
+    ],
+)
+def test_bad_config_values_exit_with_an_error(override, expected, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--config", CONV, override, "--trainer.fast_dev_run=1"])
+    assert exit_.value.code != 0
+    assert expected in capsys.readouterr().err
+
+
+def test_missing_config_file_is_an_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--config", str(tmp_path / "nope.yaml")])
+    assert exit_.value.code != 0
+    assert "nope.yaml" in capsys.readouterr().err
+
+
+def test_net_that_cannot_take_the_image_shape_names_shape_and_rule():
+    with pytest.raises(ValueError) as err:
+        main(["fit", "--config", CONV, "--model.init_args.encoder.init_args.channels=[8,16,32]",
+              "--trainer.fast_dev_run=1"])
+    assert "1x28x28" in str(err.value) and "divisible by 2**depth = 8" in str(err.value)

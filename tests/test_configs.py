@@ -1,0 +1,147 @@
+"""Every experiment config in configs/*.yaml (found by glob) trains with fast_dev_run, in-process.
+
+Configs whose real data are absent raise ``DatasetNotFoundError`` and are skipped with its message.
+Also: a short real run writes the run directory (checkpoints, resolved config, metrics, image grids)
+and its checkpoint tests through ``ae-lightning test``; the config fragments compose.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import CONFIGS, ROOT
+
+import ae_lightning.cli as cli
+from ae_lightning.data import DatasetNotFoundError
+
+FRAGMENTS = {"trainer.yaml"}  # shared settings, not experiments (configs/logger/ is a sub-folder)
+EXPERIMENTS = sorted(p for p in CONFIGS.glob("*.yaml") if p.name not in FRAGMENTS)
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+@pytest.fixture(autouse=True)
+def _quiet_lightning():
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def run_cli(args: list[str], tmp_path: Path, monkeypatch) -> cli.AutoencoderCLI:
+    """``ae-lightning <args>`` in this process, run directories under ``tmp_path``; returns the CLI
+    object, whose ``trainer`` and ``model`` the test can inspect."""
+    made: list[cli.AutoencoderCLI] = []
+
+    class Recording(cli.AutoencoderCLI):
+        def __init__(self, *a, **kw):
+            made.append(self)
+            super().__init__(*a, **kw)
+
+    monkeypatch.setattr(cli, "AutoencoderCLI", Recording)
+    monkeypatch.setattr("sys.argv", ["ae-lightning"])  # pytest's own arguments are not the CLI's
+    monkeypatch.chdir(ROOT)  # relative data roots resolve as they do for a user in the repository
+    cli.main([*args, "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
+              "--trainer.default_root_dir", str(tmp_path)])
+    return made[0]
+
+
+def data_absent(err: BaseException) -> DatasetNotFoundError | None:
+    """The DatasetNotFoundError behind ``err`` (jsonargparse may wrap errors raised while instantiating)."""
+    while err is not None:
+        if isinstance(err, DatasetNotFoundError):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def test_configs_are_found():
+    names = {p.stem for p in EXPERIMENTS}
+    assert {"ae_mnist", "deep_ae_mnist", "conv_ae_mnist", "dae_mnist", "dae_xray64"} <= names
+
+
+@pytest.mark.parametrize("config", EXPERIMENTS, ids=lambda p: p.stem)
+def test_config_layout(config):
+    """The layout every experiment follows: seeded, CSV run dir named after the file, val/loss checkpoints."""
+    cfg = yaml.safe_load(config.read_text())
+    assert {"seed_everything", "trainer", "model", "data"} <= set(cfg), f"{config.name}: missing top-level keys"
+    assert "class_path" in cfg["model"] and "class_path" in cfg["data"]
+    logger = cfg["trainer"]["logger"]
+    assert logger["init_args"]["name"] == config.stem, f"{config.name}: run directory should be runs/{config.stem}"
+    checkpoints = [c for c in cfg["trainer"].get("callbacks", []) if c["class_path"].endswith("ModelCheckpoint")]
+    assert checkpoints and checkpoints[0]["init_args"].get("save_last"), f"{config.name}: no ModelCheckpoint(save_last)"
+
+
+@pytest.mark.parametrize("config", EXPERIMENTS, ids=lambda p: p.stem)
+def test_config_fast_dev_run(config, tmp_path, monkeypatch):
+    args = ["fit", "--config", str(config), "--trainer.fast_dev_run=1", *QUIET]
+    if "batch_size" in yaml.safe_load(config.read_text())["data"].get("init_args", {}):
+        args.append("--data.init_args.batch_size=8")  # one small batch: this checks wiring, not learning
+    try:
+        run = run_cli(args, tmp_path, monkeypatch)
+    except Exception as err:
+        if (absent := data_absent(err)) is not None:
+            pytest.skip(f"{config.name}: data absent: {absent}")
+        raise
+    trainer = run.trainer
+    assert trainer.state.finished and trainer.state.fn == "fit"
+    assert trainer.global_step >= 1  # at least one optimiser step
+    metrics = trainer.callback_metrics
+    train = {k: float(v) for k, v in metrics.items() if k.startswith("train/")}
+    assert train, f"no train/ metric logged: {sorted(metrics)}"
+    assert all(math.isfinite(v) for v in train.values()), train
+    assert "val/loss" in metrics and math.isfinite(float(metrics["val/loss"])), sorted(metrics)
+    assert all(torch.isfinite(p).all() for p in run.model.parameters())
+
+
+def test_fit_writes_the_run_directory_and_test_reloads_it(tmp_path, monkeypatch):
+    config = CONFIGS / "dae_mnist.yaml"
+    short = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=1",
+             "--trainer.log_every_n_steps=1", *QUIET]
+    run = run_cli(["fit", "--config", str(config), *short], tmp_path, monkeypatch)
+    run_dir = tmp_path / "runs" / "dae_mnist" / "version_0"
+    assert Path(run.trainer.log_dir).resolve() == run_dir.resolve()
+    # resolved config: the full, re-usable config, including what the YAML left to defaults
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["model"]["class_path"] == "ae_lightning.models.DenoisingAutoencoder"
+    assert saved["model"]["init_args"]["noise"]["init_args"]["fraction"] == 0.4
+    assert saved["trainer"]["limit_train_batches"] == 3 and "image_grid" in saved
+    # metrics: one row per step logged, with the validation metrics
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    columns = set(rows[0])
+    assert {"train/loss_step", "train/loss_epoch", "val/loss", "val/psnr", "val/ssim"} <= columns, columns
+    val = [float(r["val/psnr"]) for r in rows if r["val/psnr"]]
+    assert len(val) == 1 and 0 < val[0] < 60
+    # checkpoints: best and last, loadable without unpickling arbitrary objects
+    ckpts = sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt"))
+    assert ckpts == ["epoch=0-step=3.ckpt", "last.ckpt"], ckpts
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["global_step"] == 3 and state["hyper_parameters"]["loss"] == "bce"
+    # image grid: clean | noisy | reconstruction of 8 digits
+    (png,) = (run_dir / "images").glob("*.png")
+    assert png.name == "val_reconstruction_epoch000.png"
+    from PIL import Image
+
+    assert Image.open(png).size == (8 * 30 + 2, 3 * 30 + 2)
+    # `ae-lightning test --ckpt_path` reloads the checkpoint and reports test metrics
+    test = run_cli(["test", "--config", str(config), "--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt"),
+                    "--trainer.limit_test_batches=2", *QUIET], tmp_path, monkeypatch)
+    metrics = test.trainer.callback_metrics
+    assert {"test/loss", "test/psnr", "test/ssim"} <= set(metrics)
+    torch.testing.assert_close(test.model.encoder.linears[0].weight, run.model.encoder.linears[0].weight)
+
+
+@pytest.mark.parametrize("fragment", ["logger/csv.yaml", "trainer.yaml"])
+def test_fragments_compose_with_an_experiment(fragment, tmp_path, monkeypatch):
+    args = ["fit", "--config", str(CONFIGS / "ae_mnist.yaml"), "--config", str(CONFIGS / fragment),
+            "--trainer.fast_dev_run=1", "--trainer.accelerator=cpu", "--trainer.devices=1", *QUIET]
+    run = run_cli(args, tmp_path, monkeypatch)
+    assert run.trainer.state.finished
+    frag = yaml.safe_load((CONFIGS / fragment).read_text())["trainer"]
+    if "precision" in frag:
+        assert run.trainer.precision == frag["precision"]
+    if "logger" in frag:
+        assert type(run.trainer.logger).__name__ in ("CSVLogger", "DummyLogger")  # fast_dev_run swaps in a dummy
