@@ -1,11 +1,14 @@
 """LightningModules: optimisation logic only; nets are injected."""
 
+from ae_lightning.models.adversarial import AdversarialAutoencoder, AdversarialOutput
 from ae_lightning.models.base import Autoencoder, AutoencoderOutput, DenoisingAutoencoder
 from ae_lightning.models.sparse import KLSparsity, L1Sparsity, SparseAutoencoder, SparsityPenalty
 from ae_lightning.models.stacked import StackedAutoencoder, StackedOutput
 from ae_lightning.models.vae import VAE, ConditionalVAE, VAEOutput, kl_warmup_weight
 
 __all__ = [
+    "AdversarialAutoencoder",
+    "AdversarialOutput",
     "Autoencoder",
     "AutoencoderOutput",
     "ConditionalVAE",

@@ -5,11 +5,18 @@ Every encoder maps an image batch ``(B, C, H, W)`` to a code; every decoder maps
 construction with a message naming the shape and the rule.
 """
 
+from ae_lightning.nets.adversarial import (
+    CAAEEncoder,
+    CAAEGenerator,
+    ImageDiscriminator,
+    MLPDiscriminator,
+)
 from ae_lightning.nets.conditional import ConditionalDecoder, ConditionalEncoder, as_condition
 from ae_lightning.nets.conv import ConvDecoder, ConvEncoder
 from ae_lightning.nets.mlp import MLPDecoder, MLPEncoder
 
 __all__ = [
+    "CAAEEncoder", "CAAEGenerator", "ImageDiscriminator", "MLPDiscriminator",
     "ConditionalDecoder", "ConditionalEncoder", "as_condition",
     "ConvDecoder", "ConvEncoder", "MLPDecoder", "MLPEncoder",
 ]

@@ -1,0 +1,258 @@
+"""Adversarial autoencoder (Makhzani et al. 2015): a discriminator pushes the codes toward a prior p(z).
+
+Manual optimisation, two phases per batch, exactly as in the paper:
+
+1. **reconstruction** — encoder + decoder take one step on the reconstruction loss;
+2. **regularisation** — the latent discriminator takes ``discriminator_steps`` steps on prior
+   samples (real) vs encoded codes (fake), then the encoder, as the generator, takes one step to
+   make its codes pass for prior samples.
+
+Three optimisers (encoder+decoder, discriminator, encoder) with their own learning rates; optional
+gradient clipping per update (``gradient_clip_val``: Lightning's Trainer cannot clip under manual
+optimisation, so the module does it with ``self.clip_gradients``). ``adversarial=False`` skips
+phase 2: the plain autoencoder with the same nets, the baseline of the prior-match comparison.
+
+Under DDP the phases leave parameters unused (phase 1 never touches the discriminator), so the
+strategy must run with ``find_unused_parameters=True``: pass
+``--trainer.strategy=ddp_find_unused_parameters_true``; a plain ``ddp`` strategy is switched to it
+in :meth:`setup` (with a warning), before Lightning wraps the module.
+
+Example::
+
+    aae = AdversarialAutoencoder(
+        MLPEncoder((1, 28, 28), [512, 512, 2], activation="relu", code_activation=None),
+        MLPDecoder((1, 28, 28), [512, 512, 2], activation="relu"),
+        MLPDiscriminator(in_features=2, widths=[256, 256]),
+        prior=GaussianPrior(dim=2),
+    )
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import nn
+from torchvision.utils import make_grid
+
+from ae_lightning.distributions import DiagonalGaussian
+from ae_lightning.losses import ReconstructionLoss, adversarial_loss, reconstruction_loss
+from ae_lightning.models.base import Autoencoder, AutoencoderOutput, images_of
+from ae_lightning.priors import GaussianPrior, Prior, prior_match
+
+Posterior = Literal["deterministic", "gaussian"]
+
+
+@dataclass
+class AdversarialOutput(AutoencoderOutput):
+    """Adds the encoder's posterior (a :class:`DiagonalGaussian`, or ``None`` for a deterministic encoder)."""
+
+    posterior: DiagonalGaussian | None = None
+
+
+def labels_of(batch) -> torch.Tensor | None:
+    """The label tensor of an ``(image, label)`` batch, else ``None``."""
+    return batch[1] if isinstance(batch, list | tuple) and len(batch) > 1 else None
+
+
+class AdversarialAutoencoder(Autoencoder):
+    """Autoencoder whose codes are matched to ``prior`` by a latent ``discriminator``.
+
+    Args:
+        encoder: images → codes (``code_dim``), or ``2 * code_dim`` means and log-variances with
+            ``posterior="gaussian"`` (codes are then reparameterised samples, Makhzani's
+            "Gaussian posterior" variant).
+        decoder, loss, weight_decay: as in :class:`Autoencoder`.
+        discriminator: codes (and, for a supervised prior, labels) → one logit; e.g.
+            :class:`~ae_lightning.nets.MLPDiscriminator`.
+        prior: a :mod:`ae_lightning.priors` prior (default ``GaussianPrior(2)``); a supervised
+            mixture prior draws each real sample from its label's component.
+        lr: learning rate of the reconstruction phase (encoder + decoder).
+        lr_discriminator, lr_generator: learning rates of the regularisation phase.
+        betas: Adam betas for all three optimisers (GAN practice: β₁ = 0.5).
+        discriminator_steps: discriminator updates per generator update.
+        gradient_clip_val: clip each update's gradient norm to this value (None: no clipping).
+        adversarial: run phase 2; ``False`` gives the unregularised baseline.
+        posterior: ``deterministic`` or ``gaussian`` encoder.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        discriminator: nn.Module,
+        prior: Prior | None = None,
+        loss: ReconstructionLoss = "bce",
+        lr: float = 1e-3,
+        lr_discriminator: float = 2e-4,
+        lr_generator: float = 2e-4,
+        betas: tuple[float, float] = (0.5, 0.999),
+        discriminator_steps: int = 1,
+        gradient_clip_val: float | None = None,
+        adversarial: bool = True,
+        posterior: Posterior = "deterministic",
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__(encoder, decoder, loss=loss, lr=lr, weight_decay=weight_decay)
+        # re-save: the base call saw this frame's nn.Module/prior arguments too
+        self.save_hyperparameters(ignore=["encoder", "decoder", "discriminator", "prior", "generator",
+                                          "latent_discriminator", "image_discriminator"])
+        if discriminator_steps < 1:
+            raise ValueError(f"discriminator_steps must be >= 1, got {discriminator_steps}")
+        if posterior not in ("deterministic", "gaussian"):
+            raise ValueError(f"posterior must be 'deterministic' or 'gaussian', got {posterior!r}")
+        self.automatic_optimization = False
+        self.discriminator = discriminator
+        self.prior = prior if prior is not None else GaussianPrior(dim=2)
+        if self.prior.supervised and getattr(discriminator, "num_classes", None) == 0:
+            raise ValueError(
+                f"{self.prior!r} is supervised: the discriminator must see the labels; "
+                f"fix: set the discriminator's num_classes to {self.prior.num_components}"
+            )
+        self._val_codes: list[torch.Tensor] = []
+        self._val_labels: list[torch.Tensor] = []
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        strategy = self.trainer.strategy if self._trainer else None
+        if isinstance(strategy, DDPStrategy) and not strategy._ddp_kwargs.get("find_unused_parameters", False):
+            # each phase leaves parameters unused (phase 1 never touches the discriminator), which plain DDP
+            # rejects; the DDP wrapper is built after this hook, so switching the flag here still takes effect
+            rank_zero_warn(
+                "AdversarialAutoencoder: setting DDP find_unused_parameters=True (the adversarial phases leave "
+                "parameters unused); pass --trainer.strategy=ddp_find_unused_parameters_true to silence this"
+            )
+            strategy._ddp_kwargs["find_unused_parameters"] = True
+
+    # --- the model -------------------------------------------------------------------------
+    def posterior_of(self, x: torch.Tensor) -> tuple[torch.Tensor, DiagonalGaussian | None]:
+        """``(code, posterior)``: a reparameterised sample for a Gaussian encoder in training, its mean otherwise."""
+        h = self.encoder(x)  # (B, code_dim) or (B, 2 * code_dim)
+        if self.hparams.posterior == "deterministic":
+            return h, None
+        q = DiagonalGaussian.from_params(h)
+        return (q.rsample() if self.training else q.mode), q
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.posterior_of(x)[0]
+
+    def forward(self, x: torch.Tensor) -> AdversarialOutput:
+        code, q = self.posterior_of(x)
+        return AdversarialOutput(reconstruction=self.decode(code), code=code, posterior=q)
+
+    def compute_losses(self, out: AutoencoderOutput, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        recon = reconstruction_loss(out.reconstruction, target, self.hparams.loss)
+        return {"loss": recon, "recon": recon}
+
+    def discriminate(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """Discriminator logits ``(B, 1)`` for codes ``z``; a supervised prior also shows it the labels."""
+        return self.discriminator(z, labels) if self.prior.supervised else self.discriminator(z)
+
+    def sample_prior(self, n: int, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.prior.supervised and labels is None:
+            raise ValueError(f"{self.prior!r} is supervised: the batches must carry labels (image, label)")
+        return self.prior.sample(n, labels=labels if self.prior.supervised else None, device=self.device)
+
+    # --- manual optimisation ---------------------------------------------------------------
+    @contextmanager
+    def _phase(self, optimizer):
+        """Only ``optimizer``'s parameters require grad inside the block (no wasted or stray gradients)."""
+        self.toggle_optimizer(optimizer)
+        optimizer.zero_grad(set_to_none=True)
+        try:
+            yield
+        finally:
+            self.untoggle_optimizer(optimizer)
+
+    def _update(self, optimizer, loss: torch.Tensor) -> None:
+        self.manual_backward(loss)
+        if self.hparams.gradient_clip_val:
+            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_val,
+                                gradient_clip_algorithm="norm")
+        optimizer.step()
+
+    def discriminator_phase(self, optimizer, x: torch.Tensor, labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """One discriminator update: prior samples are real, encoded codes fake."""
+        with self._phase(optimizer):
+            with torch.no_grad():
+                fake = self.encode(x)  # (B, D): the encoder is not updated here
+            real = self.sample_prior(len(x), labels)  # (B, D)
+            real_logits, fake_logits = self.discriminate(real, labels), self.discriminate(fake, labels)
+            d_loss = adversarial_loss(real_logits, True) + adversarial_loss(fake_logits, False)
+            self._update(optimizer, d_loss)
+        return {
+            "d_loss": d_loss.detach(),
+            "d_acc_real": (real_logits.detach() > 0).float().mean(),
+            "d_acc_fake": (fake_logits.detach() < 0).float().mean(),
+        }
+
+    def generator_phase(self, optimizer, x: torch.Tensor, labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """One encoder update that makes its codes pass for prior samples."""
+        with self._phase(optimizer):
+            g_loss = adversarial_loss(self.discriminate(self.encode(x), labels), True)
+            self._update(optimizer, g_loss)
+        return {"g_loss": g_loss.detach()}
+
+    def training_step(self, batch, batch_idx: int) -> None:
+        opt_ae, opt_d, opt_g = self.optimizers()
+        # phase 1: reconstruction (shared_step logs train/loss and train/recon)
+        with self._phase(opt_ae):
+            self._update(opt_ae, self.shared_step(batch, "train").loss)
+        if not self.hparams.adversarial:
+            return
+        # phase 2: regularisation
+        x, labels = images_of(batch), labels_of(batch)
+        for _ in range(self.hparams.discriminator_steps):
+            logs = self.discriminator_phase(opt_d, x, labels)
+        logs |= self.generator_phase(opt_g, x, labels)
+        self.log_dict({f"train/{k}": v for k, v in logs.items()}, on_step=True, on_epoch=True, batch_size=len(x))
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        enc_dec = [*self.encoder.parameters(), *self.decoder.parameters()]
+        return [
+            torch.optim.Adam(enc_dec, lr=hp.lr, betas=hp.betas, weight_decay=hp.weight_decay),
+            torch.optim.Adam(self.discriminator.parameters(), lr=hp.lr_discriminator, betas=hp.betas),
+            torch.optim.Adam(self.encoder.parameters(), lr=hp.lr_generator, betas=hp.betas),
+        ]
+
+    # --- evaluation: how close are the codes to the prior? ----------------------------------
+    def validation_step(self, batch, batch_idx: int) -> AutoencoderOutput:
+        out = self.shared_step(batch, "val")
+        self._val_codes.append(out.code.detach().float().cpu())
+        labels = labels_of(batch)
+        if labels is not None:
+            self._val_labels.append(labels.detach().cpu())
+        return out
+
+    def on_validation_epoch_start(self) -> None:
+        super().on_validation_epoch_start()
+        self._val_codes, self._val_labels = [], []
+
+    def on_validation_epoch_end(self) -> None:
+        """Log ``val/prior_mmd`` and ``val/prior_ks`` (see :func:`~ae_lightning.priors.prior_match`) and a grid
+        of decoded prior samples."""
+        if not self._val_codes:
+            return
+        codes = torch.cat(self._val_codes)  # (N, D)
+        labels = torch.cat(self._val_labels) if len(self._val_labels) == len(self._val_codes) else None
+        if self.prior.supervised and labels is None:
+            return
+        stats = prior_match(codes, self.prior, labels=labels)
+        self.log_dict({f"val/prior_{k}": v for k, v in stats.items()}, sync_dist=True)
+        if not self.trainer.sanity_checking:
+            self.log_samples()
+
+    @torch.no_grad()
+    def log_samples(self, rows: int = 8, cols: int = 10) -> None:
+        """Decode prior samples (column ``j`` drawn from component ``j`` for a supervised prior)."""
+        from ae_lightning.callbacks import log_image  # here: the callbacks package imports the models
+
+        labels = torch.arange(cols, device=self.device).repeat(rows)  # (rows * cols,)
+        z = self.sample_prior(rows * cols, labels if self.prior.supervised else None)  # (rows * cols, D)
+        images = self.decode(z).float().clamp(0, 1).cpu()  # (rows * cols, C, H, W)
+        log_image(self.trainer, "val/samples", make_grid(images, nrow=cols, pad_value=1.0), caption="decoded prior samples")
