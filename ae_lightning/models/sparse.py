@@ -98,7 +98,7 @@ class SparseAutoencoder(Autoencoder):
     """An :class:`Autoencoder` whose loss adds a sparsity penalty on the code, optionally k-sparse.
 
     Args:
-        encoder, decoder, loss, lr, weight_decay: as for :class:`Autoencoder`.
+        encoder, decoder, loss, lr, weight_decay, residual: as for :class:`Autoencoder`.
         sparsity: the penalty Ω(h) (:class:`L1Sparsity`, :class:`KLSparsity`); ``None`` trains the
             same net without a penalty.
         k: keep only the ``k`` largest code activations per example (Makhzani & Frey 2013).
@@ -118,8 +118,9 @@ class SparseAutoencoder(Autoencoder):
         loss: ReconstructionLoss = "mse",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
+        residual: bool = False,
     ) -> None:
-        super().__init__(encoder, decoder, loss=loss, lr=lr, weight_decay=weight_decay)
+        super().__init__(encoder, decoder, loss=loss, lr=lr, weight_decay=weight_decay, residual=residual)
         self.save_hyperparameters(ignore=["encoder", "decoder", "sparsity"])
         if k is not None and k < 1:
             raise ValueError(f"k-sparse k must be a positive number of units, got {k}")
