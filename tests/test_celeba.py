@@ -27,7 +27,7 @@ def write_synthetic_celeba(root: Path, partition=(0, 0, 0, 0, 1, 1, 2, 2), seed:
 
     ``partition`` gives each image's split (0 train, 1 valid, 2 test); torchvision fails on a
     split with exactly one image, so every split gets 0 or ≥ 2. Returns the (N, 40) {-1, 1} attributes.
-    Image i is a flat colour with red = 20 * i, so tests can tell images apart after the crop.
+    Image i is a flat colour with red = 20 * i mod 256, so tests can tell images apart after the crop.
     """
     base = root / "celeba"
     (base / "img_align_celeba").mkdir(parents=True)
@@ -37,7 +37,7 @@ def write_synthetic_celeba(root: Path, partition=(0, 0, 0, 0, 1, 1, 2, 2), seed:
     attrs = rng.choice([-1, 1], size=(n, len(ATTRS)))
     for i, name in enumerate(names):
         img = np.zeros((218, 178, 3), np.uint8)
-        img[..., 0] = 20 * i
+        img[..., 0] = (20 * i) % 256
         img[..., 1] = 100
         Image.fromarray(img).save(base / "img_align_celeba" / name, quality=95)
     # the real files: a count line, a header line (attributes / column names), then space-separated rows

@@ -24,6 +24,7 @@ Example (Burda et al.'s one-stochastic-layer MNIST VAE, 784-200-200-50, tanh, Be
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -87,7 +88,11 @@ class VAE(Autoencoder):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
     ) -> None:
-        super().__init__(encoder, decoder, lr=lr, weight_decay=weight_decay)
+        with warnings.catch_warnings():
+            # the base class's save_hyperparameters sees the likelihood module in this frame and warns;
+            # it is left out of the hyperparameters just below
+            warnings.filterwarnings("ignore", ".*'likelihood' is an instance of `nn.Module`.*")
+            super().__init__(encoder, decoder, lr=lr, weight_decay=weight_decay)
         # re-saved without the likelihood module (checkpoints load with weights_only=True) and without
         # the base class's loss/residual, which a VAE does not take (load_from_checkpoint passes hparams back)
         self.save_hyperparameters(ignore=["encoder", "decoder", "likelihood", "loss", "residual"])
@@ -121,8 +126,9 @@ class VAE(Autoencoder):
 
     # --- the model -------------------------------------------------------------------------------
     def posterior(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> DiagonalGaussian:
-        """``q(z | x)`` for images ``x`` (B, C, H, W)."""
-        return DiagonalGaussian.from_params(self._net(self.encoder, x, cond))  # (B, D)
+        """``q(z | x)`` for images ``x`` (B, C, H, W); float32 even under bf16 autocast, so that KL terms and
+        importance weights (differences of numbers in the hundreds) keep their precision."""
+        return DiagonalGaussian.from_params(self._net(self.encoder, x, cond).float())  # (B, D)
 
     def encode(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """The deterministic code of ``x``: the posterior mean (B, D)."""

@@ -1,0 +1,272 @@
+"""Generation benchmark: VAE likelihood on dynamically binarised MNIST, samples, interpolations, CVAE grid.
+
+    python -m benchmarks.generation --quick                 # offline: real MNIST test digits, CPU, ~2 min
+    python -m benchmarks.generation --full --data ~/mnist    # full 60k set (torchvision layout), GPU
+
+Models (Bernoulli decoders, trained on the ELBO with fresh binarisation every draw):
+
+- ``vae``, latent 50: Burda et al. (2016)'s one-stochastic-layer VAE, 784-200-200-50, tanh.
+  They report −log p(x) = 86.76 nats on the MNIST test set at k = 5000 (trained k = 1, 3,280
+  passes over the 60k digits); ``--full`` prints our number beside it.
+- ``vae``, latent 2: the same nets with a 2-D code, for the latent scatter and the manifold.
+- ``cvae``, latent 8: the conditional VAE; its ``nll_k`` is the class-conditional −log p(x | y).
+
+Metrics on the test split, per image, in nats: ``elbo`` (one-sample reconstruction term with the
+closed-form KL) and ``nll_k`` (importance-weighted estimate with ``k`` samples; ``-elbo ≥ nll_k``).
+
+Outputs (``benchmarks/results/``): ``generation_mnist.csv`` (model, latent_dim, train_size, elbo,
+nll_k, k), ``generation_mnist.md``, ``generation_mnist_vae.png`` (prior samples and latent
+interpolations), ``generation_mnist_cvae.png`` (one row per digit), ``generation_mnist_latent2d.png``.
+The quick mode trains on the 10k real test digits in ``../shared/data/mnist`` (split 7k/1k/2k; the
+embedded 3,000 when absent), so its numbers are far from the paper's, which used the 60k set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torchvision.utils import make_grid
+
+from ae_lightning.callbacks.generation import scalar_labels, scatter_figure
+from ae_lightning.data import DatasetNotFoundError, MNISTDataModule
+from ae_lightning.distributions import BernoulliLikelihood
+from ae_lightning.models import VAE, ConditionalVAE
+from ae_lightning.nets import ConditionalDecoder, ConditionalEncoder, MLPDecoder, MLPEncoder
+from benchmarks.common import RESULTS, hardware, markdown_table, quiet, trainer, write_csv
+
+COLUMNS = ["model", "latent_dim", "train_size", "elbo", "nll_k", "k"]
+SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+BURDA_NLL = 86.76  # Burda et al. 2016, Table 1: VAE, 1 stochastic layer, k = 1 training, k = 5000 test
+
+MODES = {
+    # epochs, test-time k, test images used for nll_k (None: all), batch size, loader workers
+    "quick": dict(epochs=15, k=200, test_images=500, batch_size=100, workers=0),
+    # per-draw binarisation happens in the loader: workers keep a GPU fed (~20 ms/step without them)
+    "full": dict(epochs=500, k=5000, test_images=None, batch_size=100, workers=4),
+}
+IMAGE = (1, 28, 28)
+
+
+def make_vae(latent: int, test_samples: int) -> VAE:
+    """Burda et al.'s architecture: 784-200-200-latent, tanh, Bernoulli decoder (logits)."""
+    enc = MLPEncoder(IMAGE, [200, 200, 2 * latent], activation="tanh", code_activation=None)
+    dec = MLPDecoder(IMAGE, [200, 200, latent], activation="tanh", output_activation=None)
+    return VAE(enc, dec, latent_dim=latent, likelihood=BernoulliLikelihood(), test_samples=test_samples)
+
+
+def make_cvae(latent: int, test_samples: int) -> ConditionalVAE:
+    enc = ConditionalEncoder(MLPEncoder(IMAGE, [400, 200], activation="relu", code_activation="relu"), 10, 2 * latent)
+    dec = ConditionalDecoder(MLPDecoder(IMAGE, [400, 200, latent + 10], activation="relu", output_activation=None), 10)
+    return ConditionalVAE(enc, dec, latent_dim=latent, likelihood=BernoulliLikelihood(), test_samples=test_samples)
+
+
+class _Limited(torch.utils.data.Dataset):
+    def __init__(self, ds, n: int | None) -> None:
+        self.ds, self.n = ds, len(ds) if n is None else min(n, len(ds))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i):
+        return self.ds[i]
+
+
+def fit_and_score(model: VAE, dm: MNISTDataModule, cfg: dict, accelerator: str) -> dict:
+    """Train on the ELBO, then ``trainer.test``: the module logs ``test/elbo`` and ``test/nll_k{K}``."""
+    fit = trainer(cfg["epochs"], accelerator=accelerator, precision="32-true", limit_val_batches=0)
+    fit.fit(model, dm)
+    test_loader = torch.utils.data.DataLoader(_Limited(dm.test_set, cfg["test_images"]), batch_size=cfg["batch_size"])
+    tester = trainer(1, accelerator=accelerator, precision="32-true")
+    # fp32 on purpose: k-sample log-likelihoods sum 784 Bernoulli terms and log-sum-exp thousands of weights
+    metrics = tester.test(model, test_loader, verbose=False)[0]
+    return {"elbo": metrics["test/elbo"], "nll_k": metrics[f"test/nll_k{cfg['k']}"], "k": cfg["k"]}
+
+
+def _grid(images: torch.Tensor, nrow: int):
+    return make_grid(images.float().clamp(0, 1).cpu(), nrow=nrow, padding=2, pad_value=1.0).permute(1, 2, 0).numpy()
+
+
+@torch.no_grad()
+def figure_vae(model: VAE, test_x: torch.Tensor, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    model.eval()
+    g = torch.Generator(device=model.device).manual_seed(0)
+    samples = model.sample(64, generator=g)  # (64, 1, 28, 28)
+    x = test_x[:16].to(model.device)  # 8 pairs
+    z = model.encode(x)  # (16, D)
+    t = torch.linspace(0, 1, 10, device=z.device).view(1, -1, 1)
+    walk = model.decode(((1 - t) * z[0::2, None] + t * z[1::2, None]).flatten(0, 1)).view(8, 10, *IMAGE)
+    rows = torch.cat([x[0::2, None], walk, x[1::2, None]], dim=1).flatten(0, 1)  # (8*12, 1, 28, 28)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.4), dpi=110, gridspec_kw={"width_ratios": [8, 12]})
+    axes[0].imshow(_grid(samples, 8))
+    axes[0].set_title("samples from the prior (Bernoulli means)")
+    axes[1].imshow(_grid(rows, 12))
+    axes[1].set_title("test image | linear interpolation of posterior means | test image")
+    for ax in axes:
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+@torch.no_grad()
+def figure_cvae(model: ConditionalVAE, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    model.eval()
+    g = torch.Generator(device=model.device).manual_seed(0)
+    z = model.prior(10).sample(generator=g).repeat(10, 1)  # (100, D): the same 10 codes in every row
+    digits = torch.arange(10, device=model.device).repeat_interleave(10)  # row r: digit r
+    images = model.decode(z, model.condition((None, digits)))
+    fig, ax = plt.subplots(figsize=(6, 6.4), dpi=110)
+    ax.imshow(_grid(images, 10))
+    ax.set_title(title + "\nrow = requested digit 0-9, column = the same prior code")
+    ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+@torch.no_grad()
+def figure_latent2d(model: VAE, test_x: torch.Tensor, test_y: torch.Tensor, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    model.eval()
+    codes = torch.cat([model.encode(b.to(model.device)).cpu() for b in test_x.split(500)])  # (N, 2)
+    fig_s = scatter_figure(codes.numpy(), scalar_labels(test_y).numpy(), "test codes (posterior means)")
+    fig_s.canvas.draw()
+    scatter = fig_s.canvas.buffer_rgba()
+    m = 15
+    q = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, m))
+    zz = torch.stack(torch.meshgrid(q.flip(0), q, indexing="ij"), dim=-1).view(-1, 2)[:, [1, 0]]
+    manifold = model.decode(zz.to(model.device))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5.5), dpi=110)
+    axes[0].imshow(scatter)
+    axes[1].imshow(_grid(manifold, m))
+    axes[1].set_title("decoded z on a grid of N(0, 1) quantiles (5%-95%)")
+    for ax in axes:
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    plt.close(fig_s)
+
+
+def load_data(mode: str, data: str | None, download: bool, batch_size: int, workers: int = 0) -> MNISTDataModule:
+    root = data if data is not None else (str(SHARED_MNIST) if SHARED_MNIST.is_dir() and mode == "quick" else None)
+    dm = MNISTDataModule(root, download=download, batch_size=batch_size, binarize=True, num_workers=workers, seed=0)
+    dm.prepare_data()
+    dm.setup("fit")
+    if mode == "full" and not dm.source.startswith("the full MNIST"):
+        raise DatasetNotFoundError(
+            f"--full trains on the 60k MNIST training set, but found {dm.source}; fix: pass --data ROOT holding "
+            "MNIST/raw/{train,t10k}-*-ubyte[.gz] (torchvision layout), or add --download when online"
+        )
+    return dm
+
+
+def run(
+    mode: str = "quick", data: str | None = None, out_dir: Path = RESULTS, download: bool = False, **overrides
+) -> list[dict]:
+    """Train and score the three models; ``overrides`` replace entries of ``MODES[mode]`` (e.g. ``epochs=50``)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
+    quiet()
+    cfg = {**MODES[mode], **{k: v for k, v in overrides.items() if v is not None}}
+    threads = torch.get_num_threads()
+    if mode == "quick":
+        # 784-200-200 MLPs at batch 100 are too small to split across threads: a second thread
+        # costs more in synchronisation than it gains (5x slower on a busy 2-core machine)
+        torch.set_num_threads(1)
+    try:
+        return _run(mode, cfg, data, out_dir, download)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(mode: str, cfg: dict, data: str | None, out_dir: Path, download: bool) -> list[dict]:
+    accelerator, _, hw = hardware()
+    torch.manual_seed(0)
+    t0 = time.perf_counter()
+    dm = load_data(mode, data, download, cfg["batch_size"], cfg["workers"])
+    train_size = len(dm.train_set)
+    print(f"generation ({mode}): {dm.source}: {train_size} train / {len(dm.test_set)} test digits, dynamically "
+          f"binarised; {cfg['epochs']} epochs, k = {cfg['k']}; {hw.split(',')[0]}, fp32", flush=True)
+    test_x = torch.stack([dm.test_set[i][0] for i in range(min(len(dm.test_set), 2000))])  # binarised draws
+    test_y = dm.test_set.labels[: len(test_x)]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows, models = [], {}
+    for name, latent, build in (("vae", 50, make_vae), ("vae", 2, make_vae), ("cvae", 8, make_cvae)):
+        t = time.perf_counter()
+        torch.manual_seed(0)
+        model = build(latent, cfg["k"])
+        scores = fit_and_score(model, dm, cfg, accelerator)
+        rows.append(dict(model=name, latent_dim=latent, train_size=train_size, **scores))
+        models[(name, latent)] = model
+        print(f"  {name:4s} latent {latent:2d}: ELBO {scores['elbo']:8.2f}  NLL_k{cfg['k']} {scores['nll_k']:7.2f} nats"
+              f"  ({time.perf_counter() - t:.0f} s)", flush=True)
+    where = "quick, MNIST test digits" if mode == "quick" else "full MNIST"
+    figure_vae(models[("vae", 50)], test_x, out_dir / "generation_mnist_vae.png", f"VAE 784-200-200-50 ({where})")
+    figure_cvae(models[("cvae", 8)], out_dir / "generation_mnist_cvae.png", f"CVAE, 8-d latent ({where})")
+    figure_latent2d(models[("vae", 2)], test_x, test_y, out_dir / "generation_mnist_latent2d.png",
+                    f"VAE with a 2-D latent ({where})")
+    seconds = time.perf_counter() - t0
+    write_csv(out_dir / "generation_mnist.csv", rows, COLUMNS)
+    table = markdown_table(
+        ["model", "latent", "train images", "test ELBO (nats)", f"test NLL, k={cfg['k']} (nats)"],
+        [[r["model"], r["latent_dim"], r["train_size"], f"{r['elbo']:.2f}", f"{r['nll_k']:.2f}"] for r in rows],
+    )
+    burda = (f"Burda et al. (2016), same VAE on the full 60k set, 3,280 epochs: NLL {BURDA_NLL} nats at k = 5000; "
+             f"ours ({where}): {rows[0]['nll_k']:.2f} nats at k = {cfg['k']}.")
+    (out_dir / "generation_mnist.md").write_text(
+        f"# Generation on dynamically binarised MNIST ({mode})\n\n{dm.source}, {train_size} training digits, "
+        f"{cfg['epochs']} epochs, Adam 1e-3, batch {cfg['batch_size']}; test metrics on "
+        f"{cfg['test_images'] or len(dm.test_set)} test digits. {hw}; {seconds / 60:.1f} min.\n\n"
+        + table + f"\n{burda}\nThe CVAE's NLL is the class-conditional −log p(x | y).\n\n"
+        "![samples and interpolations](generation_mnist_vae.png)\n\n![CVAE](generation_mnist_cvae.png)\n\n"
+        "![2-D latent](generation_mnist_latent2d.png)\n"
+    )
+    print("\n" + table)
+    print(burda)
+    print(f"generation: {seconds / 60:.1f} min; results in {out_dir}/generation_mnist.*")
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    group = ap.add_mutually_exclusive_group()
+    group.add_argument("--quick", dest="mode", action="store_const", const="quick", help="the make-benchmark run")
+    group.add_argument("--full", dest="mode", action="store_const", const="full", help="Burda et al.'s setting")
+    ap.add_argument("--data", help="MNIST root (torchvision layout); quick default: ../shared/data/mnist or embedded")
+    ap.add_argument("--download", action="store_true", help="download MNIST into --data (needs internet)")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--epochs", type=int, help="override the mode's number of epochs")
+    ap.add_argument("-k", type=int, help="override the mode's number of importance samples")
+    args = ap.parse_args(argv)
+    try:
+        run(args.mode or "quick", args.data, args.out, args.download, epochs=args.epochs, k=args.k)
+    except (DatasetNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
