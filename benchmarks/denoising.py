@@ -25,7 +25,7 @@ from pathlib import Path
 import lightning as L
 import torch
 import yaml
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from ae_lightning.config import instantiate, load_config
 from ae_lightning.data import DatasetNotFoundError, XRayDataset
@@ -135,19 +135,20 @@ class RandomCrops(ArrayImageDataset):
 
 
 def train_dae(
-    model_spec: dict, noise_spec: dict, train: torch.Tensor, val: torch.Tensor, epochs: int, batch_size: int,
+    model_spec: dict, noise_spec: dict, train: torch.Tensor, epochs: int, batch_size: int,
     mode_cfg: dict, accelerator: str, precision: str, progress: bool,
 ) -> tuple[L.LightningModule, float]:
-    """A DAE from an experiment config's ``model`` block, trained with ``noise_spec``; returns (model, seconds)."""
+    """A DAE from an experiment config's ``model`` block, trained with ``noise_spec``; returns (model, seconds).
+
+    No validation loop: nothing is selected on validation scores here, and skipping it saves time."""
     spec = copy.deepcopy(model_spec)
     spec["init_args"]["noise"] = noise_spec
     model = instantiate(spec, L.LightningModule)
     train_set = RandomCrops(train, mode_cfg.get("crop"), mode_cfg.get("crops_per_image", 1))
     bs = batch_size
     loader = DataLoader(train_set, batch_size=bs, shuffle=True, drop_last=len(train_set) > bs)
-    val_loader = DataLoader(TensorDataset(val), batch_size=64)
     t0 = time.perf_counter()
-    trainer(epochs, accelerator, precision, enable_progress_bar=progress).fit(model, loader, val_loader)
+    trainer(epochs, accelerator, precision, enable_progress_bar=progress, limit_val_batches=0).fit(model, loader)
     return model.eval(), time.perf_counter() - t0
 
 
@@ -385,8 +386,8 @@ def run(
             for spec, label in plan:
                 what = f"{dae['name']} ({label or 'noise-blind'}, train {ts}, {epochs} epochs, batch {batch_size})"
                 print(f"training {what}", flush=True)
-                model, secs = train_dae(model_spec, spec, train, clean_val, epochs, batch_size, m, accelerator,
-                                        precision, progress)
+                model, secs = train_dae(model_spec, spec, train, epochs, batch_size, m, accelerator, precision,
+                                        progress)
                 train_log.append(f"{what}: {secs:.0f} s")
                 for lab in [label] if label else labels:
                     scores.append(run_dae(model, dae["name"], noisy_test[lab], clean_test, lab, ts, precision))

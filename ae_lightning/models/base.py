@@ -9,6 +9,7 @@ reuse :meth:`encode`, :meth:`decode`, :meth:`corrupt` and :meth:`shared_step`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import lightning as L
 import torch
@@ -17,6 +18,8 @@ from torch import nn
 from ae_lightning.losses import ReconstructionLoss, reconstruction_loss
 from ae_lightning.metrics import image_metrics
 from ae_lightning.noise import NoiseModel
+
+LRSchedule = Literal["constant", "cosine"]
 
 
 @dataclass
@@ -52,6 +55,7 @@ class Autoencoder(L.LightningModule):
         lr, weight_decay: Adam settings.
         residual: the nets predict what to *subtract* from the input (a residual denoiser,
             DnCNN-style); the reconstruction is ``input - decoder(encoder(input))``.
+        lr_schedule: ``constant`` or ``cosine`` (decay to zero over the fit, per step).
 
     Example::
 
@@ -66,6 +70,7 @@ class Autoencoder(L.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         residual: bool = False,
+        lr_schedule: LRSchedule = "constant",
     ) -> None:
         super().__init__()
         # nets and noise objects live in the resolved config, not in the checkpoint's hparams:
@@ -163,7 +168,13 @@ class Autoencoder(L.LightningModule):
         return x_in, self(x_in).reconstruction.clamp(0, 1)
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        if self.hparams.get("lr_schedule", "constant") == "constant":
+            return opt
+        # cosine decay to zero over the whole fit, stepped per batch: short budgets converge much further
+        steps = max(1, int(self.trainer.estimated_stepping_batches))
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
 class DenoisingAutoencoder(Autoencoder):
@@ -185,8 +196,10 @@ class DenoisingAutoencoder(Autoencoder):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         residual: bool = False,
+        lr_schedule: LRSchedule = "constant",
     ) -> None:
-        super().__init__(encoder, decoder, loss=loss, lr=lr, weight_decay=weight_decay, residual=residual)
+        super().__init__(encoder, decoder, loss=loss, lr=lr, weight_decay=weight_decay, residual=residual,
+                         lr_schedule=lr_schedule)
         self.noise = noise
 
     def corrupt(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
