@@ -3,6 +3,7 @@
 from ae_lightning.data.celeba import CelebADataModule, CelebAFaces
 from ae_lightning.data.common import DatasetNotFoundError
 from ae_lightning.data.mnist import MNISTDataModule
+from ae_lightning.data.utkface import UTKFaceDataModule, UTKFaceDataset
 from ae_lightning.data.xray import XRayDataModule, XRayDataset
 
 __all__ = [
@@ -10,6 +11,8 @@ __all__ = [
     "CelebAFaces",
     "DatasetNotFoundError",
     "MNISTDataModule",
+    "UTKFaceDataModule",
+    "UTKFaceDataset",
     "XRayDataModule",
     "XRayDataset",
 ]

@@ -2,6 +2,7 @@
 
 from ae_lightning.models.adversarial import AdversarialAutoencoder, AdversarialOutput
 from ae_lightning.models.base import Autoencoder, AutoencoderOutput, DenoisingAutoencoder
+from ae_lightning.models.caae import CAAEOutput, ConditionalAdversarialAutoencoder
 from ae_lightning.models.sparse import KLSparsity, L1Sparsity, SparseAutoencoder, SparsityPenalty
 from ae_lightning.models.stacked import StackedAutoencoder, StackedOutput
 from ae_lightning.models.vae import VAE, ConditionalVAE, VAEOutput, kl_warmup_weight
@@ -9,6 +10,8 @@ from ae_lightning.models.vae import VAE, ConditionalVAE, VAEOutput, kl_warmup_we
 __all__ = [
     "AdversarialAutoencoder",
     "AdversarialOutput",
+    "CAAEOutput",
+    "ConditionalAdversarialAutoencoder",
     "Autoencoder",
     "AutoencoderOutput",
     "ConditionalVAE",

@@ -175,11 +175,15 @@ class AdversarialAutoencoder(Autoencoder):
                                 gradient_clip_algorithm="norm")
         optimizer.step()
 
-    def discriminator_phase(self, optimizer, x: torch.Tensor, labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        """One discriminator update: prior samples are real, encoded codes fake."""
+    def discriminator_phase(
+        self, optimizer, x: torch.Tensor, labels: torch.Tensor | None, fake: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """One discriminator update: prior samples are real, encoded codes (``fake``, or encoded ``x``) fake."""
         with self._phase(optimizer):
-            with torch.no_grad():
-                fake = self.encode(x)  # (B, D): the encoder is not updated here
+            if fake is None:
+                with torch.no_grad():
+                    fake = self.encode(x)  # (B, D): the encoder is not updated here
+            fake = fake.detach()
             real = self.sample_prior(len(x), labels)  # (B, D)
             real_logits, fake_logits = self.discriminate(real, labels), self.discriminate(fake, labels)
             d_loss = adversarial_loss(real_logits, True) + adversarial_loss(fake_logits, False)
@@ -225,7 +229,7 @@ class AdversarialAutoencoder(Autoencoder):
         out = self.shared_step(batch, "val")
         self._val_codes.append(out.code.detach().float().cpu())
         labels = labels_of(batch)
-        if labels is not None:
+        if isinstance(labels, torch.Tensor):  # class labels (a supervised prior needs them)
             self._val_labels.append(labels.detach().cpu())
         return out
 

@@ -1,0 +1,94 @@
+"""Age progression/regression grids from a trained CAAE: one row per face, one column per age group.
+
+Faces come from image files (``--images``; gender from ``--gender``, or parsed from a UTKFace
+file name) or from the test split of the run's data (``--indices``). The model and data are rebuilt
+from the ``config.yaml`` that ``ae-lightning fit`` saved beside the checkpoints::
+
+    python -m ae_lightning.age_progression --ckpt runs/caae_utkface/version_0/checkpoints/last.ckpt \\
+        --indices 0 1 2 3 --out progression.png
+    python -m ae_lightning.age_progression --ckpt last.ckpt --images me.jpg --gender 0
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import lightning as L
+import torch
+import yaml
+from jsonargparse import ArgumentParser
+from torchvision.utils import save_image
+
+from ae_lightning.data.utkface import AGE_GROUP_NAMES, load_face, parse_name
+from ae_lightning.models.caae import ConditionalAdversarialAutoencoder
+
+
+def find_config(ckpt: Path) -> Path:
+    """The run's ``config.yaml``: ``<run>/checkpoints/x.ckpt`` → ``<run>/config.yaml``."""
+    for folder in (ckpt.parent, ckpt.parent.parent):
+        if (folder / "config.yaml").is_file():
+            return folder / "config.yaml"
+    raise FileNotFoundError(f"no config.yaml beside {ckpt} or one folder up; fix: pass --config with the run's config")
+
+
+def load_run(ckpt: str | Path, config: str | Path | None = None, with_data: bool = False):
+    """``(model, datamodule or None)`` rebuilt from the run config, weights from ``ckpt`` (loaded weights_only)."""
+    ckpt = Path(ckpt)
+    cfg = yaml.safe_load(Path(config or find_config(ckpt)).read_text())
+    parser = ArgumentParser()
+    parser.add_subclass_arguments(L.LightningModule, "model")
+    if with_data:
+        parser.add_subclass_arguments(L.LightningDataModule, "data")
+    wanted = {"model": cfg["model"], **({"data": cfg["data"]} if with_data else {})}
+    objs = parser.instantiate_classes(parser.parse_object(wanted))
+    model = objs["model"]
+    if not isinstance(model, ConditionalAdversarialAutoencoder):
+        raise ValueError(f"{ckpt} holds a {type(model).__name__}; age progression needs a ConditionalAdversarialAutoencoder")
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["state_dict"])
+    return model.eval(), objs.get("data")
+
+
+def faces_from_files(paths: list[str], image_size: int, gender: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (N, 3, S, S) in [0, 1] and genders (N,): ``gender`` or each UTKFace name's own."""
+    images, genders = [], []
+    for p in paths:
+        parsed = parse_name(Path(p).name)
+        g = gender if gender is not None else (parsed[1] if parsed else None)
+        if g is None:
+            raise ValueError(f"{p}: no gender in the file name; fix: pass --gender 0 (male) or 1 (female)")
+        images.append(load_face(Path(p), image_size))
+        genders.append(g)
+    return torch.stack(images), torch.tensor(genders)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ckpt", required=True, help="checkpoint of a CAAE run")
+    ap.add_argument("--config", help="the run's config.yaml (default: found beside the checkpoint)")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--images", nargs="+", help="face image files")
+    src.add_argument("--indices", nargs="+", type=int, help="indices into the run data's test split")
+    ap.add_argument("--gender", type=int, choices=(0, 1), help="gender label for --images (0 male, 1 female)")
+    ap.add_argument("--out", default="age_progression.png", help="output PNG")
+    args = ap.parse_args(argv)
+    model, data = load_run(args.ckpt, args.config, with_data=args.indices is not None)
+    size = model.encoder.image_shape[-1]
+    if args.images:
+        x, gender = faces_from_files(args.images, size, args.gender)
+    else:
+        data.prepare_data()
+        data.setup("test")
+        items = [data.test_set[i] for i in args.indices]
+        x = torch.stack([img for img, _ in items])
+        gender = torch.tensor([t["gender"] for _, t in items])
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_image(model.progression_grid(x, gender), out)
+    print(f"wrote {out}: {len(x)} faces x columns input | {' | '.join(AGE_GROUP_NAMES)}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
