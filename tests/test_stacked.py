@@ -174,3 +174,25 @@ def test_bad_nets_and_schedules_fail_at_construction():
         StackedAutoencoder(MLPEncoder(SHAPE, [32, 16]), MLPDecoder(SHAPE, [32, 8]))
     with pytest.raises(ValueError, match="one epoch count >= 0 per layer"):
         stacked(pretrain_epochs=[1, 1])
+
+
+def test_features_benchmark_probes_and_finetunes_the_sdae(tmp_path):
+    """benchmarks/features.py end to end on a tiny budget: the SDAE config at the common code size."""
+    import csv
+
+    import yaml
+
+    from benchmarks import features
+
+    cfg = yaml.safe_load(features.CONFIG.read_text())
+    cfg["models"] = [m for m in cfg["models"] if m["config"] == "stacked_dae_mnist"]
+    cfg["probe"]["max_iter"] = 20
+    rows = features.run("quick", out_dir=tmp_path, config=cfg, overrides={"train_size": 256, "epoch_scale": 0.01})
+    assert [r["model"] for r in rows] == ["raw pixels", "PCA", "stacked DAE"]
+    sdae = rows[-1]
+    assert sdae["code_dim"] == cfg["code_dim"] and sdae["train_size"] == 256
+    assert 0.0 <= sdae["finetune_error"] < 0.9 and sdae["probe_accuracy"] > 0.2  # chance: 0.1
+    with open(tmp_path / "features_mnist.csv") as f:
+        assert next(csv.reader(f)) == features.COLUMNS
+    assert "| 1.28 |" in (tmp_path / "features_mnist.md").read_text()  # the paper anchor beside ours
+    assert (tmp_path / "features_mnist_embedding.png").stat().st_size > 10_000
