@@ -33,6 +33,7 @@ def quiet() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
+    warnings.filterwarnings("ignore", ".*no `val_dataloader`.*")
 
 
 def trainer(max_epochs: int, accelerator: str = "auto", precision: str = "32-true", **kwargs) -> L.Trainer:

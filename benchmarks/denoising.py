@@ -18,7 +18,7 @@ import argparse
 import copy
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +36,11 @@ from benchmarks import classical
 from benchmarks.common import RESULTS, hardware, markdown_table, quiet, trainer, write_csv
 
 CONFIG = Path(__file__).with_name("denoising.yaml")
+TRAINING = {
+    "per_setting": "trained from scratch per noise setting",
+    "blind": "trained noise-blind over the whole grid (one net each, DnCNN-B style)",
+    "blind+finetune": "trained noise-blind over the whole grid, then fine-tuned briefly per setting",
+}
 COLUMNS = ["dataset", "train_size", "noise", "method", "psnr_mean", "psnr_std", "ssim_mean", "ssim_std", "ms_per_image"]
 PAPER = (
     "Gondara (2016): mini-MIAS mammograms (322) and ISBI 2015 dental radiographs (400), resized to 64×64; "
@@ -137,16 +142,21 @@ class RandomCrops(ArrayImageDataset):
 def train_dae(
     model_spec: dict, noise_spec: dict, train: torch.Tensor, epochs: int, batch_size: int,
     mode_cfg: dict, accelerator: str, precision: str, progress: bool,
+    init_state: dict | None = None, lr_factor: float = 1.0,
 ) -> tuple[L.LightningModule, float]:
     """A DAE from an experiment config's ``model`` block, trained with ``noise_spec``; returns (model, seconds).
 
-    No validation loop: nothing is selected on validation scores here, and skipping it saves time."""
+    ``init_state`` starts from trained weights (fine-tuning, at ``lr_factor`` times the config's rate).
+    No validation loop: nothing is selected on validation scores here, and skipping it saves time.
+    """
     spec = copy.deepcopy(model_spec)
     spec["init_args"]["noise"] = noise_spec
+    spec["init_args"]["lr"] = spec["init_args"].get("lr", 1e-3) * lr_factor
     model = instantiate(spec, L.LightningModule)
+    if init_state is not None:
+        model.load_state_dict(init_state)
     train_set = RandomCrops(train, mode_cfg.get("crop"), mode_cfg.get("crops_per_image", 1))
-    bs = batch_size
-    loader = DataLoader(train_set, batch_size=bs, shuffle=True, drop_last=len(train_set) > bs)
+    loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, drop_last=len(train_set) > batch_size)
     t0 = time.perf_counter()
     trainer(epochs, accelerator, precision, enable_progress_bar=progress, limit_val_batches=0).fit(model, loader)
     return model.eval(), time.perf_counter() - t0
@@ -169,6 +179,46 @@ def run_dae(model, name: str, noisy: torch.Tensor, clean: torch.Tensor, noise: s
     images = torch.cat(outs)
     psnr, ssim = psnr_ssim(images, clean)
     return Scores(name, noise, train_size, psnr, ssim, ms, images)
+
+
+def dae_scores(
+    dae: dict, ts: int, train: torch.Tensor, m: dict, noise_specs: list[dict], labels: list[str],
+    noisy_test: dict[str, torch.Tensor], clean_test: torch.Tensor, accelerator: str, precision: str,
+    progress: bool, train_log: list[str],
+) -> Iterator[list[Scores]]:
+    """Train one DAE of the config as the mode says and yield its test scores after each trained net."""
+    experiment = load_config(dae["config"])
+    model_spec = experiment["model"]
+    epochs = m["epochs"][dae["name"]]
+    # the experiment's own batch size (Gondara: 10) unless the mode sets one
+    batch_size = m.get("batch_size") or experiment["data"]["init_args"]["batch_size"]
+
+    def fit(noise_spec: dict, label: str, n_epochs: int, **kw) -> L.LightningModule:
+        what = f"{dae['name']} ({label}, train {ts}, {n_epochs} epochs, batch {batch_size})"
+        print(f"training {what}", flush=True)
+        model, secs = train_dae(model_spec, noise_spec, train, n_epochs, batch_size, m, accelerator, precision,
+                                progress, **kw)
+        train_log.append(f"{what}: {secs:.0f} s")
+        return model
+
+    def score(model: L.LightningModule, label: str) -> Scores:
+        return run_dae(model, dae["name"], noisy_test[label], clean_test, label, ts, precision)
+
+    per_setting = list(zip(noise_specs, labels, strict=True))
+    if m["training"] == "per_setting":  # one net per setting, from scratch (the paper)
+        for spec, label in per_setting:
+            yield [score(fit(spec, label, epochs), label)]
+        return
+    blind = {"class_path": "ae_lightning.noise.RandomChoice", "init_args": {"noises": noise_specs}}
+    model = fit(blind, "noise-blind", epochs)
+    if m["training"] == "blind":
+        yield [score(model, label) for label in labels]
+        return
+    state = copy.deepcopy(model.state_dict())  # blind+finetune: a short per-setting fine-tune of the blind net
+    for spec, label in per_setting:
+        tuned = fit(spec, f"{label}, fine-tuned", m["finetune_epochs"], init_state=state,
+                    lr_factor=m.get("finetune_lr_factor", 1.0))
+        yield [score(tuned, label)]
 
 
 # --- reports ----------------------------------------------------------------------------------
@@ -299,6 +349,8 @@ def run(
     if mode not in cfg["modes"]:
         raise ValueError(f"unknown mode {mode!r}; choose one of {sorted(cfg['modes'])} (benchmarks/denoising.yaml)")
     m = {**cfg["modes"][mode], **(overrides or {})}
+    if m["training"] not in TRAINING:
+        raise ValueError(f"training: {m['training']!r} in mode {mode!r}; choose one of {sorted(TRAINING)}")
     L.seed_everything(cfg["split"]["seed"], verbose=False)
     accelerator, precision, hw = hardware()
     name = dataset_name(data)
@@ -356,7 +408,7 @@ def run(
             f"{name}, {n_train_all} train / {len(clean_val)} val / {len(clean_test)} test images at "
             f"{cfg['split']['image_size']}×{cfg['split']['image_size']} (seeded split {cfg['split']['seed']}); "
             f"training sizes {train_sizes}; DAEs "
-            + ("trained per noise setting" if m["per_setting"] else "trained noise-blind over the whole grid (one net each)")
+            + TRAINING[m["training"]]
             + (f" on random {m['crop']}×{m['crop']} crops" if m.get("crop") else " on whole images")
             + f" ({'; '.join(train_log) or 'none trained yet'}); NL-means h tuned on {nl['tune_images']} val images "
             f"over factors {nl['h_factors']} of estimate_sigma's σ; BM3D "
@@ -376,21 +428,9 @@ def run(
     for ts in train_sizes:
         train = splits["train"][:ts]  # the split is already a seeded permutation
         for dae in cfg["daes"]:
-            experiment = load_config(dae["config"])
-            model_spec = experiment["model"]
-            epochs = m["epochs"][dae["name"]]
-            # the experiment's own batch size (Gondara: 10) unless the mode sets one
-            batch_size = m.get("batch_size") or experiment["data"]["init_args"]["batch_size"]
-            blind = {"class_path": "ae_lightning.noise.RandomChoice", "init_args": {"noises": cfg["noises"]}}
-            plan = list(zip(cfg["noises"], labels, strict=True)) if m["per_setting"] else [(blind, None)]
-            for spec, label in plan:
-                what = f"{dae['name']} ({label or 'noise-blind'}, train {ts}, {epochs} epochs, batch {batch_size})"
-                print(f"training {what}", flush=True)
-                model, secs = train_dae(model_spec, spec, train, epochs, batch_size, m, accelerator, precision,
-                                        progress)
-                train_log.append(f"{what}: {secs:.0f} s")
-                for lab in [label] if label else labels:
-                    scores.append(run_dae(model, dae["name"], noisy_test[lab], clean_test, lab, ts, precision))
+            for batch in dae_scores(dae, ts, train, m, cfg["noises"], labels, noisy_test, clean_test, accelerator,
+                                    precision, progress, train_log):
+                scores.extend(batch)
                 report(final=False)
     return report(final=True)
 

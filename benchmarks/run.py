@@ -15,7 +15,7 @@ import time
 from benchmarks.common import RESULTS
 
 # the headline comparison first
-BENCHMARKS = ["denoising"]
+BENCHMARKS = ["denoising", "features", "generation"]
 
 
 def main(argv=None) -> int:

@@ -95,8 +95,8 @@ def _tiny_config(tmp_path: Path) -> dict:
     cfg["noises"] = cfg["noises"][:1] + cfg["noises"][3:4]  # one Gaussian, one Poisson setting
     cfg["nl_means"].update(h_factors=[0.6, 1.0], tune_images=2)
     cfg["split"].update(val_fraction=0.2, test_fraction=0.2)
-    cfg["modes"]["tiny"] = dict(train_sizes=["all"], per_setting=False, epochs={"Gondara DAE": 1, "residual DAE": 1},
-                                crop=32, batch_size=4, bm3d_images=2)
+    cfg["modes"]["tiny"] = dict(train_sizes=["all"], training="blind+finetune", finetune_epochs=1,
+                                epochs={"Gondara DAE": 1, "residual DAE": 1}, crop=32, batch_size=4, bm3d_images=2)
     return cfg
 
 

@@ -103,7 +103,7 @@ class Autoencoder(L.LightningModule):
     def forward(self, x: torch.Tensor) -> AutoencoderOutput:
         code = self.encode(x)
         out = self.decode(code)  # (B, C, H, W)
-        return AutoencoderOutput(reconstruction=x - out if self.hparams.residual else out, code=code)
+        return AutoencoderOutput(reconstruction=x - out if self.hparams.get("residual", False) else out, code=code)
 
     def corrupt(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """The encoder's input for clean images ``x``; identity here, noise in the denoising variant."""
