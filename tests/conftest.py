@@ -7,6 +7,9 @@ Fixtures other test files may use:
 - ``mnist_root``: a temporary folder in torchvision's layout ``root/MNIST/raw`` with tiny synthetic
   train and t10k IDX files (see ``SYNTHETIC_MNIST``).
 - ``tiny_mnist``: an ``MNISTDataModule`` on the embedded real digits, 256 training images, set up.
+- ``run_cli``: ``run_cli([...])`` runs ``ae-lightning ...`` in this process (imports cost seconds, a
+  subprocess per run would pay them again) with run directories under ``tmp_path``; returns the CLI
+  object (``.trainer``, ``.model``, ``.datamodule``).
 """
 
 from __future__ import annotations
@@ -89,3 +92,28 @@ def tiny_mnist():
     dm = MNISTDataModule(root=None, batch_size=64, train_size=256)
     dm.setup("fit")
     return dm
+
+
+@pytest.fixture
+def run_cli(tmp_path, monkeypatch):
+    """``run_cli(args)``: ``ae-lightning <args>`` in-process from the repository root (relative data
+    roots resolve as for a user), logger ``save_dir`` = ``tmp_path/runs``, ``default_root_dir`` = ``tmp_path``."""
+    import ae_lightning.cli as cli
+
+    def run(args: list[str]):
+        made = []
+
+        class Recording(cli.AutoencoderCLI):
+            def __init__(self, *a, **kw):
+                made.append(self)
+                super().__init__(*a, **kw)
+
+        with monkeypatch.context() as m:
+            m.setattr(cli, "AutoencoderCLI", Recording)
+            m.setattr("sys.argv", ["ae-lightning"])  # pytest's own arguments are not the CLI's
+            m.chdir(ROOT)
+            cli.main([*args, "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
+                      "--trainer.default_root_dir", str(tmp_path)])
+        return made[0]
+
+    return run

@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import CONFIGS, ROOT
+from conftest import CONFIGS
 
-import ae_lightning.cli as cli
 from ae_lightning.data import DatasetNotFoundError
 
 FRAGMENTS = {"trainer.yaml"}  # shared settings, not experiments (configs/logger/ is a sub-folder)
@@ -29,24 +28,6 @@ QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=
 def _quiet_lightning():
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
-
-
-def run_cli(args: list[str], tmp_path: Path, monkeypatch) -> cli.AutoencoderCLI:
-    """``ae-lightning <args>`` in this process, run directories under ``tmp_path``; returns the CLI
-    object, whose ``trainer`` and ``model`` the test can inspect."""
-    made: list[cli.AutoencoderCLI] = []
-
-    class Recording(cli.AutoencoderCLI):
-        def __init__(self, *a, **kw):
-            made.append(self)
-            super().__init__(*a, **kw)
-
-    monkeypatch.setattr(cli, "AutoencoderCLI", Recording)
-    monkeypatch.setattr("sys.argv", ["ae-lightning"])  # pytest's own arguments are not the CLI's
-    monkeypatch.chdir(ROOT)  # relative data roots resolve as they do for a user in the repository
-    cli.main([*args, "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
-              "--trainer.default_root_dir", str(tmp_path)])
-    return made[0]
 
 
 def data_absent(err: BaseException) -> DatasetNotFoundError | None:
@@ -76,12 +57,12 @@ def test_config_layout(config):
 
 
 @pytest.mark.parametrize("config", EXPERIMENTS, ids=lambda p: p.stem)
-def test_config_fast_dev_run(config, tmp_path, monkeypatch):
+def test_config_fast_dev_run(config, run_cli):
     args = ["fit", "--config", str(config), "--trainer.fast_dev_run=1", *QUIET]
     if "batch_size" in yaml.safe_load(config.read_text())["data"].get("init_args", {}):
         args.append("--data.init_args.batch_size=8")  # one small batch: this checks wiring, not learning
     try:
-        run = run_cli(args, tmp_path, monkeypatch)
+        run = run_cli(args)
     except Exception as err:
         if (absent := data_absent(err)) is not None:
             pytest.skip(f"{config.name}: data absent: {absent}")
@@ -97,11 +78,11 @@ def test_config_fast_dev_run(config, tmp_path, monkeypatch):
     assert all(torch.isfinite(p).all() for p in run.model.parameters())
 
 
-def test_fit_writes_the_run_directory_and_test_reloads_it(tmp_path, monkeypatch):
+def test_fit_writes_the_run_directory_and_test_reloads_it(tmp_path, run_cli):
     config = CONFIGS / "dae_mnist.yaml"
     short = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=1",
              "--trainer.log_every_n_steps=1", *QUIET]
-    run = run_cli(["fit", "--config", str(config), *short], tmp_path, monkeypatch)
+    run = run_cli(["fit", "--config", str(config), *short])
     run_dir = tmp_path / "runs" / "dae_mnist" / "version_0"
     assert Path(run.trainer.log_dir).resolve() == run_dir.resolve()
     # resolved config: the full, re-usable config, including what the YAML left to defaults
@@ -128,17 +109,17 @@ def test_fit_writes_the_run_directory_and_test_reloads_it(tmp_path, monkeypatch)
     assert Image.open(png).size == (8 * 30 + 2, 3 * 30 + 2)
     # `ae-lightning test --ckpt_path` reloads the checkpoint and reports test metrics
     test = run_cli(["test", "--config", str(config), "--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt"),
-                    "--trainer.limit_test_batches=2", *QUIET], tmp_path, monkeypatch)
+                    "--trainer.limit_test_batches=2", *QUIET])
     metrics = test.trainer.callback_metrics
     assert {"test/loss", "test/psnr", "test/ssim"} <= set(metrics)
     torch.testing.assert_close(test.model.encoder.linears[0].weight, run.model.encoder.linears[0].weight)
 
 
 @pytest.mark.parametrize("fragment", ["logger/csv.yaml", "trainer.yaml"])
-def test_fragments_compose_with_an_experiment(fragment, tmp_path, monkeypatch):
+def test_fragments_compose_with_an_experiment(fragment, run_cli):
     args = ["fit", "--config", str(CONFIGS / "ae_mnist.yaml"), "--config", str(CONFIGS / fragment),
             "--trainer.fast_dev_run=1", "--trainer.accelerator=cpu", "--trainer.devices=1", *QUIET]
-    run = run_cli(args, tmp_path, monkeypatch)
+    run = run_cli(args)
     assert run.trainer.state.finished
     frag = yaml.safe_load((CONFIGS / fragment).read_text())["trainer"]
     if "precision" in frag:

@@ -52,29 +52,17 @@ def offline_runs(folder):
     return sorted(folder.glob("**/wandb/offline-run-*"))
 
 
-def test_cli_fit_with_the_wandb_fragment_writes_an_offline_run(tmp_path, monkeypatch):
-    import ae_lightning.cli as cli
-
+def test_cli_fit_with_the_wandb_fragment_writes_an_offline_run(tmp_path, monkeypatch, run_cli):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setattr("sys.argv", ["ae-lightning"])
-    monkeypatch.chdir(tmp_path)
-    made = []
-
-    class Recording(cli.AutoencoderCLI):
-        def __init__(self, *a, **kw):
-            made.append(self)
-            super().__init__(*a, **kw)
-
-    monkeypatch.setattr(cli, "AutoencoderCLI", Recording)
-    cli.main([
+    run = run_cli([
         "fit", "--config", str(CONFIGS / "ae_mnist.yaml"), "--config", str(CONFIGS / "logger" / "wandb.yaml"),
-        "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"), "--trainer.max_epochs=1",
-        "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1", "--trainer.log_every_n_steps=1",
-        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+        "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
+        "--trainer.log_every_n_steps=1", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
     ])
-    trainer = made[0].trainer
-    assert type(trainer.logger) is WandbLogger
-    assert trainer.logger.experiment.settings.mode == "offline"
+    logger = run.trainer.logger
+    assert type(logger) is WandbLogger
+    assert logger.experiment.settings.mode == "offline"
+    assert logger.experiment.project == "ae_lightning"
     wandb.finish()
     (run_dir,) = offline_runs(tmp_path / "runs")
     (records,) = run_dir.glob("run-*.wandb")
