@@ -134,18 +134,50 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+DDP_ARGS = ["--config", str(ROOT / "configs" / "aae_mog_mnist.yaml"), "--trainer.devices=2", "--trainer.accelerator=cpu",
+            "--trainer.max_epochs=1", "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=1",
+            "--trainer.num_sanity_val_steps=0", "--trainer.log_every_n_steps=1", "--trainer.enable_progress_bar=false",
+            "--data.init_args.batch_size=32"]
+
+
+def _check_ddp_metrics(run_dir: Path) -> None:
+    header = (run_dir / "metrics.csv").read_text().splitlines()[0]
+    assert "train/d_loss_step" in header and "train/g_loss_step" in header and "val/prior_mmd" in header
+    assert list((run_dir / "images").glob("val_samples_epoch*.png"))
+
+
+def test_ddp_fork_two_cpu_processes(run_cli, tmp_path):
+    """Two forked CPU ranks in this process (fast): a plain ddp strategy is switched to find_unused_parameters,
+    both phases run and the rank-0-only image logging does not deadlock."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        pytest.skip("CUDA is initialised in this process: forked ranks cannot use it (the subprocess test covers DDP)")
+    import multiprocessing
+    import signal
+
+    def deadlock(signum, frame):
+        for rank in multiprocessing.active_children():
+            rank.kill()
+        raise TimeoutError("the DDP fit did not finish in 120 s: a collective made by one rank only?")
+
+    previous = signal.signal(signal.SIGALRM, deadlock)
+    signal.alarm(120)
+    try:
+        run = run_cli(["fit", *DDP_ARGS, "--trainer.strategy=ddp_fork"])
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert run.trainer.world_size == 2 and run.trainer.state.finished
+    _check_ddp_metrics(tmp_path / "runs" / "aae_mog_mnist" / "version_0")
+
+
+@pytest.mark.slow
 def test_ddp_two_cpu_processes(tmp_path):
-    """The CLI under plain `ddp` with 2 CPU processes: the module switches on find_unused_parameters and both
-    phases run (the discriminator's losses are logged)."""
+    """The CLI under plain `ddp` with 2 CPU processes, as a user runs it (slow: two cold imports): the module
+    switches on find_unused_parameters and both phases run (the discriminator's losses are logged)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": str(_free_port())}
-    cmd = [sys.executable, "-m", "ae_lightning.cli", "fit", "--config", str(ROOT / "configs" / "aae_mog_mnist.yaml"),
-           "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu", "--trainer.max_epochs=1",
-           "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=1", "--trainer.num_sanity_val_steps=0",
-           "--trainer.log_every_n_steps=1", "--trainer.enable_progress_bar=false", "--data.init_args.batch_size=32",
+    cmd = [sys.executable, "-m", "ae_lightning.cli", "fit", *DDP_ARGS, "--trainer.strategy=ddp",
            f"--trainer.logger.init_args.save_dir={tmp_path}", f"--trainer.default_root_dir={tmp_path}"]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=150)
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "find_unused_parameters=True" in proc.stderr
-    metrics = (tmp_path / "aae_mog_mnist" / "version_0" / "metrics.csv").read_text()
-    header = metrics.splitlines()[0]
-    assert "train/d_loss_step" in header and "train/g_loss_step" in header and "val/prior_mmd" in header
+    _check_ddp_metrics(tmp_path / "aae_mog_mnist" / "version_0")
