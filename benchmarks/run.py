@@ -15,7 +15,7 @@ import time
 from benchmarks.common import RESULTS
 
 # the headline comparison first
-BENCHMARKS = ["denoising", "features", "generation"]
+BENCHMARKS = ["denoising", "features", "generation", "adversarial"]
 
 
 def main(argv=None) -> int:

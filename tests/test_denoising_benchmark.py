@@ -136,12 +136,12 @@ def test_too_small_set_names_the_minimum(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_quick_mode_dae_beats_classical_baselines(tmp_path):
-    """The quality bar of `make benchmark`: the best DAE beats NL-means and the median filter everywhere."""
+    """The quality bar of `make benchmark`: at every setting a DAE beats NL-means and the median filters in both metrics."""
     rows = denoising.run("quick", None, tmp_path, progress=False)
     for noise in {r["noise"] for r in rows}:
         rs = [r for r in rows if r["noise"] == noise]
-        dae = max((r for r in rs if r["train_size"]), key=lambda r: r["psnr_mean"])
-        for r in rs:
-            if r["method"] == "NL-means" or r["method"].startswith("median"):
-                assert dae["psnr_mean"] > r["psnr_mean"] and dae["ssim_mean"] > r["ssim_mean"], (noise, r["method"])
-
+        classical_rows = [r for r in rs if r["method"] == "NL-means" or r["method"].startswith("median")]
+        assert any(
+            all(d["psnr_mean"] > c["psnr_mean"] and d["ssim_mean"] > c["ssim_mean"] for c in classical_rows)
+            for d in rs if d["train_size"]
+        ), noise
