@@ -184,7 +184,7 @@ def run_dae(model, name: str, noisy: torch.Tensor, clean: torch.Tensor, noise: s
 def dae_scores(
     dae: dict, ts: int, train: torch.Tensor, m: dict, noise_specs: list[dict], labels: list[str],
     noisy_test: dict[str, torch.Tensor], clean_test: torch.Tensor, accelerator: str, precision: str,
-    progress: bool, train_log: list[str],
+    progress: bool, train_log: dict[str, list[tuple[str, int, float]]],
 ) -> Iterator[list[Scores]]:
     """Train one DAE of the config as the mode says and yield its test scores after each trained net."""
     experiment = load_config(dae["config"])
@@ -198,7 +198,8 @@ def dae_scores(
         print(f"training {what}", flush=True)
         model, secs = train_dae(model_spec, noise_spec, train, n_epochs, batch_size, m, accelerator, precision,
                                 progress, **kw)
-        train_log.append(f"{what}: {secs:.0f} s")
+        kind = "noise-blind" if label == "noise-blind" else "fine-tune" if "fine-tuned" in label else "per-setting"
+        train_log.setdefault(f"{dae['name']} (train {ts}, batch {batch_size})", []).append((kind, n_epochs, secs))
         return model
 
     def score(model: L.LightningModule, label: str) -> Scores:
@@ -397,20 +398,34 @@ def run(
         print(classical.BM3D_MISSING)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    train_log: list[str] = []
+    train_log: dict[str, list[tuple[str, int, float]]] = {}
+
+    def fits() -> str:
+        """One clause per DAE: what was trained, how many epochs, how long."""
+        out = []
+        for net, runs in train_log.items():
+            parts = []
+            for kind in ("noise-blind", "fine-tune", "per-setting"):
+                rs = [r for r in runs if r[0] == kind]
+                if rs:
+                    n = f"{len(rs)} × " if len(rs) > 1 else ""
+                    parts.append(f"{kind} {n}{rs[0][1]} epochs, {sum(r[2] for r in rs):.0f} s")
+            out.append(f"{net}: " + ", ".join(parts))
+        return "; ".join(out) or "none trained yet"
 
     def report(final: bool) -> list[dict]:
         """(Re)write the CSV / Markdown / figure; called after every trained net, so a cut-off run keeps its rows."""
         seconds = time.perf_counter() - t_start
         rows = [s.row(name) for s in scores]
         write_csv(out_dir / f"denoising_{name}.csv", rows, COLUMNS)
+        source = "the embedded real chest X-rays (Kermany et al. 2018)" if not data else ", ".join(map(str, data))
         setup = (
-            f"{name}, {n_train_all} train / {len(clean_val)} val / {len(clean_test)} test images at "
+            f"{name} = {source}: {n_train_all} train / {len(clean_val)} val / {len(clean_test)} test images at "
             f"{cfg['split']['image_size']}×{cfg['split']['image_size']} (seeded split {cfg['split']['seed']}); "
             f"training sizes {train_sizes}; DAEs "
             + TRAINING[m["training"]]
             + (f" on random {m['crop']}×{m['crop']} crops" if m.get("crop") else " on whole images")
-            + f" ({'; '.join(train_log) or 'none trained yet'}); NL-means h tuned on {nl['tune_images']} val images "
+            + f" ({fits()}); NL-means h tuned on {nl['tune_images']} val images "
             f"over factors {nl['h_factors']} of estimate_sigma's σ; BM3D "
             + (f"on the first {n_bm3d} test images" if n_bm3d < len(clean_test) else "on every test image")
             + " with σ from estimate_sigma; median filters with reflected borders."

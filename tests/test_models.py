@@ -211,3 +211,29 @@ def test_predict_returns_clamped_reconstructions(tiny_mnist):
     batches = trainer(limit_predict_batches=1).predict(model, tiny_mnist)
     assert batches[0].shape == (64, *SHAPE)
     assert batches[0].min() >= 0 and batches[0].max() <= 1
+
+
+class _WithCritic(DenoisingAutoencoder):
+    """A subclass with an extra net argument, as the adversarial variants have."""
+
+    def __init__(self, encoder, decoder, noise, critic: torch.nn.Module, beta: float = 0.5) -> None:
+        super().__init__(encoder, decoder, noise)
+        self.critic = critic
+
+
+def test_hparams_keep_plain_values_only_across_subclasses(recwarn):
+    model = _WithCritic(MLPEncoder(SHAPE, [8]), MLPDecoder(SHAPE, [8]), Masking(0.3), torch.nn.Linear(2, 1))
+    # objects stay in the config; base-class arguments the subclass does not take are not saved either
+    # (load_from_checkpoint passes hparams back to the subclass)
+    assert dict(model.hparams) == {"beta": 0.5}
+    assert not [w for w in recwarn if "is an instance of `nn.Module`" in str(w.message)]
+
+
+def test_cosine_schedule_decays_the_learning_rate_to_zero(tiny_mnist):
+    model = mlp_ae(lr=0.01, lr_schedule="cosine")
+    trainer(max_epochs=1, limit_train_batches=6, limit_val_batches=0).fit(model, tiny_mnist)
+    opt = model.optimizers().optimizer
+    assert opt.param_groups[0]["lr"] < 1e-6  # one cosine period over the whole fit
+    constant = mlp_ae(lr=0.01)
+    trainer(max_epochs=1, limit_train_batches=6, limit_val_batches=0).fit(constant, tiny_mnist)
+    assert constant.optimizers().optimizer.param_groups[0]["lr"] == 0.01

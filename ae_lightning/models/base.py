@@ -8,6 +8,7 @@ reuse :meth:`encode`, :meth:`decode`, :meth:`corrupt` and :meth:`shared_step`.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -44,6 +45,37 @@ def images_of(batch) -> torch.Tensor:
     return batch[0] if isinstance(batch, list | tuple) else batch
 
 
+_PLAIN = (bool, int, float, str, type(None))
+
+
+def _is_plain(value) -> bool:
+    if isinstance(value, list | tuple):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(_is_plain(v) for v in value.values())
+    return isinstance(value, _PLAIN)
+
+
+def _object_args(module: L.LightningModule) -> list[str]:
+    """The ``__init__`` arguments, across the whole subclass chain, to leave out of the hyperparameters:
+    those holding objects (nets, noise models, priors...) rather than plain values, and base-class
+    arguments the concrete class does not take (``load_from_checkpoint`` passes hparams back to it)."""
+    own = inspect.signature(type(module).__init__).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in own.values())
+    names = []
+    frame = inspect.currentframe()
+    while frame is not None:
+        if frame.f_code.co_name == "__init__" and frame.f_locals.get("self") is module:
+            code = frame.f_code
+            args = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
+            names += [
+                a for a in args
+                if a != "self" and (not _is_plain(frame.f_locals.get(a)) or (a not in own and not takes_any))
+            ]
+        frame = frame.f_back
+    return names
+
+
 class Autoencoder(L.LightningModule):
     """Encoder → code → decoder, trained to reproduce its input.
 
@@ -73,9 +105,9 @@ class Autoencoder(L.LightningModule):
         lr_schedule: LRSchedule = "constant",
     ) -> None:
         super().__init__()
-        # nets and noise objects live in the resolved config, not in the checkpoint's hparams:
-        # that keeps checkpoints loadable with torch.load(weights_only=True)
-        self.save_hyperparameters(ignore=["encoder", "decoder", "noise"])
+        # nets, noise and other objects live in the resolved config, not in the checkpoint's hparams:
+        # that keeps checkpoints loadable with torch.load(weights_only=True); subclasses inherit this
+        self.save_hyperparameters(ignore=_object_args(self))
         self.encoder = encoder
         self.decoder = decoder
         if hasattr(decoder, "tie_to"):
