@@ -117,3 +117,32 @@ def run_cli(tmp_path, monkeypatch):
         return made[0]
 
     return run
+
+
+@pytest.fixture
+def forked_ranks():
+    """Guards an in-process ``strategy=ddp_fork`` fit.
+
+    The ranks are forks of this process: an OpenMP thread pool does not survive ``fork()``, so a
+    rank entering a multi-threaded op can hang; one intra-op thread while they run avoids that. A
+    120 s alarm kills the ranks and fails the test instead of hanging CI (e.g. a collective that
+    only one rank makes).
+    """
+    import multiprocessing
+    import signal
+
+    def deadlock(signum, frame):
+        for rank in multiprocessing.active_children():
+            rank.kill()
+        raise TimeoutError("the DDP fit did not finish in 120 s: a collective made by one rank only?")
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    previous = signal.signal(signal.SIGALRM, deadlock)
+    signal.alarm(120)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+        torch.set_num_threads(threads)
