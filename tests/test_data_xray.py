@@ -374,3 +374,12 @@ def test_real_nih_full_resolution(shared_data):
     # antialiased down-sizing keeps each image's brightness
     np.testing.assert_allclose(small.images.mean((1, 2)), full.images.mean((1, 2)), atol=0.01)
     assert small.images.std() > 0.1
+
+
+def test_bmp_folder_as_the_isbi_dental_set_ships(tmp_path):
+    """The ISBI 2015 cephalometric radiographs come as 8-bit BMP files (1935×2400): a folder of them loads."""
+    for i, value in enumerate((40, 160)):
+        Image.fromarray(np.full((120, 96), value, dtype=np.uint8)).save(tmp_path / f"{i + 1:03d}.bmp")
+    src = load_xray_source(tmp_path, image_size=32)
+    assert src.images.shape == (2, 32, 32)
+    np.testing.assert_allclose(src.images.mean(axis=(1, 2)), [40 / 255, 160 / 255], atol=1e-3)

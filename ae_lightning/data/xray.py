@@ -6,7 +6,7 @@ antialiasing (Pillow LANCZOS) to ``image_size`` (default 64, as in Gondara 2016)
 Sources (``root``; a list of them is the union, each split on its own so no test image of one
 set lands in another's training split):
 
-- a folder tree of ``.png .jpg .jpeg .pgm .tif .tiff`` images, 8- or 16-bit, and ``.dcm`` when
+- a folder tree of ``.png .jpg .jpeg .pgm .tif .tiff .bmp`` images, 8- or 16-bit, and ``.dcm`` when
   ``pydicom`` is installed (``pip install 'ae_lightning[dicom]'``) — e.g. mini-MIAS
   (``all-mias/mdb*.pgm``) or the ISBI 2015 dental set; sub-folder names become labels;
 - an ``.npz`` with an ``images`` array ``(N, H, W)`` (optional ``labels``);
@@ -40,11 +40,11 @@ from ae_lightning.data.common import (
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".pgm", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".pgm", ".tif", ".tiff", ".bmp"}
 DICOM_SUFFIXES = {".dcm", ".dicom"}
 SPLITS = ("train", "val", "test")
 LAYOUT = (
-    "a folder tree of .png/.jpg/.jpeg/.pgm/.tif/.dcm images, an .npz with an 'images' array, "
+    "a folder tree of .png/.jpg/.jpeg/.pgm/.tif/.bmp/.dcm images, an .npz with an 'images' array, "
     "or a MedMNIST .npz with train_images/val_images/test_images"
 )
 
