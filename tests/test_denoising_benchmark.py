@@ -122,6 +122,28 @@ def test_end_to_end_tiny_run_writes_every_output(tmp_path, xrays):
     assert (tmp_path / "out" / "denoising_tiny.png").stat().st_size > 10_000
 
 
+def test_per_setting_mode_trains_one_net_per_setting(tmp_path):
+    """The full mode's schedule (the paper's: one net per noise setting, from scratch) at tiny size."""
+    data = tmp_path / "tiny.npz"
+    np.savez(data, images=np.load(EMBEDDED / "chest_xray64.npz")["images"][:12])
+    cfg = _tiny_config(tmp_path)
+    cfg["modes"]["tiny"].update(training="per_setting", bm3d_images=0)
+    cfg["median_sizes"] = [3]
+    rows = denoising.run("tiny", [str(data)], tmp_path, cfg, progress=False)
+    daes = [r for r in rows if r["train_size"]]
+    assert sorted((r["method"], r["noise"]) for r in daes) == sorted(
+        (m, n) for m in ("Gondara DAE", "residual DAE") for n in ("p=0.1·N(0,1)", "p=0.2·Poisson(1)")
+    )
+    assert "trained from scratch per noise setting" in (tmp_path / "denoising_tiny.md").read_text()
+
+
+def test_unknown_training_schedule_is_one_clear_error(tmp_path):
+    cfg = _tiny_config(tmp_path)
+    cfg["modes"]["tiny"]["training"] = "sometimes"
+    with pytest.raises(ValueError, match="choose one of"):
+        denoising.run("tiny", None, tmp_path, cfg, progress=False)
+
+
 def test_bad_data_path_is_one_clear_error(tmp_path, capsys):
     assert denoising.main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
