@@ -170,6 +170,11 @@ class Autoencoder(L.LightningModule):
         x_in = self.corrupt(x, None if stage == "train" else self._eval_generator())
         out = self(x_in)
         out.losses = self.compute_losses(out, x)
+        self.log_step(out, x, stage)
+        return out
+
+    def log_step(self, out: AutoencoderOutput, x: torch.Tensor, stage: str) -> None:
+        """Log ``{stage}/<term>`` for every loss term and, outside training, PSNR/SSIM against the clean ``x``."""
         train = stage == "train"
         self.log_dict(
             {f"{stage}/{k}": v.detach() for k, v in out.losses.items()},
@@ -179,7 +184,6 @@ class Autoencoder(L.LightningModule):
             metrics = self.val_metrics if stage == "val" else self.test_metrics
             metrics.update(out.reconstruction.detach().float().clamp(0, 1), x.float())
             self.log_dict(metrics, on_epoch=True, prog_bar=stage == "val", batch_size=x.shape[0])
-        return out
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         return self.shared_step(batch, "train").loss

@@ -183,15 +183,8 @@ class VAE(Autoencoder):
         cond = self.condition(batch)
         out = self(x, cond)
         out.losses = self.compute_losses(out, x)
-        train = stage == "train"
-        self.log_dict(
-            {f"{stage}/{k}": v.detach() for k, v in out.losses.items()},
-            on_step=train, on_epoch=True, prog_bar=train, sync_dist=not train, batch_size=x.shape[0],
-        )
-        if not train:
-            metrics = self.val_metrics if stage == "val" else self.test_metrics
-            metrics.update(out.reconstruction.detach().float().clamp(0, 1), x.float())
-            self.log_dict(metrics, on_epoch=True, batch_size=x.shape[0])
+        self.log_step(out, x, stage)
+        if stage != "train":
             self._accumulate_unit_stats(out.posterior.mean.detach())
         return out
 
