@@ -187,11 +187,13 @@ def test_features_benchmark_probes_and_finetunes_the_sdae(tmp_path):
     cfg = yaml.safe_load(features.CONFIG.read_text())
     cfg["models"] = [m for m in cfg["models"] if m["config"] == "stacked_dae_mnist"]
     cfg["probe"]["max_iter"] = 20
-    rows = features.run("quick", out_dir=tmp_path, config=cfg, overrides={"train_size": 256, "epoch_scale": 0.01})
+    # the config's own schedule on 512 digits (a few seconds): enough for the head to learn, on the shared
+    # 10k test digits and on the embedded 3k alike (a clean clone has no ../shared)
+    rows = features.run("quick", out_dir=tmp_path, config=cfg, overrides={"train_size": 512, "epoch_scale": 1.0})
     assert [r["model"] for r in rows] == ["raw pixels", "PCA", "stacked DAE"]
     sdae = rows[-1]
-    assert sdae["code_dim"] == cfg["code_dim"] and sdae["train_size"] == 256
-    assert 0.0 <= sdae["finetune_error"] < 0.9 and sdae["probe_accuracy"] > 0.2  # chance: 0.1
+    assert sdae["code_dim"] == cfg["code_dim"] and sdae["train_size"] == 512
+    assert 0.0 <= sdae["finetune_error"] < 0.75 and sdae["probe_accuracy"] > 0.2  # chance: 0.9 error, 0.1 accuracy
     with open(tmp_path / "features_mnist.csv") as f:
         assert next(csv.reader(f)) == features.COLUMNS
     assert "| 1.28 |" in (tmp_path / "features_mnist.md").read_text()  # the paper anchor beside ours
