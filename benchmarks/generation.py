@@ -91,6 +91,17 @@ def _grid(images: torch.Tensor, nrow: int):
     return make_grid(images.float().clamp(0, 1).cpu(), nrow=nrow, padding=2, pad_value=1.0).permute(1, 2, 0).numpy()
 
 
+def _save(fig, axes, title: str, path: Path) -> None:
+    for ax in axes:
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
 @torch.no_grad()
 def figure_vae(model: VAE, test_x: torch.Tensor, path: Path, title: str) -> None:
     import matplotlib
@@ -111,12 +122,7 @@ def figure_vae(model: VAE, test_x: torch.Tensor, path: Path, title: str) -> None
     axes[0].set_title("samples from the prior (Bernoulli means)")
     axes[1].imshow(_grid(rows, 12))
     axes[1].set_title("test image | linear interpolation of posterior means | test image")
-    for ax in axes:
-        ax.axis("off")
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, axes, title, path)
 
 
 @torch.no_grad()
@@ -160,12 +166,7 @@ def figure_latent2d(model: VAE, test_x: torch.Tensor, test_y: torch.Tensor, path
     axes[0].imshow(scatter)
     axes[1].imshow(_grid(manifold, m))
     axes[1].set_title("decoded z on a grid of N(0, 1) quantiles (5%-95%)")
-    for ax in axes:
-        ax.axis("off")
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, axes, title, path)
     plt.close(fig_s)
 
 

@@ -28,6 +28,12 @@ from torch import nn
 from ae_lightning.nets.common import check_image_shape, make_activation
 
 
+def _check_widths(widths: Sequence[int]) -> list[int]:
+    if not widths or min(widths) < 1:
+        raise ValueError(f"widths must be a non-empty list of positive layer widths, got {list(widths)}")
+    return [int(w) for w in widths]
+
+
 class MLPEncoder(nn.Module):
     """Flatten ``(B, C, H, W)`` and map it through ``widths`` to a ``(B, widths[-1])`` code."""
 
@@ -40,9 +46,7 @@ class MLPEncoder(nn.Module):
     ) -> None:
         super().__init__()
         self.image_shape = check_image_shape(image_shape)
-        if not widths or min(widths) < 1:
-            raise ValueError(f"widths must be a non-empty list of positive layer widths, got {list(widths)}")
-        self.widths = [int(w) for w in widths]
+        self.widths = _check_widths(widths)
         self.code_dim = self.widths[-1]
         sizes = [math.prod(self.image_shape), *self.widths]
         self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
@@ -73,9 +77,7 @@ class MLPDecoder(nn.Module):
     ) -> None:
         super().__init__()
         self.image_shape = check_image_shape(image_shape)
-        if not widths or min(widths) < 1:
-            raise ValueError(f"widths must be a non-empty list of positive layer widths, got {list(widths)}")
-        self.widths = [int(w) for w in widths]
+        self.widths = _check_widths(widths)
         self.code_dim = self.widths[-1]
         self.tied = tied
         sizes = [*reversed(self.widths), math.prod(self.image_shape)]
