@@ -264,3 +264,19 @@ def test_generation_callback_writes_grids(tmp_path, conditional):
     if conditional:
         with Image.open(images / first) as im:  # one row per label, 4 columns
             assert im.size == (4 * 10 + 2, 2 * 10 + 2)
+
+
+def test_generation_benchmark_end_to_end_tiny(tmp_path):
+    """benchmarks/generation.py as `make benchmark` runs it, at one epoch: CSV columns, bounds, figures."""
+    import csv
+
+    from benchmarks import generation
+
+    rows = generation.run("quick", out_dir=tmp_path, epochs=1, k=8)
+    with open(tmp_path / "generation_mnist.csv") as f:
+        assert next(csv.reader(f)) == generation.COLUMNS
+    for r in rows:
+        assert r["k"] == 8 and r["elbo"] < 0
+        assert r["nll_k"] <= -r["elbo"] + 1.0  # the k-sample bound is no looser than the ELBO (up to noise)
+    for name in ("vae", "cvae", "latent2d"):
+        assert (tmp_path / f"generation_mnist_{name}.png").stat().st_size > 10_000
