@@ -14,40 +14,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import lightning as L
 import torch
-import yaml
-from jsonargparse import ArgumentParser
 from torchvision.utils import save_image
 
+from ae_lightning.config import load_run
 from ae_lightning.data.utkface import AGE_GROUP_NAMES, load_face, parse_name
 from ae_lightning.models.caae import ConditionalAdversarialAutoencoder
 
 
-def find_config(ckpt: Path) -> Path:
-    """The run's ``config.yaml``: ``<run>/checkpoints/x.ckpt`` → ``<run>/config.yaml``."""
-    for folder in (ckpt.parent, ckpt.parent.parent):
-        if (folder / "config.yaml").is_file():
-            return folder / "config.yaml"
-    raise FileNotFoundError(f"no config.yaml beside {ckpt} or one folder up; fix: pass --config with the run's config")
-
-
-def load_run(ckpt: str | Path, config: str | Path | None = None, with_data: bool = False):
-    """``(model, datamodule or None)`` rebuilt from the run config, weights from ``ckpt`` (loaded weights_only)."""
-    ckpt = Path(ckpt)
-    cfg = yaml.safe_load(Path(config or find_config(ckpt)).read_text())
-    parser = ArgumentParser()
-    parser.add_subclass_arguments(L.LightningModule, "model")
-    if with_data:
-        parser.add_subclass_arguments(L.LightningDataModule, "data")
-    wanted = {"model": cfg["model"], **({"data": cfg["data"]} if with_data else {})}
-    objs = parser.instantiate_classes(parser.parse_object(wanted))
-    model = objs["model"]
+def load_caae(ckpt: str | Path, config: str | Path | None = None, with_data: bool = False):
+    """``(model, datamodule or None)`` of a CAAE run (see :func:`ae_lightning.config.load_run`)."""
+    model, data = load_run(ckpt, config, with_data)
     if not isinstance(model, ConditionalAdversarialAutoencoder):
         raise ValueError(f"{ckpt} holds a {type(model).__name__}; age progression needs a ConditionalAdversarialAutoencoder")
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    model.load_state_dict(state["state_dict"])
-    return model.eval(), objs.get("data")
+    return model, data
 
 
 def faces_from_files(paths: list[str], image_size: int, gender: int | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,7 +53,7 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--gender", type=int, choices=(0, 1), help="gender label for --images (0 male, 1 female)")
     ap.add_argument("--out", default="age_progression.png", help="output PNG")
     args = ap.parse_args(argv)
-    model, data = load_run(args.ckpt, args.config, with_data=args.indices is not None)
+    model, data = load_caae(args.ckpt, args.config, with_data=args.indices is not None)
     size = model.encoder.image_shape[-1]
     if args.images:
         x, gender = faces_from_files(args.images, size, args.gender)

@@ -5,16 +5,38 @@ Examples::
     ae-lightning fit --config configs/dae_xray64.yaml
     ae-lightning fit --config configs/ae_mnist.yaml --config configs/logger/wandb.yaml
     ae-lightning test --config configs/dae_xray64.yaml --ckpt_path runs/dae_xray64/version_0/checkpoints/last.ckpt
+
+What every experiment shares is not repeated in its YAML:
+
+- ``configs/defaults.yaml`` is read first (``default_config_files``): the seed and the CSV logger
+  under ``runs/``;
+- the run is named after the first ``--config`` file (``configs/dae_xray64.yaml`` → ``runs/dae_xray64/``)
+  unless the logger's ``name`` is set;
+- checkpoints (best by ``val/loss`` and ``last.ckpt``) and image grids are CLI arguments with
+  defaults, ``checkpoint.*`` and ``image_grid.*``, so an experiment's ``trainer.callbacks`` holds
+  only its own extras.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from ae_lightning.callbacks import ReconstructionGrid
+from ae_lightning.config import DEFAULTS
+
+
+def run_name(config_paths) -> str | None:
+    """The run's name: the stem of the first ``--config`` file (the experiment; fragments come after it)."""
+    for path in config_paths or []:
+        name = Path(str(getattr(path, "relative", path))).stem
+        if name:
+            return name
+    return None
 
 
 class AutoencoderCLI(LightningCLI):
@@ -23,6 +45,15 @@ class AutoencoderCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(ReconstructionGrid, "image_grid")
         parser.set_defaults({"image_grid.num_images": 8})
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.monitor": "val/loss", "checkpoint.save_last": True})
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
+        logger = cfg.get("trainer", {}).get("logger")
+        init = getattr(logger, "init_args", None) if logger is not None else None
+        if init is not None and "name" in init and init.get("name") is None:
+            init["name"] = run_name(cfg.get("config")) or "ae_lightning"
 
 
 def main(args=None) -> None:
@@ -32,9 +63,10 @@ def main(args=None) -> None:
         L.LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
-        seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
         trainer_defaults={"default_root_dir": "runs"},
+        parser_kwargs={cmd: {"default_config_files": [str(DEFAULTS)] if DEFAULTS.is_file() else []}
+                       for cmd in ("fit", "validate", "test", "predict")},
         args=args,
     )
 

@@ -1,10 +1,13 @@
-"""Build objects from the configs' ``class_path`` / ``init_args`` specs outside the CLI.
+"""The experiment configs outside the CLI: one loader for benchmarks, scripts and notebooks.
 
-Benchmarks and notebooks reuse the experiment YAMLs this way, type-checked by jsonargparse
-exactly as ``ae-lightning fit`` would::
+``configs/<name>.yaml`` holds an experiment's ``model`` / ``data`` / ``trainer`` blocks; objects are
+built from their ``class_path`` / ``init_args`` specs by jsonargparse, type-checked exactly as
+``ae-lightning fit`` does (the CLI is the same parser). A value that names a YAML file (e.g. the
+denoising noise grid ``noise/denoising_grid.yaml``) is read in place, relative to the config::
 
-    cfg = load_config("configs/dae_xray64.yaml")
+    cfg = load_config("dae_xray64")                       # configs/dae_xray64.yaml
     model = instantiate(cfg["model"], L.LightningModule)
+    model, data = load_run("runs/dae_xray64/version_0/checkpoints/last.ckpt", with_data=True)
 """
 
 from __future__ import annotations
@@ -12,20 +15,43 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import lightning as L
+import torch
 import yaml
 from jsonargparse import ArgumentParser
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+DEFAULTS = CONFIGS / "defaults.yaml"
 
 
-def load_config(path: str | Path) -> dict[str, Any]:
-    """The YAML at ``path``; a bare name such as ``dae_xray64`` is looked up in ``configs/``."""
+def config_path(path: str | Path) -> Path:
+    """``path`` itself, or ``configs/<path>.yaml`` for a bare name such as ``dae_xray64``."""
     p = Path(path)
     if not p.suffix:
         p = CONFIGS / f"{p}.yaml"
     if not p.is_file():
         raise FileNotFoundError(f"config {p} does not exist; fix: pass a path to a YAML file (see configs/)")
-    return yaml.safe_load(p.read_text())
+    return p
+
+
+def _inline_files(value: Any, folder: Path) -> Any:
+    """Replace every string ending in ``.yaml`` that names a file (relative to ``folder`` or ``configs/``)
+    by that file's content, as jsonargparse does for the CLI."""
+    if isinstance(value, dict):
+        return {k: _inline_files(v, folder) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_inline_files(v, folder) for v in value]
+    if isinstance(value, str) and value.endswith((".yaml", ".yml")):
+        for base in (folder, CONFIGS):
+            if (base / value).is_file():
+                return _inline_files(yaml.safe_load((base / value).read_text()), (base / value).parent)
+    return value
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """The YAML at ``path`` (a bare name is looked up in ``configs/``) with referenced YAML files inlined."""
+    p = config_path(path)
+    return _inline_files(yaml.safe_load(p.read_text()), p.parent)
 
 
 def instantiate(spec: dict[str, Any], base: type = object) -> Any:
@@ -33,3 +59,23 @@ def instantiate(spec: dict[str, Any], base: type = object) -> Any:
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(base, "obj", required=True)
     return parser.instantiate(parser.parse_object({"obj": spec})).obj
+
+
+def find_run_config(ckpt: Path) -> Path:
+    """The run's resolved ``config.yaml``: ``<run>/checkpoints/x.ckpt`` → ``<run>/config.yaml``."""
+    for folder in (ckpt.parent, ckpt.parent.parent):
+        if (folder / "config.yaml").is_file():
+            return folder / "config.yaml"
+    raise FileNotFoundError(f"no config.yaml beside {ckpt} or one folder up; fix: pass the run's config explicitly")
+
+
+def load_run(ckpt: str | Path, config: str | Path | None = None, with_data: bool = False):
+    """``(model, datamodule or None)`` of a finished run: objects from its resolved config (saved by
+    ``ae-lightning fit`` beside the checkpoints), weights from ``ckpt`` (loaded with ``weights_only=True``)."""
+    ckpt = Path(ckpt)
+    cfg = load_config(config or find_run_config(ckpt))
+    model = instantiate(cfg["model"], L.LightningModule)
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["state_dict"])
+    data = instantiate(cfg["data"], L.LightningDataModule) if with_data else None
+    return model.eval(), data

@@ -27,7 +27,7 @@ TINY = [  # 32×32 faces, nets with the release's structure but few channels
     "--model.latent_discriminator.init_args.in_features", str(CODE), "--model.prior.init_args.dim", str(CODE),
     "--model.image_discriminator.init_args.image_shape", "[3, 32, 32]",
     "--model.image_discriminator.init_args.channels", "[8, 16]", "--model.image_discriminator.init_args.hidden", "32",
-    "--model.pretrain_epochs", "1", "--model.lr", "0.002", "--model.num_faces", "4",
+    "--model.reconstruction_only_epochs", "1", "--model.optimizer.init_args.lr", "0.002", "--model.num_faces", "4",
     "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
     "--trainer.num_sanity_val_steps", "0", "--trainer.limit_val_batches", "1",
 ]
@@ -58,13 +58,13 @@ def test_total_variation_matches_release_formula():
 def test_bad_labels_and_missing_condition():
     model = ConditionalAdversarialAutoencoder(
         CAAEEncoder((3, 32, 32), [8, 16], code_dim=CODE), CAAEGenerator((3, 32, 32), CODE, channels=[16, 8, 8]),
-        MLPDiscriminator(CODE, [8]), ImageDiscriminator((3, 32, 32), channels=[8], hidden=8), pretrain_epochs=0,
+        MLPDiscriminator(CODE, [8]), ImageDiscriminator((3, 32, 32), channels=[8], hidden=8), reconstruction_only_epochs=0,
     )
     with pytest.raises(ValueError, match="age groups"):
-        model.condition(torch.tensor([10]), torch.tensor([0]))
+        model.make_condition(torch.tensor([10]), torch.tensor([0]))
     with pytest.raises(ValueError, match="labels"):
         model(torch.rand(1, 3, 32, 32))
-    out = model(torch.rand(2, 3, 32, 32), model.condition(torch.tensor([0, 9]), torch.tensor([0, 1])))
+    out = model(torch.rand(2, 3, 32, 32), model.make_condition(torch.tensor([0, 9]), torch.tensor([0, 1])))
     assert out.reconstruction.shape == (2, 3, 32, 32) and 0 <= out.reconstruction.min() <= out.reconstruction.max() <= 1
 
 

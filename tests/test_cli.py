@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 
 import pytest
+import torch
 import yaml
 from conftest import CONFIGS
 
@@ -35,12 +36,34 @@ def test_help_lists_the_subcommands(capsys):
 
 def test_print_config_resolves_the_yaml(capsys):
     with pytest.raises(SystemExit) as exit_:
-        main(["fit", "--config", CONV, "--model.init_args.lr=0.01", "--print_config"])
+        main(["fit", "--config", CONV, "--model.init_args.optimizer.init_args.lr=0.01", "--print_config"])
     assert exit_.value.code == 0
     cfg = yaml.safe_load(capsys.readouterr().out)
-    assert cfg["model"]["init_args"]["lr"] == 0.01  # command line overrides the file
+    assert cfg["model"]["init_args"]["optimizer"]["init_args"]["lr"] == 0.01  # command line overrides the file
+    assert cfg["model"]["init_args"]["optimizer"]["class_path"] == "torch.optim.Adam"
     assert cfg["model"]["init_args"]["encoder"]["init_args"]["channels"] == [32, 64]
-    assert cfg["seed_everything"] == 0 and cfg["image_grid"]["num_images"] == 8  # CLI defaults
+    assert cfg["seed_everything"] == 0 and cfg["image_grid"]["num_images"] == 8  # configs/defaults.yaml, CLI defaults
+    assert cfg["checkpoint"]["monitor"] == "val/loss" and cfg["checkpoint"]["save_last"] is True
+    assert cfg["trainer"]["logger"]["class_path"].endswith("CSVLogger")
+
+
+def test_optimizer_switches_to_adamw_and_onecycle_in_yaml(tmp_path):
+    """What a user writes to change the optimiser and schedule: YAML blocks, no code."""
+    (tmp_path / "opt.yaml").write_text(yaml.safe_dump({"model": {"init_args": {
+        "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 0.002, "weight_decay": 0.05}},
+        "lr_scheduler": {"class_path": "torch.optim.lr_scheduler.OneCycleLR",
+                         "init_args": {"max_lr": 0.002, "total_steps": 10}}}}}))
+    from ae_lightning.cli import AutoencoderCLI
+
+    cli = AutoencoderCLI.__new__(AutoencoderCLI)  # parse and build without running
+    import lightning as L
+
+    cli.__init__(L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                 run=False, args=["--config", CONV, "--config", str(tmp_path / "opt.yaml"),
+                                  "--trainer.logger=false"])
+    config = cli.model.configure_optimizers()
+    assert isinstance(config["optimizer"], torch.optim.AdamW) and config["optimizer"].defaults["weight_decay"] == 0.05
+    assert isinstance(config["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.OneCycleLR)
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from conftest import CONFIGS
 
 from ae_lightning.data import DatasetNotFoundError
 
-FRAGMENTS = {"trainer.yaml"}  # shared settings, not experiments (configs/logger/ is a sub-folder)
+FRAGMENTS = {"trainer.yaml", "defaults.yaml"}  # shared settings, not experiments (sub-folders: fragments)
 EXPERIMENTS = sorted(p for p in CONFIGS.glob("*.yaml") if p.name not in FRAGMENTS)
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
@@ -46,14 +46,21 @@ def test_configs_are_found():
 
 @pytest.mark.parametrize("config", EXPERIMENTS, ids=lambda p: p.stem)
 def test_config_layout(config):
-    """The layout every experiment follows: seeded, CSV run dir named after the file, val/loss checkpoints."""
+    """An experiment holds what is its own: model and data; the shared preamble (seed, logger, run name,
+    checkpoints) comes from configs/defaults.yaml and the CLI, never repeated."""
     cfg = yaml.safe_load(config.read_text())
-    assert {"seed_everything", "trainer", "model", "data"} <= set(cfg), f"{config.name}: missing top-level keys"
+    assert {"model", "data"} <= set(cfg), f"{config.name}: missing model/data"
     assert "class_path" in cfg["model"] and "class_path" in cfg["data"]
-    logger = cfg["trainer"]["logger"]
-    assert logger["init_args"]["name"] == config.stem, f"{config.name}: run directory should be runs/{config.stem}"
-    checkpoints = [c for c in cfg["trainer"].get("callbacks", []) if c["class_path"].endswith("ModelCheckpoint")]
-    assert checkpoints and checkpoints[0]["init_args"].get("save_last"), f"{config.name}: no ModelCheckpoint(save_last)"
+    repeated = {"seed_everything"} & set(cfg) | {"logger"} & set(cfg.get("trainer") or {})
+    callbacks = [c["class_path"] for c in (cfg.get("trainer") or {}).get("callbacks", [])]
+    assert not repeated and not any(c.endswith("ModelCheckpoint") for c in callbacks), \
+        f"{config.name}: {sorted(repeated) or callbacks} belong to configs/defaults.yaml / the CLI's checkpoint.*"
+
+
+def test_defaults_give_every_run_its_seed_logger_and_checkpoints():
+    defaults = yaml.safe_load((CONFIGS / "defaults.yaml").read_text())
+    assert defaults["seed_everything"] == 0
+    assert defaults["trainer"]["logger"]["init_args"] == {"save_dir": "runs", "name": None}
 
 
 @pytest.mark.parametrize("config", EXPERIMENTS, ids=lambda p: p.stem)

@@ -4,6 +4,7 @@ test metrics, checkpoints that load with ``weights_only=True``, image grids."""
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import lightning as L
 import numpy as np
@@ -87,8 +88,10 @@ def test_plain_autoencoder_does_not_corrupt():
     model = mlp_ae()
     x = torch.rand(2, *SHAPE)
     assert model.corrupt(x) is x
-    noisy_in, recon = model.preview(x)
-    assert noisy_in is x and recon.shape == x.shape
+    out = model(x)
+    assert out.input is x and out.condition is None and out.reconstruction.shape == x.shape
+    # the grid shows clean | reconstruction only (no separate input row when nothing was corrupted)
+    assert [name for name, _ in model.grid_rows((x, None), out)] == ["clean", "reconstruction"]
 
 
 def test_residual_reconstruction_subtracts_the_net_output():
@@ -123,7 +126,7 @@ def test_short_fit_on_real_mnist_beats_the_mean_image():
     baseline = F.mse_loss(mean_digit.expand_as(dm.val_set.images), dm.val_set.images).item()
     L.seed_everything(0)
     model = Autoencoder(MLPEncoder(SHAPE, [32], activation="relu", code_activation="relu"),
-                        MLPDecoder(SHAPE, [32]), loss="mse", lr=1e-2)
+                        MLPDecoder(SHAPE, [32]), loss="mse", optimizer=partial(torch.optim.Adam, lr=1e-2))
     before = trainer().validate(model, dm, verbose=False)[0]
     trainer(max_epochs=3).fit(model, dm)
     after = trainer().validate(model, dm, verbose=False)[0]
@@ -143,8 +146,8 @@ def test_validation_noise_is_identical_across_epochs_and_training_noise_is_not(t
     train_in = spy.inputs(training=True)
     assert len(train_in) == 4
     assert not torch.equal(train_in[0] == 0, train_in[2] == 0)  # fresh masks each step
-    val_in = [x for x in spy.inputs(training=False) if x.shape[0] == 64]  # the grid's previews have 4 images
-    assert len(val_in) == 4  # 2 epochs × 2 batches
+    val_in = spy.inputs(training=False)
+    assert len(val_in) == 4  # 2 epochs × 2 batches: the grid reuses the validation step's output, no extra pass
     clean = next(iter(tiny_mnist.val_dataloader()))[0]
     assert not torch.equal(val_in[0], clean)  # it is corrupted…
     assert torch.equal(val_in[0], val_in[2]) and torch.equal(val_in[1], val_in[3])  # …the same way every epoch
@@ -155,6 +158,10 @@ def test_validation_noise_is_identical_across_epochs_and_training_noise_is_not(t
     assert a.shape == (3 * 30 + 2, 4 * 30 + 2)  # 28-px images with 2-px padding
     assert np.array_equal(a[:62], b[:62])  # clean and noisy rows match across epochs
     assert (a[32:60, 2:30] == 0).mean() > 0.5  # the noisy row is masked (≥ 50 % of a digit's pixels black)
+    # …and it is exactly the input the validation step scored (first 4 images of the first batch)
+    scored = (val_in[2][:4].clamp(0, 1) * 255 + 0.5).to(torch.uint8)  # save_image's rounding
+    grid_row = torch.from_numpy(b[32:60, 2:].copy()).unfold(1, 28, 30)[:, :4].permute(1, 0, 2)  # (4, 28, 28)
+    assert torch.equal(grid_row, scored[:, 0]), "the grid's input row is not the input that was scored"
 
 
 def test_test_metrics_are_logged(tiny_mnist):
@@ -180,14 +187,15 @@ def test_validate_then_fit_then_test(tiny_mnist):
 @pytest.mark.parametrize("cls", [Autoencoder, DenoisingAutoencoder])
 def test_checkpoint_loads_with_weights_only(tmp_path, tiny_mnist, cls):
     kw = {"noise": Masking(0.3)} if cls is DenoisingAutoencoder else {}
-    model = cls(MLPEncoder(SHAPE, [16]), MLPDecoder(SHAPE, [16], tied=True), loss="bce", lr=2e-3, **kw)
+    model = cls(MLPEncoder(SHAPE, [16]), MLPDecoder(SHAPE, [16], tied=True), loss="bce",
+                optimizer=partial(torch.optim.Adam, lr=2e-3), **kw)
     ckpt_cb = ModelCheckpoint(dirpath=tmp_path, monitor="val/loss", save_last=True)
     trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, enable_checkpointing=True,
             callbacks=[ckpt_cb]).fit(model, tiny_mnist)
     assert ckpt_cb.best_model_path and (tmp_path / "last.ckpt").is_file()
     ckpt = torch.load(ckpt_cb.best_model_path, weights_only=True)
-    assert ckpt["hyper_parameters"]["loss"] == "bce" and ckpt["hyper_parameters"]["lr"] == 2e-3
-    assert not {"encoder", "decoder", "noise"} & set(ckpt["hyper_parameters"])
+    assert ckpt["hyper_parameters"] == {"loss": "bce", "residual": False}  # plain values only
+    assert model.optimizers().optimizer.param_groups[0]["lr"] == 2e-3  # the injected optimiser was used
     fresh = cls(MLPEncoder(SHAPE, [16]), MLPDecoder(SHAPE, [16], tied=True), **kw)
     fresh.load_state_dict(ckpt["state_dict"])
     x = torch.rand(2, *SHAPE)
@@ -195,7 +203,7 @@ def test_checkpoint_loads_with_weights_only(tmp_path, tiny_mnist, cls):
     # and through Lightning, injecting the nets again
     again = cls.load_from_checkpoint(ckpt_cb.best_model_path, weights_only=True, encoder=MLPEncoder(SHAPE, [16]),
                                      decoder=MLPDecoder(SHAPE, [16], tied=True), **kw)
-    assert again.hparams.lr == 2e-3
+    assert again.hparams.loss == "bce"
     torch.testing.assert_close(again(x).reconstruction, model(x).reconstruction)
 
 
@@ -230,10 +238,35 @@ def test_hparams_keep_plain_values_only_across_subclasses(recwarn):
 
 
 def test_cosine_schedule_decays_the_learning_rate_to_zero(tiny_mnist):
-    model = mlp_ae(lr=0.01, lr_schedule="cosine")
+    from ae_lightning.optim import CosineToZero
+
+    model = mlp_ae(optimizer=partial(torch.optim.Adam, lr=0.01), lr_scheduler=CosineToZero)
     trainer(max_epochs=1, limit_train_batches=6, limit_val_batches=0).fit(model, tiny_mnist)
     opt = model.optimizers().optimizer
     assert opt.param_groups[0]["lr"] < 1e-6  # one cosine period over the whole fit
-    constant = mlp_ae(lr=0.01)
+    constant = mlp_ae(optimizer=partial(torch.optim.Adam, lr=0.01))
     trainer(max_epochs=1, limit_train_batches=6, limit_val_batches=0).fit(constant, tiny_mnist)
     assert constant.optimizers().optimizer.param_groups[0]["lr"] == 0.01
+
+
+def test_optimizer_and_schedule_are_injected(tiny_mnist):
+    """AdamW + OneCycle from the caller, as a YAML `optimizer:` / `lr_scheduler:` block would give them."""
+    model = mlp_ae(optimizer=partial(torch.optim.AdamW, lr=0.01, weight_decay=0.1),
+                   lr_scheduler=partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.01, total_steps=6))
+    fit = trainer(max_epochs=1, limit_train_batches=5, limit_val_batches=0)
+    fit.fit(model, tiny_mnist)
+    opt = model.optimizers().optimizer
+    assert isinstance(opt, torch.optim.AdamW) and opt.param_groups[0]["weight_decay"] == 0.1
+    (sched,) = model.lr_schedulers() if isinstance(model.lr_schedulers(), list) else [model.lr_schedulers()]
+    assert isinstance(sched, torch.optim.lr_scheduler.OneCycleLR) and sched.last_epoch == fit.global_step > 1  # per batch
+
+
+def test_hparams_follow_the_signature_types_not_the_call_stack():
+    from ae_lightning.models.base import hyperparameter_names, is_plain
+
+    assert is_plain(float) and is_plain(int | list[int]) and is_plain(tuple[float, float] | None)
+    assert not is_plain(torch.nn.Module) and not is_plain(NoiseModel | None)
+    # DenoisingAutoencoder forwards **kwargs: the base class's plain arguments are its hyperparameters too
+    assert hyperparameter_names(DenoisingAutoencoder) == ["loss", "residual"]
+    model = mlp_ae(DenoisingAutoencoder, noise=Masking(0.3), loss="bce", residual=False)
+    assert dict(model.hparams) == {"loss": "bce", "residual": False}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import lightning as L
 import pytest
@@ -19,7 +20,8 @@ SHAPE = (1, 28, 28)
 
 def sparse_ae(sparsity=None, hidden=64, code_activation="sigmoid", **kwargs) -> SparseAutoencoder:
     enc = MLPEncoder(SHAPE, [hidden], code_activation=code_activation)
-    return SparseAutoencoder(enc, MLPDecoder(SHAPE, [hidden]), sparsity=sparsity, loss="bce", lr=3e-3, **kwargs)
+    return SparseAutoencoder(enc, MLPDecoder(SHAPE, [hidden]), sparsity=sparsity, loss="bce",
+                             optimizer=partial(torch.optim.Adam, lr=3e-3), **kwargs)
 
 
 def fit(model, steps: int, train_size: int = 1024, tmp_path=None, **trainer_kwargs) -> tuple[L.Trainer, MNISTDataModule]:

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torchvision.utils import make_grid
 
+from ae_lightning.batch import images_of
 from ae_lightning.callbacks.images import log_image
-from ae_lightning.models.base import images_of
 
 
 def _grid(images: torch.Tensor, nrow: int) -> torch.Tensor:

@@ -10,8 +10,6 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torchvision.utils import make_grid, save_image
 
-from ae_lightning.models.base import images_of
-
 
 def run_dir(trainer: L.Trainer) -> Path:
     """The run directory: the logger's versioned folder, else ``default_root_dir``.
@@ -41,32 +39,40 @@ def log_image(trainer: L.Trainer, key: str, grid: torch.Tensor, caption: str = "
 
 
 class ReconstructionGrid(L.Callback):
-    """Rows clean | model input (noisy, for denoisers) | reconstruction, for a fixed set of val images.
+    """Rows clean | model input (noisy, for denoisers) | reconstruction of the first validation images.
 
-    The same images and the same seeded noise are used every epoch, so grids are comparable.
+    The rows come from the validation step's own output (:meth:`~ae_lightning.models.Autoencoder.grid_rows`):
+    the grid shows exactly the input that was scored and the reconstruction that was scored, with the
+    batch's labels for conditional models. Validation data are not shuffled and validation noise is
+    reseeded each epoch, so the grids of successive epochs are comparable.
     """
 
-    def __init__(self, num_images: int = 8, every_n_epochs: int = 1, seed: int = 0) -> None:
+    def __init__(self, num_images: int = 8, every_n_epochs: int = 1) -> None:
         self.num_images = num_images
         self.every_n_epochs = every_n_epochs
-        self.seed = seed
-        self._images: torch.Tensor | None = None
+        self._rows: list[tuple[str, torch.Tensor]] = []
 
+    def _due(self, trainer: L.Trainer) -> bool:
+        return not trainer.sanity_checking and trainer.current_epoch % self.every_n_epochs == 0
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self._rows = []
+
+    @torch.no_grad()
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        if self._images is None or len(self._images) < self.num_images:
-            got = images_of(batch)[: self.num_images].detach().cpu()
-            self._images = got if self._images is None else torch.cat([self._images, got])[: self.num_images]
+        have = len(self._rows[0][1]) if self._rows else 0
+        if not self._due(trainer) or have >= self.num_images or not hasattr(pl_module, "grid_rows"):
+            return
+        take = self.num_images - have
+        new = [(name, rows[:take].detach().float().cpu()) for name, rows in pl_module.grid_rows(batch, outputs)]
+        self._rows = new if not self._rows else [(n, torch.cat([old, rows])) for (n, old), (_, rows) in
+                                                  zip(self._rows, new, strict=True)]
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if self._images is None or trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:
+        if not self._rows or not self._due(trainer):
             return
-        x = self._images.to(pl_module.device)  # (N, C, H, W)
-        gen = torch.Generator(device=pl_module.device).manual_seed(self.seed)
-        was_training = pl_module.training
-        pl_module.eval()
-        x_in, recon = pl_module.preview(x, generator=gen)
-        pl_module.train(was_training)
-        rows = [x, x_in, recon] if not torch.equal(x_in, x) else [x, recon]
-        grid = make_grid(torch.cat(rows).float().clamp(0, 1).cpu(), nrow=len(x), padding=2, pad_value=1.0)
-        log_image(trainer, "val/reconstruction", grid, caption=" | ".join(
-            ["clean", "input", "reconstruction"] if len(rows) == 3 else ["clean", "reconstruction"]))
+        names = [name for name, _ in self._rows]
+        images = torch.cat([rows for _, rows in self._rows]).clamp(0, 1)
+        grid = make_grid(images, nrow=len(self._rows[0][1]), padding=2, pad_value=1.0)
+        log_image(trainer, "val/reconstruction", grid, caption=" | ".join(names))
+        self._rows = []

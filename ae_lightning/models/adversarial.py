@@ -7,7 +7,8 @@ Manual optimisation, two phases per batch, exactly as in the paper:
    samples (real) vs encoded codes (fake), then the encoder, as the generator, takes one step to
    make its codes pass for prior samples.
 
-Three optimisers (encoder+decoder, discriminator, encoder) with their own learning rates; optional
+Three injected optimisers, one per phase (``optimizer`` for encoder+decoder, ``discriminator_optimizer``,
+``generator_optimizer`` for the encoder; the configs set the paper's Adam β₁ = 0.5); optional
 gradient clipping per update (``gradient_clip_val``: Lightning's Trainer cannot clip under manual
 optimisation, so the module does it with ``self.clip_gradients``). ``adversarial=False`` skips
 phase 2: the plain autoencoder with the same nets, the baseline of the prior-match comparison.
@@ -39,9 +40,12 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torchvision.utils import make_grid
 
+from ae_lightning.batch import images_of, labels_of
+from ae_lightning.callbacks.images import log_image
 from ae_lightning.distributions import DiagonalGaussian
 from ae_lightning.losses import ReconstructionLoss, adversarial_loss, reconstruction_loss
-from ae_lightning.models.base import Autoencoder, AutoencoderOutput, images_of
+from ae_lightning.models.base import Autoencoder, AutoencoderOutput
+from ae_lightning.optim import OptimizerCallable
 from ae_lightning.priors import GaussianPrior, Prior, prior_match
 
 Posterior = Literal["deterministic", "gaussian"]
@@ -54,11 +58,6 @@ class AdversarialOutput(AutoencoderOutput):
     posterior: DiagonalGaussian | None = None
 
 
-def labels_of(batch) -> torch.Tensor | None:
-    """The label tensor of an ``(image, label)`` batch, else ``None``."""
-    return batch[1] if isinstance(batch, list | tuple) and len(batch) > 1 else None
-
-
 class AdversarialAutoencoder(Autoencoder):
     """Autoencoder whose codes are matched to ``prior`` by a latent ``discriminator``.
 
@@ -66,14 +65,14 @@ class AdversarialAutoencoder(Autoencoder):
         encoder: images → codes (``code_dim``), or ``2 * code_dim`` means and log-variances with
             ``posterior="gaussian"`` (codes are then reparameterised samples, Makhzani's
             "Gaussian posterior" variant).
-        decoder, loss, weight_decay: as in :class:`Autoencoder`.
+        decoder, loss: as in :class:`Autoencoder`.
         discriminator: codes (and, for a supervised prior, labels) → one logit; e.g.
             :class:`~ae_lightning.nets.MLPDiscriminator`.
         prior: a :mod:`ae_lightning.priors` prior (default ``GaussianPrior(2)``); a supervised
             mixture prior draws each real sample from its label's component.
-        lr: learning rate of the reconstruction phase (encoder + decoder).
-        lr_discriminator, lr_generator: learning rates of the regularisation phase.
-        betas: Adam betas for all three optimisers (GAN practice: β₁ = 0.5).
+        optimizer: optimiser of the reconstruction phase (encoder + decoder); default Adam.
+        discriminator_optimizer, generator_optimizer: optimisers of the regularisation phase (the
+            discriminator; the encoder as generator); default Adam (GAN practice: β₁ = 0.5, set in the configs).
         discriminator_steps: discriminator updates per generator update.
         gradient_clip_val: clip each update's gradient norm to this value (None: no clipping).
         adversarial: run phase 2; ``False`` gives the unregularised baseline.
@@ -87,26 +86,23 @@ class AdversarialAutoencoder(Autoencoder):
         discriminator: nn.Module,
         prior: Prior | None = None,
         loss: ReconstructionLoss = "bce",
-        lr: float = 1e-3,
-        lr_discriminator: float = 2e-4,
-        lr_generator: float = 2e-4,
-        betas: tuple[float, float] = (0.5, 0.999),
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        discriminator_optimizer: OptimizerCallable = torch.optim.Adam,
+        generator_optimizer: OptimizerCallable = torch.optim.Adam,
         discriminator_steps: int = 1,
         gradient_clip_val: float | None = None,
         adversarial: bool = True,
         posterior: Posterior = "deterministic",
-        weight_decay: float = 0.0,
     ) -> None:
-        super().__init__(encoder, decoder, loss=loss, lr=lr, weight_decay=weight_decay)
-        # re-save: the base call saw this frame's nn.Module/prior arguments too
-        self.save_hyperparameters(ignore=["encoder", "decoder", "discriminator", "prior", "generator",
-                                          "latent_discriminator", "image_discriminator"])
+        super().__init__(encoder, decoder, loss=loss, optimizer=optimizer)
         if discriminator_steps < 1:
             raise ValueError(f"discriminator_steps must be >= 1, got {discriminator_steps}")
         if posterior not in ("deterministic", "gaussian"):
             raise ValueError(f"posterior must be 'deterministic' or 'gaussian', got {posterior!r}")
         self.automatic_optimization = False
         self.discriminator = discriminator
+        self.discriminator_optimizer = discriminator_optimizer
+        self.generator_optimizer = generator_optimizer
         self.prior = prior if prior is not None else GaussianPrior(dim=2)
         if self.prior.supervised and getattr(discriminator, "num_classes", None) == 0:
             raise ValueError(
@@ -129,6 +125,15 @@ class AdversarialAutoencoder(Autoencoder):
             strategy._ddp_kwargs["find_unused_parameters"] = True
 
     # --- the model -------------------------------------------------------------------------
+    def condition(self, batch) -> torch.Tensor | None:
+        """The class labels when the prior is supervised (the discriminator sees them); else ``None``."""
+        if not self.prior.supervised:
+            return None
+        labels = labels_of(batch)
+        if labels is None:
+            raise ValueError(f"{self.prior!r} is supervised: the batches must carry labels (image, label)")
+        return labels
+
     def posterior_of(self, x: torch.Tensor) -> tuple[torch.Tensor, DiagonalGaussian | None]:
         """``(code, posterior)``: a reparameterised sample for a Gaussian encoder in training, its mean otherwise."""
         h = self.encoder(x)  # (B, code_dim) or (B, 2 * code_dim)
@@ -137,12 +142,15 @@ class AdversarialAutoencoder(Autoencoder):
         q = DiagonalGaussian.from_params(h)
         return (q.rsample() if self.training else q.mode), q
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         return self.posterior_of(x)[0]
 
-    def forward(self, x: torch.Tensor) -> AdversarialOutput:
+    def decode(self, code: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decoder(code)  # the condition (a supervised prior's labels) is the discriminator's only
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> AdversarialOutput:
         code, q = self.posterior_of(x)
-        return AdversarialOutput(reconstruction=self.decode(code), code=code, posterior=q)
+        return AdversarialOutput(reconstruction=self.decode(code), code=code, input=x, condition=cond, posterior=q)
 
     def compute_losses(self, out: AutoencoderOutput, target: torch.Tensor) -> dict[str, torch.Tensor]:
         recon = reconstruction_loss(out.reconstruction, target, self.hparams.loss)
@@ -205,23 +213,22 @@ class AdversarialAutoencoder(Autoencoder):
         opt_ae, opt_d, opt_g = self.optimizers()
         # phase 1: reconstruction (shared_step logs train/loss and train/recon)
         with self._phase(opt_ae):
-            self._update(opt_ae, self.shared_step(batch, "train").loss)
+            out = self.shared_step(batch, "train")
+            self._update(opt_ae, out.loss)
         if not self.hparams.adversarial:
             return
         # phase 2: regularisation
-        x, labels = images_of(batch), labels_of(batch)
+        x, labels = images_of(batch), out.condition
         for _ in range(self.hparams.discriminator_steps):
             logs = self.discriminator_phase(opt_d, x, labels)
         logs |= self.generator_phase(opt_g, x, labels)
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, on_step=True, on_epoch=True, batch_size=len(x))
 
     def configure_optimizers(self):
-        hp = self.hparams
-        enc_dec = [*self.encoder.parameters(), *self.decoder.parameters()]
         return [
-            torch.optim.Adam(enc_dec, lr=hp.lr, betas=hp.betas, weight_decay=hp.weight_decay),
-            torch.optim.Adam(self.discriminator.parameters(), lr=hp.lr_discriminator, betas=hp.betas),
-            torch.optim.Adam(self.encoder.parameters(), lr=hp.lr_generator, betas=hp.betas),
+            self.optimizer([*self.encoder.parameters(), *self.decoder.parameters()]),
+            self.discriminator_optimizer(self.discriminator.parameters()),
+            self.generator_optimizer(self.encoder.parameters()),
         ]
 
     # --- evaluation: how close are the codes to the prior? ----------------------------------
@@ -254,8 +261,6 @@ class AdversarialAutoencoder(Autoencoder):
     @torch.no_grad()
     def log_samples(self, rows: int = 8, cols: int = 10) -> None:
         """Decode prior samples (column ``j`` drawn from component ``j`` for a supervised prior)."""
-        from ae_lightning.callbacks import log_image  # here: the callbacks package imports the models
-
         labels = torch.arange(cols, device=self.device).repeat(rows)  # (rows * cols,)
         z = self.sample_prior(rows * cols, labels if self.prior.supervised else None)  # (rows * cols, D)
         images = self.decode(z).float().clamp(0, 1).cpu()  # (rows * cols, C, H, W)

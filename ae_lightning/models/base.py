@@ -1,38 +1,51 @@
 """The autoencoder LightningModule: optimisation logic only, nets injected.
 
 Classic, deep and convolutional autoencoders are this one class with different encoder/decoder
-nets (see ``configs/``); :class:`DenoisingAutoencoder` adds an injected corruption model. Variants
-with other optimisation logic (manual adversarial phases, staged pretraining) subclass it and
-reuse :meth:`encode`, :meth:`decode`, :meth:`corrupt` and :meth:`shared_step`.
+nets (see ``configs/``); :class:`DenoisingAutoencoder` adds an injected corruption model. Every
+variant shares :meth:`Autoencoder.shared_step`, which carries what each of them needs::
+
+    x    = images_of(batch)              # the clean target
+    cond = self.condition(batch)         # labels / attributes for conditional models, else None
+    x_in = self.corrupt(x, generator)    # the model's input (noisy for denoisers)
+    out  = self(x_in, cond)              # a typed output that records its input and condition
+    out.losses = self.compute_losses(out, x)
+
+so a variant overrides a hook (``condition``, ``corrupt``, ``forward``, ``compute_losses``), not the step.
 """
 
 from __future__ import annotations
 
 import inspect
+import types
+import typing
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import lightning as L
 import torch
 from torch import nn
 
+from ae_lightning.batch import images_of
 from ae_lightning.losses import ReconstructionLoss, reconstruction_loss
 from ae_lightning.metrics import image_metrics
 from ae_lightning.noise import NoiseModel
-
-LRSchedule = Literal["constant", "cosine"]
+from ae_lightning.optim import LRSchedulerCallable, OptimizerCallable, configure
 
 
 @dataclass
 class AutoencoderOutput:
     """What a forward pass produced.
 
-    ``reconstruction`` is the decoder's image (B, C, H, W); ``code`` the encoder's output;
-    ``losses`` the per-term losses with the total under ``"loss"`` (filled by the step).
+    ``reconstruction`` is the decoder's image (B, C, H, W); ``code`` the encoder's output; ``input``
+    and ``condition`` what the model was given (the corrupted image for a denoiser; labels for a
+    conditional model, else ``None``); ``losses`` the per-term losses with the total under ``"loss"``
+    (filled by the step).
     """
 
     reconstruction: torch.Tensor
     code: torch.Tensor
+    input: torch.Tensor | None = None
+    condition: torch.Tensor | None = None
     losses: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
@@ -40,40 +53,47 @@ class AutoencoderOutput:
         return self.losses["loss"]
 
 
-def images_of(batch) -> torch.Tensor:
-    """The image tensor of a batch: datasets yield ``(image, label)`` pairs or bare images."""
-    return batch[0] if isinstance(batch, list | tuple) else batch
-
-
+# --- hyperparameters: one rule, read from the signature's types ------------------------------------
 _PLAIN = (bool, int, float, str, type(None))
 
 
-def _is_plain(value) -> bool:
-    if isinstance(value, list | tuple):
-        return all(_is_plain(v) for v in value)
-    if isinstance(value, dict):
-        return all(_is_plain(v) for v in value.values())
-    return isinstance(value, _PLAIN)
+def is_plain(hint) -> bool:
+    """Whether a type hint is plain data (numbers, strings, ``None``, ``Literal`` and containers of them).
+
+    Everything else (nets, noise models, priors, optimiser callables) is an object: it lives in the
+    resolved config, not in the checkpoint, which keeps checkpoints loadable with ``weights_only=True``.
+    """
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return True
+    if origin is None:
+        return hint in _PLAIN
+    return origin in (typing.Union, types.UnionType, list, tuple, dict) and all(
+        a is Ellipsis or is_plain(a) for a in typing.get_args(hint)
+    )
 
 
-def _object_args(module: L.LightningModule) -> list[str]:
-    """The ``__init__`` arguments, across the whole subclass chain, to leave out of the hyperparameters:
-    those holding objects (nets, noise models, priors...) rather than plain values, and base-class
-    arguments the concrete class does not take (``load_from_checkpoint`` passes hparams back to it)."""
-    own = inspect.signature(type(module).__init__).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in own.values())
-    names = []
-    frame = inspect.currentframe()
-    while frame is not None:
-        if frame.f_code.co_name == "__init__" and frame.f_locals.get("self") is module:
-            code = frame.f_code
-            args = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
-            names += [
-                a for a in args
-                if a != "self" and (not _is_plain(frame.f_locals.get(a)) or (a not in own and not takes_any))
-            ]
-        frame = frame.f_back
-    return names
+def init_parameters(cls: type) -> dict[str, Any]:
+    """``{name: type hint}`` of the arguments ``cls(...)`` takes, following ``**kwargs`` up to the base classes."""
+    params: dict[str, Any] = {}
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        hints = typing.get_type_hints(klass.__init__)
+        forwards = False
+        for name, p in list(inspect.signature(klass.__init__).parameters.items())[1:]:
+            if p.kind is inspect.Parameter.VAR_KEYWORD:
+                forwards = True
+            elif p.kind is not inspect.Parameter.VAR_POSITIONAL:
+                params.setdefault(name, hints.get(name, Any))
+        if not forwards:
+            return params
+    return params
+
+
+def hyperparameter_names(cls: type) -> list[str]:
+    """The arguments of ``cls`` saved as hyperparameters: the plain-typed ones it takes itself."""
+    return [name for name, hint in init_parameters(cls).items() if is_plain(hint)]
 
 
 class Autoencoder(L.LightningModule):
@@ -84,14 +104,19 @@ class Autoencoder(L.LightningModule):
         decoder: maps codes back to (B, C, H, W) images; a decoder with ``tie_to`` (tied MLP
             weights) is tied to ``encoder`` here.
         loss: reconstruction loss, ``mse``, ``bce`` (sigmoid outputs) or ``l1``.
-        lr, weight_decay: Adam settings.
         residual: the nets predict what to *subtract* from the input (a residual denoiser,
             DnCNN-style); the reconstruction is ``input - decoder(encoder(input))``.
-        lr_schedule: ``constant`` or ``cosine`` (decay to zero over the fit, per step).
+        optimizer: optimiser callable (default Adam, lr 1e-3); see :mod:`ae_lightning.optim`.
+        lr_scheduler: optional schedule, stepped per optimiser step (e.g. :class:`~ae_lightning.optim.CosineToZero`).
+
+    Hyperparameters: every plain-typed argument of the concrete class (``loss``, ``residual``, a
+    subclass's numbers and strings) is saved in the checkpoint; objects (nets, noise, optimisers) are
+    not — they live in the resolved config. Annotate plain arguments so they are saved.
 
     Example::
 
-        model = Autoencoder(MLPEncoder((1, 28, 28), [64]), MLPDecoder((1, 28, 28), [64]), loss="bce")
+        model = Autoencoder(MLPEncoder((1, 28, 28), [64]), MLPDecoder((1, 28, 28), [64]), loss="bce",
+                            optimizer=functools.partial(torch.optim.Adam, lr=3e-3))
     """
 
     def __init__(
@@ -99,21 +124,24 @@ class Autoencoder(L.LightningModule):
         encoder: nn.Module,
         decoder: nn.Module,
         loss: ReconstructionLoss = "mse",
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
         residual: bool = False,
-        lr_schedule: LRSchedule = "constant",
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__()
-        # nets, noise and other objects live in the resolved config, not in the checkpoint's hparams:
-        # that keeps checkpoints loadable with torch.load(weights_only=True); subclasses inherit this
-        self.save_hyperparameters(ignore=_object_args(self))
+        keep = set(hyperparameter_names(type(self)))
+        every = {n for k in type(self).__mro__ if "__init__" in vars(k) and issubclass(k, Autoencoder)
+                 for n in inspect.signature(k.__init__).parameters}
+        self.save_hyperparameters(ignore=sorted(every - keep - {"self"}))
         self.encoder = encoder
         self.decoder = decoder
         if hasattr(decoder, "tie_to"):
             decoder.tie_to(encoder)
+        self.optimizer = optimizer
+        self.lr_scheduler = lr_scheduler
         self.val_metrics = image_metrics("val/")
         self.test_metrics = image_metrics("test/")
+        self.residual = residual
 
     def setup(self, stage: str) -> None:
         """Fail early, in one line, when the data's image shape is not the one the nets were built for."""
@@ -126,23 +154,36 @@ class Autoencoder(L.LightningModule):
             )
 
     # --- the model -------------------------------------------------------------------------
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x)
+    @staticmethod
+    def run_net(net: nn.Module, inp: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        """``net(inp)``, or ``net(inp, cond)`` for a conditional net when there is a condition."""
+        return net(inp) if cond is None else net(inp, cond)
 
-    def decode(self, code: torch.Tensor) -> torch.Tensor:
-        return self.decoder(code)
+    def condition(self, batch) -> torch.Tensor | None:
+        """The batch's condition for the nets (labels, attributes); ``None`` for unconditional models."""
+        return None
 
-    def forward(self, x: torch.Tensor) -> AutoencoderOutput:
-        code = self.encode(x)
-        out = self.decode(code)  # (B, C, H, W)
-        return AutoencoderOutput(reconstruction=x - out if self.hparams.get("residual", False) else out, code=code)
+    def encode(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return self.run_net(self.encoder, x, cond)
+
+    def decode(self, code: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return self.run_net(self.decoder, code, cond)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> AutoencoderOutput:
+        code = self.encode(x, cond)
+        out = self.decode(code, cond)  # (B, C, H, W)
+        return AutoencoderOutput(reconstruction=x - out if self.residual else out, code=code, input=x, condition=cond)
 
     def corrupt(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """The encoder's input for clean images ``x``; identity here, noise in the denoising variant."""
         return x
 
     def compute_losses(self, out: AutoencoderOutput, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-term losses with the total under ``"loss"``; subclasses add terms."""
+        """Per-term losses with the total under ``"loss"``; subclasses add terms.
+
+        ``target`` is the clean image; ``out.input`` what the model was given and ``out.condition`` its
+        condition, for penalties that need them (e.g. the contractive Jacobian term).
+        """
         return {"loss": reconstruction_loss(out.reconstruction, target, self.hparams.loss)}
 
     # --- one routine for all stages --------------------------------------------------------
@@ -168,7 +209,7 @@ class Autoencoder(L.LightningModule):
     def shared_step(self, batch, stage: str) -> AutoencoderOutput:
         x = images_of(batch)  # (B, C, H, W) clean
         x_in = self.corrupt(x, None if stage == "train" else self._eval_generator())
-        out = self(x_in)
+        out = self(x_in, self.condition(batch))
         out.losses = self.compute_losses(out, x)
         self.log_step(out, x, stage)
         return out
@@ -195,47 +236,33 @@ class Autoencoder(L.LightningModule):
         return self.shared_step(batch, "test")
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self(self.corrupt(images_of(batch))).reconstruction.clamp(0, 1)
+        return self(self.corrupt(images_of(batch)), self.condition(batch)).reconstruction.clamp(0, 1)
 
-    @torch.no_grad()
-    def preview(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(input, reconstruction)`` for clean images ``x``, for image grids."""
-        x_in = self.corrupt(x, generator)
-        return x_in, self(x_in).reconstruction.clamp(0, 1)
+    def grid_rows(self, batch, out: AutoencoderOutput) -> list[tuple[str, torch.Tensor]]:
+        """Named rows of the reconstruction grid for a validation step's output: the clean images, the
+        input that was scored (when it differs) and the reconstruction — exactly what the step saw."""
+        x = images_of(batch)
+        rows = [("clean", x)]
+        if out.input is not None and out.input.shape == x.shape and not torch.equal(out.input, x):
+            rows.append(("input", out.input))
+        return rows + [("reconstruction", out.reconstruction)]
 
     def configure_optimizers(self):
-        opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        if self.hparams.get("lr_schedule", "constant") == "constant":
-            return opt
-        # cosine decay to zero over the whole fit, stepped per batch: short budgets converge much further
-        steps = max(1, int(self.trainer.estimated_stepping_batches))
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return configure(self._trainer, self.parameters(), self.optimizer, self.lr_scheduler)
 
 
 class DenoisingAutoencoder(Autoencoder):
     """Corrupts the input with ``noise`` and scores the reconstruction against the *clean* image.
 
     Training noise is fresh every step; validation/test noise is reseeded each epoch so that
-    the numbers are comparable across epochs. Example::
+    the numbers are comparable across epochs. Other arguments: :class:`Autoencoder`'s. Example::
 
         dae = DenoisingAutoencoder(ConvEncoder((1, 64, 64), [64, 64]), ConvDecoder((1, 64, 64), [64, 64]),
                                    noise=ScaledGaussian(p=0.1))
     """
 
-    def __init__(
-        self,
-        encoder: nn.Module,
-        decoder: nn.Module,
-        noise: NoiseModel,
-        loss: ReconstructionLoss = "mse",
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        residual: bool = False,
-        lr_schedule: LRSchedule = "constant",
-    ) -> None:
-        super().__init__(encoder, decoder, loss=loss, lr=lr, weight_decay=weight_decay, residual=residual,
-                         lr_schedule=lr_schedule)
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, noise: NoiseModel, **kwargs) -> None:
+        super().__init__(encoder, decoder, **kwargs)
         self.noise = noise
 
     def corrupt(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

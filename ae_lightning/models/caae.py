@@ -8,13 +8,13 @@ rejuvenates the face (:meth:`ConditionalAdversarialAutoencoder.age_progression`)
 Per batch (manual optimisation, as the release's one ``session.run`` of three optimisers):
 
 1. **E + G** step on ``recon + w_tv·TV + w_z·E_z + w_img·G_img`` — the two adversarial terms are
-   switched off for the first ``pretrain_epochs`` epochs (the release pretrains 10 epochs with all
+   switched off for the first ``reconstruction_only_epochs`` epochs (the release pretrains 10 epochs with all
    weights 0, then trains with weights (G_img, E_z, TV) = (1e-4, 0, 0));
 2. **D_z** step: uniform prior samples (real) vs E's codes (fake) — reuses the AAE's discriminator phase;
 3. **D_img** step: (face, its labels) real vs (G's face, the same labels) fake.
 
 Defaults and why: L1 reconstruction, lr 2e-4, Adam β₁ 0.5, ``weight_image_adv=1e-4`` and
-``weight_tv=0`` and ``pretrain_epochs=10`` as in the release. ``weight_latent_adv`` is ``1e-4``
+``weight_tv=0`` and ``reconstruction_only_epochs=10`` as in the release. ``weight_latent_adv`` is ``1e-4``
 rather than the release's 0: with 0 the trained D_z never reaches E, so nothing imposes the
 uniform prior on z that the paper describes (the tanh alone only bounds z).
 
@@ -33,9 +33,12 @@ import torch
 from torch import nn
 from torchvision.utils import make_grid
 
+from ae_lightning.batch import images_of, labels_of
+from ae_lightning.callbacks.images import log_image
 from ae_lightning.losses import adversarial_loss, reconstruction_loss, total_variation
 from ae_lightning.models.adversarial import AdversarialAutoencoder, AdversarialOutput
-from ae_lightning.models.base import AutoencoderOutput, images_of
+from ae_lightning.models.base import AutoencoderOutput
+from ae_lightning.optim import OptimizerCallable
 from ae_lightning.priors import Prior, UniformPrior
 
 
@@ -67,8 +70,10 @@ class ConditionalAdversarialAutoencoder(AdversarialAutoencoder):
         prior: prior on z (default uniform on [-1, 1]^D).
         num_age_groups, num_genders: label sizes; the condition is their ±1 one-hot vectors.
         loss: ``l1`` (release) or ``mse`` reconstruction.
+        optimizer, discriminator_optimizer, image_discriminator_optimizer: one per phase (E+G, D_z, D_img);
+            default Adam, the release's Adam(2e-4, β₁ 0.5) is set in ``configs/caae_utkface.yaml``.
         weight_image_adv, weight_latent_adv, weight_tv: weights of G_img, E_z and TV in the E+G loss.
-        pretrain_epochs: epochs without the adversarial terms at the start.
+        reconstruction_only_epochs: epochs without the adversarial terms at the start (the release's pretraining).
         num_faces: validation faces in the age-progression grid logged each validation epoch.
     """
 
@@ -82,26 +87,26 @@ class ConditionalAdversarialAutoencoder(AdversarialAutoencoder):
         num_age_groups: int = 10,
         num_genders: int = 2,
         loss: Literal["l1", "mse"] = "l1",
-        lr: float = 2e-4,
-        betas: tuple[float, float] = (0.5, 0.999),
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        discriminator_optimizer: OptimizerCallable = torch.optim.Adam,
+        image_discriminator_optimizer: OptimizerCallable = torch.optim.Adam,
         weight_image_adv: float = 1e-4,
         weight_latent_adv: float = 1e-4,
         weight_tv: float = 0.0,
-        pretrain_epochs: int = 10,
+        reconstruction_only_epochs: int = 10,
         gradient_clip_val: float | None = None,
         num_faces: int = 8,
     ) -> None:
         code_dim = int(getattr(encoder, "code_dim", 50))
         super().__init__(
             encoder, generator, latent_discriminator, prior if prior is not None else UniformPrior(code_dim),
-            loss=loss, lr=lr, lr_discriminator=lr, lr_generator=lr, betas=betas, gradient_clip_val=gradient_clip_val,
+            loss=loss, optimizer=optimizer, discriminator_optimizer=discriminator_optimizer,
+            gradient_clip_val=gradient_clip_val,
         )
-        self.save_hyperparameters(ignore=["encoder", "generator", "latent_discriminator", "image_discriminator", "prior",
-                                          "decoder", "discriminator"])
         if loss not in ("l1", "mse"):
             raise ValueError(f"CAAE reconstruction loss must be 'l1' (release) or 'mse', got {loss!r}")
         self.image_discriminator = image_discriminator
-        self._condition: torch.Tensor | None = None
+        self.image_discriminator_optimizer = image_discriminator_optimizer
         self._faces: torch.Tensor | None = None  # first validation faces (N, C, H, W) and their labels
         self._face_labels: dict[str, torch.Tensor] | None = None
 
@@ -110,7 +115,7 @@ class ConditionalAdversarialAutoencoder(AdversarialAutoencoder):
         return self.decoder
 
     # --- labels -------------------------------------------------------------------------------
-    def condition(self, age_group: torch.Tensor, gender: torch.Tensor) -> torch.Tensor:
+    def make_condition(self, age_group: torch.Tensor, gender: torch.Tensor) -> torch.Tensor:
         """``(B, num_age_groups + num_genders)`` condition: one-hot vectors scaled to ±1 (the release's convention)."""
         hp = self.hparams
         if age_group.min() < 0 or age_group.max() >= hp.num_age_groups or gender.min() < 0 or gender.max() >= hp.num_genders:
@@ -119,38 +124,28 @@ class ConditionalAdversarialAutoencoder(AdversarialAutoencoder):
                             nn.functional.one_hot(gender.long(), hp.num_genders)], dim=1)  # (B, A + G)
         return onehot.float().to(self.device) * 2 - 1
 
-    def condition_of(self, batch) -> torch.Tensor:
-        target = batch[1] if isinstance(batch, list | tuple) and len(batch) > 1 else None
+    def condition(self, batch) -> torch.Tensor:
+        target = labels_of(batch)
         if not isinstance(target, dict) or "age_group" not in target or "gender" not in target:
             raise ValueError("CAAE batches must be (image, {'age_group': ..., 'gender': ...}) as UTKFaceDataModule yields")
-        return self.condition(target["age_group"], target["gender"])
+        return self.make_condition(target["age_group"], target["gender"])
 
     # --- the model ----------------------------------------------------------------------------
     def posterior_of(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
         return self.encoder(to_net(x)), None  # (B, D) in [-1, 1]
 
-    def decode(self, code: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
-        """Face in [0, 1] for codes and a condition (default: the current batch's labels)."""
-        condition = self._condition if condition is None else condition
-        if condition is None:
-            raise ValueError("the CAAE generator needs a condition: pass condition=model.condition(age_group, gender)")
-        return from_net(self.generator(code, condition))
+    def decode(self, code: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Face in [0, 1] for codes and a condition (``model.make_condition(age_group, gender)``)."""
+        if cond is None:
+            raise ValueError("the CAAE generator needs a condition: pass model.make_condition(age_group, gender)")
+        return from_net(self.generator(code, cond))
 
-    def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> CAAEOutput:
-        condition = self._condition if condition is None else condition
-        if condition is None:
-            raise ValueError("the CAAE needs the faces' labels: pass condition=model.condition(age_group, gender)")
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> CAAEOutput:
+        if cond is None:
+            raise ValueError("the CAAE needs the faces' labels: pass model.make_condition(age_group, gender)")
         z = self.encode(x)  # (B, D)
-        g = self.generator(z, condition)  # (B, C, H, W) in [-1, 1]
-        return CAAEOutput(reconstruction=from_net(g), code=z, generated=g)
-
-    def shared_step(self, batch, stage: str) -> AutoencoderOutput:
-        # the base step calls self(x) with images only; forward() reads the batch's labels from here
-        self._condition = self.condition_of(batch)
-        try:
-            return super().shared_step(batch, stage)
-        finally:
-            self._condition = None
+        g = self.generator(z, cond)  # (B, C, H, W) in [-1, 1]
+        return CAAEOutput(reconstruction=from_net(g), code=z, input=x, condition=cond, generated=g)
 
     def compute_losses(self, out: CAAEOutput, target: torch.Tensor) -> dict[str, torch.Tensor]:
         recon = reconstruction_loss(out.generated, to_net(target), self.hparams.loss)
@@ -160,16 +155,16 @@ class ConditionalAdversarialAutoencoder(AdversarialAutoencoder):
     # --- training -----------------------------------------------------------------------------
     @property
     def adversarial_terms_on(self) -> bool:
-        return self.current_epoch >= self.hparams.pretrain_epochs
+        return self.current_epoch >= self.hparams.reconstruction_only_epochs
 
     def training_step(self, batch, batch_idx: int) -> None:
         hp = self.hparams
         opt_eg, opt_dz, opt_dimg = self.optimizers()
-        x, cond = images_of(batch), self.condition_of(batch)
+        x = images_of(batch)
         # phase 1: encoder + generator
         with self._phase(opt_eg):
             out = self.shared_step(batch, "train")
-            loss, logs = out.loss, {}
+            cond, loss, logs = out.condition, out.loss, {}
             if self.adversarial_terms_on:
                 logs["g_loss"] = adversarial_loss(self.discriminator(out.code), True)  # E fools D_z
                 logs["g_img_loss"] = adversarial_loss(self.image_discriminator(out.generated, cond), True)
@@ -195,12 +190,10 @@ class ConditionalAdversarialAutoencoder(AdversarialAutoencoder):
         }
 
     def configure_optimizers(self):
-        hp = self.hparams
-        eg = [*self.encoder.parameters(), *self.generator.parameters()]
         return [
-            torch.optim.Adam(eg, lr=hp.lr, betas=hp.betas),
-            torch.optim.Adam(self.discriminator.parameters(), lr=hp.lr, betas=hp.betas),
-            torch.optim.Adam(self.image_discriminator.parameters(), lr=hp.lr, betas=hp.betas),
+            self.optimizer([*self.encoder.parameters(), *self.generator.parameters()]),
+            self.discriminator_optimizer(self.discriminator.parameters()),
+            self.image_discriminator_optimizer(self.image_discriminator.parameters()),
         ]
 
     # --- age progression ------------------------------------------------------------------------
@@ -210,7 +203,7 @@ class ConditionalAdversarialAutoencoder(AdversarialAutoencoder):
         n, a = len(x), self.hparams.num_age_groups
         z = self.encode(x.to(self.device))  # (N, D)
         ages = torch.arange(a, device=self.device).repeat(n)  # (N·A,)
-        cond = self.condition(ages, gender.to(self.device).repeat_interleave(a))  # (N·A, A + G)
+        cond = self.make_condition(ages, gender.to(self.device).repeat_interleave(a))  # (N·A, A + G)
         faces = self.decode(z.repeat_interleave(a, dim=0), cond)  # (N·A, C, H, W)
         return faces.view(n, a, *x.shape[1:]).clamp(0, 1)
 
@@ -221,9 +214,8 @@ class ConditionalAdversarialAutoencoder(AdversarialAutoencoder):
         return make_grid(rows.flatten(0, 1).float().cpu(), nrow=rows.shape[1], padding=2, pad_value=1.0)
 
     def validation_step(self, batch, batch_idx: int) -> AutoencoderOutput:
-        # cache the first validation faces with their labels: for the age-progression grid, and for preview()
-        # (the reconstruction-grid callback shows the first 8 or so validation faces without their labels)
-        cache = max(self.hparams.num_faces, 16)
+        # cache the first validation faces with their labels, for the age-progression grid
+        cache = self.hparams.num_faces
         if self._faces is None or len(self._faces) < cache:
             x, target = images_of(batch), batch[1]
             take = cache - (0 if self._faces is None else len(self._faces))
@@ -235,18 +227,8 @@ class ConditionalAdversarialAutoencoder(AdversarialAutoencoder):
                 self._face_labels = {k: torch.cat([self._face_labels[k], new[k]]) for k in new}
         return super().validation_step(batch, batch_idx)
 
-    @torch.no_grad()
-    def preview(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reconstructions with the faces' own labels (known for the cached first validation faces)."""
-        if self._faces is None or len(x) > len(self._faces) or not torch.equal(x.cpu(), self._faces[: len(x)]):
-            raise ValueError("CAAE.preview needs the faces' labels; use model(x, model.condition(age_group, gender))")
-        labels = {k: v[: len(x)] for k, v in self._face_labels.items()}
-        return x, self(x, self.condition(labels["age_group"], labels["gender"])).reconstruction.clamp(0, 1)
-
     def log_samples(self, rows: int = 8, cols: int = 10) -> None:
         """The CAAE's validation picture: the age-progression grid of the first validation faces."""
-        from ae_lightning.callbacks import log_image  # here: the callbacks package imports the models
-
         if self._faces is None:
             return
         was_training = self.training

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ae_lightning.losses import ReconstructionLoss, kl_sparsity, l1_sparsity
+from ae_lightning.losses import kl_sparsity, l1_sparsity
 from ae_lightning.models.base import Autoencoder, AutoencoderOutput
 
 
@@ -98,7 +98,7 @@ class SparseAutoencoder(Autoencoder):
     """An :class:`Autoencoder` whose loss adds a sparsity penalty on the code, optionally k-sparse.
 
     Args:
-        encoder, decoder, loss, lr, weight_decay, residual: as for :class:`Autoencoder`.
+        encoder, decoder: as for :class:`Autoencoder`; other keyword arguments (``loss``, ``optimizer``, ...) too.
         sparsity: the penalty Ω(h) (:class:`L1Sparsity`, :class:`KLSparsity`); ``None`` trains the
             same net without a penalty.
         k: keep only the ``k`` largest code activations per example (Makhzani & Frey 2013).
@@ -115,20 +115,16 @@ class SparseAutoencoder(Autoencoder):
         sparsity: SparsityPenalty | None = None,
         k: int | None = None,
         active_threshold: float = 0.5,
-        loss: ReconstructionLoss = "mse",
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        residual: bool = False,
+        **kwargs,
     ) -> None:
-        super().__init__(encoder, decoder, loss=loss, lr=lr, weight_decay=weight_decay, residual=residual)
-        self.save_hyperparameters(ignore=["encoder", "decoder", "sparsity"])
+        super().__init__(encoder, decoder, **kwargs)
         if k is not None and k < 1:
             raise ValueError(f"k-sparse k must be a positive number of units, got {k}")
         self.sparsity = sparsity
         self._checked = False
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        code = self.encoder(x)  # (B, D)
+    def encode(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        code = super().encode(x, cond)  # (B, D)
         return code if self.hparams.k is None else top_k(code.flatten(1), self.hparams.k).view_as(code)
 
     def compute_losses(self, out: AutoencoderOutput, target: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -142,9 +138,8 @@ class SparseAutoencoder(Autoencoder):
         recon, penalty = losses["loss"], self.sparsity(h)
         return {"recon": recon, "sparsity": penalty, "loss": recon + penalty}
 
-    def shared_step(self, batch, stage: str) -> AutoencoderOutput:
-        out = super().shared_step(batch, stage)
+    def log_step(self, out: AutoencoderOutput, x: torch.Tensor, stage: str) -> None:
+        super().log_step(out, x, stage)
         stats = activation_stats(out.code.flatten(1), self.hparams.active_threshold)
         self.log_dict({f"{stage}/{k}": v for k, v in stats.items()}, on_step=stage == "train", on_epoch=True,
                       sync_dist=stage != "train", batch_size=out.code.shape[0])
-        return out

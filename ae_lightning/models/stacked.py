@@ -12,13 +12,15 @@ pair: pretraining stage ``i`` trains encoder layer ``i`` together with its mirro
 decoder, so after pretraining the pair *is* the deep autoencoder that fine-tuning trains. The
 schedule is in epochs: ``pretrain_epochs[i]`` epochs for layer ``i``, then ``finetune_epochs``;
 the stage follows from ``current_epoch``, so a run resumed from a checkpoint continues in the
-right stage with the right frozen set. Each stage has its own optimiser (``configure_optimizers``
+right stage with the right frozen set, and the module ends the fit after its last stage (no
+``trainer.max_epochs`` to keep in step with the schedule). Each stage has its own optimiser (``configure_optimizers``
 returns one per stage; manual optimisation steps the current one), so a stage starts with fresh
 optimiser state and every optimiser's state is checkpointed. Example::
 
     sdae = StackedAutoencoder(MLPEncoder((1, 28, 28), [1000, 1000, 1000]), MLPDecoder((1, 28, 28), [1000, 1000, 1000]),
                               pretrain_epochs=[10, 10, 10], finetune_epochs=30, finetune="supervised",
                               noise=Masking(0.25), loss="bce", hidden_loss="bce")
+    L.Trainer().fit(sdae, MNISTDataModule())   # stops after the 60 epochs of the schedule
 """
 
 from __future__ import annotations
@@ -31,11 +33,13 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
+from ae_lightning.batch import images_of, labels_of
 from ae_lightning.losses import ReconstructionLoss, reconstruction_loss
-from ae_lightning.models.base import Autoencoder, AutoencoderOutput, images_of
+from ae_lightning.models.base import Autoencoder, AutoencoderOutput
 from ae_lightning.models.sparse import SparsityPenalty, activation_stats
 from ae_lightning.nets import MLPDecoder, MLPEncoder
 from ae_lightning.noise import NoiseModel
+from ae_lightning.optim import OptimizerCallable
 
 Finetune = Literal["reconstruction", "supervised"]
 
@@ -44,10 +48,12 @@ Finetune = Literal["reconstruction", "supervised"]
 class StackedOutput(AutoencoderOutput):
     """A stage's forward pass: ``reconstruction`` of ``target`` (the clean input of the layer being
     trained: flattened pixels for layer 0, the previous code above), and class ``logits`` when the
-    supervised fine-tuning stage ran."""
+    supervised fine-tuning stage ran; outside training, ``stack_reconstruction`` is the clean image
+    reconstructed through the layers trained so far (scored by PSNR/SSIM and shown in the image grid)."""
 
     target: torch.Tensor | None = None
     logits: torch.Tensor | None = None
+    stack_reconstruction: torch.Tensor | None = None
 
 
 class StackedAutoencoder(Autoencoder):
@@ -66,7 +72,8 @@ class StackedAutoencoder(Autoencoder):
         sparsity: penalty on each pretraining stage's code (stacked *sparse* autoencoder).
         loss: reconstruction loss on pixels (layer 0 and reconstruction fine-tuning).
         hidden_loss: reconstruction loss for the codes of the layers above (``bce`` suits sigmoid codes).
-        lr: Adam learning rate of the pretraining stages; ``finetune_lr`` of fine-tuning (default ``lr``).
+        optimizer: optimiser of each pretraining stage (default Adam); ``finetune_optimizer`` that of
+            fine-tuning (default: ``optimizer``). Each stage gets a fresh one.
 
     Logs ``train/stage`` (0 … L-1 pretraining layer, L fine-tuning), the per-stage losses
     ``{split}/layer{i}_loss`` (1-based) and ``{split}/finetune_loss`` (plus ``{split}/accuracy`` when
@@ -85,9 +92,8 @@ class StackedAutoencoder(Autoencoder):
         sparsity: SparsityPenalty | None = None,
         loss: ReconstructionLoss = "bce",
         hidden_loss: ReconstructionLoss = "mse",
-        lr: float = 1e-3,
-        finetune_lr: float | None = None,
-        weight_decay: float = 0.0,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        finetune_optimizer: OptimizerCallable | None = None,
         active_threshold: float = 0.5,
     ) -> None:
         if not isinstance(encoder, MLPEncoder) or not isinstance(decoder, MLPDecoder):
@@ -106,8 +112,8 @@ class StackedAutoencoder(Autoencoder):
             )
         if finetune not in ("reconstruction", "supervised"):
             raise ValueError(f"finetune must be 'reconstruction' or 'supervised', got {finetune!r}")
-        super().__init__(encoder, decoder, loss=loss, lr=lr, weight_decay=weight_decay)
-        self.save_hyperparameters(ignore=["encoder", "decoder", "noise", "sparsity"])
+        super().__init__(encoder, decoder, loss=loss, optimizer=optimizer)
+        self.finetune_optimizer = finetune_optimizer or optimizer
         self.automatic_optimization = False
         self.noise = noise
         self.sparsity = sparsity
@@ -167,13 +173,17 @@ class StackedAutoencoder(Autoencoder):
 
     def on_fit_start(self) -> None:
         max_epochs = self.trainer.max_epochs
-        if max_epochs not in (None, -1) and max_epochs != self.total_epochs and not self.trainer.fast_dev_run:
+        if max_epochs not in (None, -1) and max_epochs < self.total_epochs and not self.trainer.fast_dev_run:
             rank_zero_warn(
                 f"the stage schedule (pretrain_epochs={self.pretrain_epochs}, finetune_epochs="
                 f"{self.hparams.finetune_epochs}) takes {self.total_epochs} epochs but trainer.max_epochs={max_epochs}: "
-                + ("the run stops before the schedule ends" if max_epochs < self.total_epochs
-                   else "fine-tuning continues to the end") + f"; fix: set trainer.max_epochs: {self.total_epochs}"
+                "the run stops before the schedule ends; fix: leave trainer.max_epochs unset (the module stops the fit "
+                "after its last stage) or shorten the schedule"
             )
+
+    def on_train_epoch_end(self) -> None:
+        if self.current_epoch + 1 >= self.total_epochs:
+            self.trainer.should_stop = True  # the schedule is the model's: the fit ends with its last stage
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         # every batch rather than every epoch: Lightning switches modules back to train mode after
@@ -193,23 +203,27 @@ class StackedAutoencoder(Autoencoder):
             weight, bias = self.decoder.linears[j].weight, self.decoder.linears[j].bias
         return self.decoder.activations[j](F.linear(h, weight, bias))
 
-    def encode(self, x: torch.Tensor, depth: int | None = None) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, cond: torch.Tensor | None = None, depth: int | None = None) -> torch.Tensor:
         """The code after the first ``depth`` layers (all by default); ``depth=0`` gives the flat pixels."""
         h = x.flatten(1)  # (B, C*H*W)
         for i in range(self.depth if depth is None else depth):
             h = self.encode_layer(i, h)
         return h  # (B, widths[depth-1])
 
-    def decode(self, code: torch.Tensor, depth: int | None = None) -> torch.Tensor:
+    def decode(self, code: torch.Tensor, cond: torch.Tensor | None = None, depth: int | None = None) -> torch.Tensor:
         h = code
         for i in reversed(range(self.depth if depth is None else depth)):
             h = self.decode_layer(i, h)
         return h.view(-1, *self.encoder.image_shape)  # (B, C, H, W)
 
-    def forward(self, x: torch.Tensor, depth: int | None = None) -> AutoencoderOutput:
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None, depth: int | None = None) -> AutoencoderOutput:
         """Reconstruct through the first ``depth`` layers of the stack (the whole deep autoencoder by default)."""
-        code = self.encode(x, depth)
-        return AutoencoderOutput(reconstruction=self.decode(code, depth), code=code)
+        code = self.encode(x, depth=depth)
+        return AutoencoderOutput(reconstruction=self.decode(code, depth=depth), code=code, input=x, condition=cond)
+
+    def condition(self, batch) -> torch.Tensor | None:
+        """The class labels for supervised fine-tuning; ``None`` otherwise."""
+        return labels_of(batch) if self.head is not None else None
 
     def corrupt_layer(self, i: int, h: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """Stage ``i``'s input with the denoising noise; codes are not clipped to [0, 1] like images."""
@@ -226,15 +240,16 @@ class StackedAutoencoder(Autoencoder):
         """Forward pass and losses of ``stage`` for clean images ``x`` (B, C, H, W) and labels ``y``."""
         if stage < self.depth:
             with torch.no_grad():  # the layers below are frozen: they only provide this layer's input
-                target = self.encode(x, stage)  # (B, widths[stage-1]) or (B, C*H*W)
-            code = self.encode_layer(stage, self.corrupt_layer(stage, target, generator))  # (B, widths[stage])
+                target = self.encode(x, depth=stage)  # (B, widths[stage-1]) or (B, C*H*W)
+            layer_input = self.corrupt_layer(stage, target, generator)  # like target
+            code = self.encode_layer(stage, layer_input)  # (B, widths[stage])
             recon = self.decode_layer(stage, code)  # like target
             kind = self.hparams.loss if stage == 0 else self.hparams.hidden_loss
             losses = {"loss": reconstruction_loss(recon, target, kind)}
             if self.sparsity is not None:
                 penalty = self.sparsity(code)
                 losses = {"recon": losses["loss"], "sparsity": penalty, "loss": losses["loss"] + penalty}
-            return StackedOutput(reconstruction=recon, code=code, losses=losses, target=target)
+            return StackedOutput(reconstruction=recon, code=code, input=layer_input, losses=losses, target=target)
         if self.head is None:
             out = self(x)
             return StackedOutput(reconstruction=out.reconstruction, code=out.code, target=x,
@@ -250,7 +265,7 @@ class StackedAutoencoder(Autoencoder):
 
     def shared_step(self, batch, stage: str) -> StackedOutput:
         x = images_of(batch)  # (B, C, H, W) clean
-        y = batch[1] if isinstance(batch, list | tuple) and len(batch) > 1 else None
+        y = self.condition(batch)
         s = self.stage
         train = stage == "train"
         out = self.stage_forward(x, y, s, None if train else self._eval_generator())
@@ -272,9 +287,9 @@ class StackedAutoencoder(Autoencoder):
         if not train:
             # image quality of the stack trained so far (clean input), comparable within a stage
             with torch.no_grad():
-                recon = self(x, depth=min(s + 1, self.depth)).reconstruction  # (B, C, H, W)
+                out.stack_reconstruction = self(x, depth=min(s + 1, self.depth)).reconstruction  # (B, C, H, W)
             metrics = self.val_metrics if stage == "val" else self.test_metrics
-            metrics.update(recon.float().clamp(0, 1), x.float())
+            metrics.update(out.stack_reconstruction.float().clamp(0, 1), x.float())
             self.log_dict(metrics, on_epoch=True, prog_bar=stage == "val", batch_size=x.shape[0])
         return out
 
@@ -287,16 +302,11 @@ class StackedAutoencoder(Autoencoder):
         opt.step()
         return out.loss.detach()
 
-    @torch.no_grad()
-    def preview(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(input, reconstruction)`` through the layers pretrained so far (the stage's stack)."""
-        depth = min(self.stage + 1, self.depth)
-        x_in = self.corrupt(x, generator) if depth == 1 and self.stage < self.depth else x
-        return x_in, self(x_in, depth=depth).reconstruction.clamp(0, 1)
+    def grid_rows(self, batch, out: StackedOutput) -> list[tuple[str, torch.Tensor]]:
+        """Clean images and their reconstruction through the layers trained so far (what PSNR/SSIM score)."""
+        return [("clean", images_of(batch)), ("reconstruction (stack so far)", out.stack_reconstruction)]
 
     def configure_optimizers(self):
-        """One Adam per stage, each over that stage's parameters only: a new stage starts with fresh state."""
-        hp = self.hparams
-        lrs = [hp.lr] * self.depth + ([hp.finetune_lr or hp.lr] if hp.finetune_epochs > 0 else [])
-        return [torch.optim.Adam(self.stage_parameters(s), lr=lr, weight_decay=hp.weight_decay)
-                for s, lr in enumerate(lrs)]
+        """One optimiser per stage, each over that stage's parameters only: a new stage starts with fresh state."""
+        makers = [self.optimizer] * self.depth + ([self.finetune_optimizer] if self.hparams.finetune_epochs > 0 else [])
+        return [make(self.stage_parameters(s)) for s, make in enumerate(makers)]

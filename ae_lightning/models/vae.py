@@ -24,16 +24,17 @@ Example (Burda et al.'s one-stochastic-layer MNIST VAE, 784-200-200-50, tanh, Be
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from ae_lightning.batch import images_of, labels_of
 from ae_lightning.distributions import BernoulliLikelihood, DiagonalGaussian, Likelihood
 from ae_lightning.losses import free_bits_kl
-from ae_lightning.models.base import Autoencoder, AutoencoderOutput, images_of
+from ae_lightning.models.base import Autoencoder, AutoencoderOutput
 from ae_lightning.nets.conditional import as_condition
+from ae_lightning.optim import LRSchedulerCallable, OptimizerCallable
 
 # elements of decoder output per chunk when estimating log p(x) with many samples (memory bound)
 _IWAE_CHUNK_ELEMENTS = 2**24
@@ -71,7 +72,7 @@ class VAE(Autoencoder):
             exerts no pressure (Kingma et al. 2016); 0 disables it.
         test_samples: ``K`` of the importance-weighted ``test/nll_k{K}`` (0 skips it).
         active_threshold: a unit is active when the variance over x of its posterior mean exceeds this.
-        lr, weight_decay: Adam settings.
+        optimizer, lr_scheduler: as for :class:`~ae_lightning.models.Autoencoder`.
     """
 
     def __init__(
@@ -85,17 +86,10 @@ class VAE(Autoencoder):
         free_bits: float = 0.0,
         test_samples: int = 1000,
         active_threshold: float = 0.01,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
-        with warnings.catch_warnings():
-            # the base class's save_hyperparameters sees the likelihood module in this frame and warns;
-            # it is left out of the hyperparameters just below
-            warnings.filterwarnings("ignore", ".*'likelihood' is an instance of `nn.Module`.*")
-            super().__init__(encoder, decoder, lr=lr, weight_decay=weight_decay)
-        # re-saved without the likelihood module (checkpoints load with weights_only=True) and without
-        # the base class's loss/residual, which a VAE does not take (load_from_checkpoint passes hparams back)
-        self.save_hyperparameters(ignore=["encoder", "decoder", "likelihood", "loss", "residual"])
+        super().__init__(encoder, decoder, optimizer=optimizer, lr_scheduler=lr_scheduler)
         if latent_dim < 1:
             raise ValueError(f"latent_dim must be positive, got {latent_dim}")
         if beta < 0 or warmup_steps < 0 or free_bits < 0 or test_samples < 0:
@@ -112,23 +106,16 @@ class VAE(Autoencoder):
         self.likelihood = likelihood if likelihood is not None else BernoulliLikelihood()
         self._reset_unit_stats()
 
-    # --- conditioning hooks (the conditional VAE overrides these) --------------------------------
-    def condition(self, batch) -> torch.Tensor | None:
-        """The condition of a batch for the nets; none for the unconditional VAE."""
-        return None
-
+    # --- conditioning (the conditional VAE overrides ``condition`` and this) ----------------------
     def example_conditions(self) -> torch.Tensor | None:
         """One condition per row of a class-conditional sample grid; none for the unconditional VAE."""
         return None
-
-    def _net(self, net: nn.Module, inp: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
-        return net(inp) if cond is None else net(inp, cond)
 
     # --- the model -------------------------------------------------------------------------------
     def posterior(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> DiagonalGaussian:
         """``q(z | x)`` for images ``x`` (B, C, H, W); float32 even under bf16 autocast, so that KL terms and
         importance weights (differences of numbers in the hundreds) keep their precision."""
-        return DiagonalGaussian.from_params(self._net(self.encoder, x, cond).float())  # (B, D)
+        return DiagonalGaussian.from_params(self.run_net(self.encoder, x, cond).float())  # (B, D)
 
     def encode(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """The deterministic code of ``x``: the posterior mean (B, D)."""
@@ -136,7 +123,7 @@ class VAE(Autoencoder):
 
     def decoder_params(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Likelihood parameters for codes ``z`` (B, D): logits or means (B, C, H, W)."""
-        return self._net(self.decoder, z, cond)
+        return self.run_net(self.decoder, z, cond)
 
     def decode(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """The likelihood's mean image for codes ``z`` (B, D) → (B, C, H, W)."""
@@ -157,7 +144,8 @@ class VAE(Autoencoder):
         # training: fresh noise; evaluation: the seeded generator, so val/test numbers are repeatable
         z = q.rsample(generator=None if self.training else self._eval_generator())  # (B, D)
         params = self.decoder_params(z, cond)  # (B, C, H, W)
-        return VAEOutput(reconstruction=self.likelihood.mean(params), code=z, posterior=q, params=params)
+        return VAEOutput(reconstruction=self.likelihood.mean(params), code=z, input=x, condition=cond,
+                         posterior=q, params=params)
 
     def kl_weight(self) -> float:
         return kl_warmup_weight(self.global_step, self.hparams.beta, self.hparams.warmup_steps)
@@ -174,37 +162,28 @@ class VAE(Autoencoder):
             "recon": recon,
             "kl": kl,
             "elbo": -(recon + kl),
-            "kl_weight": torch.tensor(weight),
+            "kl_weight": recon.new_tensor(weight),  # on the module's device: NCCL syncs no CPU tensors
         }
 
-    # --- one routine for all stages --------------------------------------------------------------
-    def shared_step(self, batch, stage: str) -> VAEOutput:
-        x = images_of(batch)  # (B, C, H, W)
-        cond = self.condition(batch)
-        out = self(x, cond)
-        out.losses = self.compute_losses(out, x)
-        self.log_step(out, x, stage)
-        if stage != "train":
-            self._accumulate_unit_stats(out.posterior.mean.detach())
+    # --- evaluation: the shared step, plus active units and the importance-weighted NLL ------------
+    def validation_step(self, batch, batch_idx: int) -> VAEOutput:
+        out = self.shared_step(batch, "val")
+        self._accumulate_unit_stats(out.posterior.mean.detach())
         return out
 
     def test_step(self, batch, batch_idx: int) -> VAEOutput:
         out = self.shared_step(batch, "test")
+        self._accumulate_unit_stats(out.posterior.mean.detach())
         k = self.hparams.test_samples
         if k > 0:
             x = images_of(batch)
-            log_px = self.log_likelihood(x, self.condition(batch), k, generator=self._eval_generator())  # (B,)
+            log_px = self.log_likelihood(x, out.condition, k, generator=self._eval_generator())  # (B,)
             self.log(f"test/nll_k{k}", -log_px.mean(), on_epoch=True, sync_dist=True, batch_size=x.shape[0])
         return out
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
-        x = images_of(batch)
-        return self.decode(self.encode(x, self.condition(batch)), self.condition(batch)).clamp(0, 1)
-
-    @torch.no_grad()
-    def preview(self, x: torch.Tensor, generator: torch.Generator | None = None, cond=None):
-        """``(x, reconstruction from the posterior mean)`` for image grids."""
-        return x, self.decode(self.encode(x, cond), cond).clamp(0, 1)
+        cond = self.condition(batch)
+        return self.decode(self.encode(images_of(batch), cond), cond).clamp(0, 1)
 
     # --- marginal likelihood -----------------------------------------------------------------------
     @torch.no_grad()
@@ -295,8 +274,6 @@ class ConditionalVAE(VAE):
         cvae = ConditionalVAE(enc, dec, latent_dim=16)
     """
 
-    _PREVIEW_BANK = 64  # images whose labels are remembered for reconstruction grids
-
     def __init__(self, encoder: nn.Module, decoder: nn.Module, latent_dim: int, **kwargs) -> None:
         enc_labels, dec_labels = getattr(encoder, "label_dim", None), getattr(decoder, "label_dim", None)
         if enc_labels is None or dec_labels is None:
@@ -308,32 +285,13 @@ class ConditionalVAE(VAE):
             raise ValueError(f"encoder label_dim {enc_labels} != decoder label_dim {dec_labels}")
         super().__init__(encoder, decoder, latent_dim, **kwargs)
         self.label_dim = int(enc_labels)
-        self._bank: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def condition(self, batch) -> torch.Tensor:
-        if not isinstance(batch, list | tuple) or len(batch) < 2:
+        labels = labels_of(batch)
+        if labels is None:
             raise ValueError("ConditionalVAE needs (image, label) batches; the data module yields bare images")
-        return as_condition(batch[1], self.label_dim, type(self).__name__)  # (B, L)
+        return as_condition(labels, self.label_dim, type(self).__name__)  # (B, L)
 
     def example_conditions(self) -> torch.Tensor:
         """One row per class (one-hot) or per attribute (that attribute on, the others off)."""
         return torch.eye(self.label_dim, device=self.device)  # (L, L)
-
-    def shared_step(self, batch, stage: str) -> VAEOutput:
-        if stage == "val" and (self._bank is None or len(self._bank[0]) < self._PREVIEW_BANK):
-            # ReconstructionGrid hands preview() images without labels: remember the labels of the
-            # first validation images (the ones it keeps) so their reconstructions use the right label
-            x, c = images_of(batch).detach().cpu(), self.condition(batch).detach().cpu()
-            if self._bank is not None:
-                x, c = torch.cat([self._bank[0], x]), torch.cat([self._bank[1], c])
-            self._bank = (x[: self._PREVIEW_BANK], c[: self._PREVIEW_BANK])
-        return super().shared_step(batch, stage)
-
-    @torch.no_grad()
-    def preview(self, x: torch.Tensor, generator: torch.Generator | None = None, cond=None):
-        if cond is None:
-            bank = self._bank
-            if bank is None or len(x) > len(bank[0]) or not torch.equal(x.cpu(), bank[0][: len(x)]):
-                raise ValueError("ConditionalVAE.preview needs the labels of x: pass cond=(B, label_dim) conditions")
-            cond = bank[1][: len(x)].to(x.device)
-        return super().preview(x, generator, as_condition(cond, self.label_dim, type(self).__name__))
