@@ -8,10 +8,13 @@ denoising noise grid ``noise/denoising_grid.yaml``) is read in place, relative t
     cfg = load_config("dae_xray64")                       # configs/dae_xray64.yaml
     model = instantiate(cfg["model"], L.LightningModule)
     model, data = load_run("runs/dae_xray64/version_0/checkpoints/last.ckpt", with_data=True)
+    # or through Lightning: the checkpoint holds the plain hyperparameters, the config the objects
+    model = DenoisingAutoencoder.load_from_checkpoint(ckpt, **object_arguments(cfg["model"]))
 """
 
 from __future__ import annotations
 
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +62,21 @@ def instantiate(spec: dict[str, Any], base: type = object) -> Any:
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(base, "obj", required=True)
     return parser.instantiate(parser.parse_object({"obj": spec})).obj
+
+
+def object_arguments(spec: dict[str, Any]) -> dict[str, Any]:
+    """The object arguments (nets, noise, priors, optimisers) of a ``class_path`` / ``init_args`` model spec,
+    built: what ``Model.load_from_checkpoint`` needs besides the checkpoint's plain hyperparameters."""
+    from ae_lightning.models.base import hyperparameter_names
+
+    module, name = spec["class_path"].rsplit(".", 1)
+    cls = getattr(import_module(module), name)
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(cls, "init", instantiate=False)
+    args = _inline_files(spec.get("init_args", {}), CONFIGS)
+    init = parser.instantiate(parser.parse_object({"init": args})).init
+    plain = set(hyperparameter_names(cls))
+    return {k: v for k, v in vars(init).items() if k not in plain}
 
 
 def find_run_config(ckpt: Path) -> Path:

@@ -17,6 +17,7 @@ import torch
 import yaml
 from conftest import CONFIGS
 
+from ae_lightning.config import object_arguments
 from ae_lightning.data import DatasetNotFoundError
 
 FRAGMENTS = {"trainer.yaml", "defaults.yaml"}  # shared settings, not experiments (sub-folders: fragments)
@@ -64,7 +65,7 @@ def test_defaults_give_every_run_its_seed_logger_and_checkpoints():
 
 
 @pytest.mark.parametrize("config", EXPERIMENTS, ids=lambda p: p.stem)
-def test_config_fast_dev_run(config, run_cli):
+def test_config_fast_dev_run(config, run_cli, tmp_path):
     args = ["fit", "--config", str(config), "--trainer.fast_dev_run=1", *QUIET]
     if "batch_size" in yaml.safe_load(config.read_text())["data"].get("init_args", {}):
         args.append("--data.init_args.batch_size=8")  # one small batch: this checks wiring, not learning
@@ -83,6 +84,18 @@ def test_config_fast_dev_run(config, run_cli):
     assert all(math.isfinite(v) for v in train.values()), train
     assert "val/loss" in metrics and math.isfinite(float(metrics["val/loss"])), sorted(metrics)
     assert all(torch.isfinite(p).all() for p in run.model.parameters())
+    # the checkpoint holds plain hyperparameters only, and the Lightning way of loading it works for every
+    # model class: Model.load_from_checkpoint(path, **the objects from the config)
+    path = tmp_path / "model.ckpt"
+    run.trainer.save_checkpoint(path)
+    saved = torch.load(path, weights_only=True)
+    plain = {k: v for k, v in run.model.hparams.items() if not k.startswith("_")}  # the CLI adds _class_path
+    assert {k: v for k, v in saved["hyper_parameters"].items() if not k.startswith("_")} == plain
+    model_spec = yaml.safe_load(run.parser.dump(run.config))["fit"]["model"]  # as config.yaml holds it
+    again = type(run.model).load_from_checkpoint(path, weights_only=True, **object_arguments(model_spec))
+    assert {k: v for k, v in again.hparams.items() if not k.startswith("_")} == plain
+    for (name, a), (_, b) in zip(run.model.state_dict().items(), again.state_dict().items(), strict=True):
+        assert torch.equal(a.cpu(), b.cpu()), name
 
 
 def test_fit_writes_the_run_directory_and_test_reloads_it(tmp_path, run_cli):
