@@ -24,7 +24,7 @@ test: install ## fast test tier (a few minutes on a 2-core CPU)
 test-full: install ## every test, slow tier included
 	$(BIN)/python -m pytest -q -m ""
 
-benchmark: install ## quick offline benchmarks on the embedded real data (< 10 min on 2 CPU cores)
+benchmark: install ## quick offline benchmarks on the embedded real data (< 15 min on 2 CPU cores)
 	$(BIN)/python -m benchmarks.run --quick
 
 benchmark-full: install ## the paper-scale benchmarks (GPU when present)

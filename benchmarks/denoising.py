@@ -2,7 +2,11 @@
 
 Reproduces the comparison of Gondara (2016), "Medical image denoising using convolutional
 denoising autoencoders": small sets of X-rays at 64×64, Gaussian and Poisson noise, PSNR and SSIM.
-The grid, methods and schedules are ``benchmarks/denoising.yaml``.
+The methods and schedules are ``benchmarks/denoising.yaml``; the noise settings are the grid fragment
+``configs/noise/denoising_grid.yaml`` (its ``init_args.noises``); the DAEs are the experiment configs'
+``model`` blocks (``configs/dae_xray64.yaml``, ``configs/dae_residual_xray64.yaml``), built through
+``ae_lightning.config`` with only the noise (and, for the quick mode's fine-tune, the learning rate)
+overridden.
 
     python -m benchmarks.denoising --quick                 # embedded chest X-rays, < 10 min on 2 cores
     python -m benchmarks.denoising --full                  # 100 epochs, one net per setting (GPU if any)
@@ -24,16 +28,26 @@ from pathlib import Path
 
 import lightning as L
 import torch
-import yaml
 from torch.utils.data import DataLoader
 
-from ae_lightning.config import instantiate, load_config
+from ae_lightning.config import CONFIGS, instantiate, load_config
 from ae_lightning.data import DatasetNotFoundError, XRayDataset
 from ae_lightning.data.common import ArrayImageDataset
 from ae_lightning.metrics import SSIM_NOTE, psnr_ssim
 from ae_lightning.noise import NoiseModel
 from benchmarks import classical
-from benchmarks.common import RESULTS, hardware, markdown_table, quiet, trainer, write_csv
+from benchmarks.common import (
+    RESULTS,
+    build,
+    config_file,
+    hardware,
+    markdown_table,
+    quiet,
+    relative,
+    scaled_lr,
+    trainer,
+    write_csv,
+)
 
 CONFIG = Path(__file__).with_name("denoising.yaml")
 TRAINING = {
@@ -41,7 +55,8 @@ TRAINING = {
     "blind": "trained noise-blind over the whole grid (one net each, DnCNN-B style)",
     "blind+finetune": "trained noise-blind over the whole grid, then fine-tuned briefly per setting",
 }
-COLUMNS = ["dataset", "train_size", "noise", "method", "psnr_mean", "psnr_std", "ssim_mean", "ssim_std", "ms_per_image"]
+COLUMNS = ["dataset", "train_size", "noise", "method", "psnr_mean", "psnr_std", "ssim_mean", "ssim_std", "ms_per_image",
+           "config"]
 PAPER = (
     "Gondara (2016): mini-MIAS mammograms (322) and ISBI 2015 dental radiographs (400), resized to 64×64; "
     "~300 training images; noise x + p·N(0,1), p ∈ {0.1, 0.25, 0.5}, and x + p·Poisson(λ); conv DAE "
@@ -62,13 +77,38 @@ class Scores:
     ms_per_image: float
     images: torch.Tensor = field(repr=False)  # (N, 1, H, W) outputs, for the figure
     subset: int | None = None  # scored on the first `subset` test images only (BM3D)
+    config: str = ""  # the experiment config that produced a DAE's row (configs/...)
 
     def row(self, dataset: str) -> dict:
         return dict(
             dataset=dataset, train_size=self.train_size, noise=self.noise, method=self.method,
             psnr_mean=self.psnr.mean().item(), psnr_std=self.psnr.std().item(),
             ssim_mean=self.ssim.mean().item(), ssim_std=self.ssim.std().item(), ms_per_image=self.ms_per_image,
+            config=self.config,
         )
+
+
+# --- the benchmark's config ----------------------------------------------------------------------
+def read_config(config: Path | dict) -> dict:
+    """``benchmarks/denoising.yaml`` (or a dict, in tests) with its ``noise_grid`` fragment read in place."""
+    if not isinstance(config, dict):
+        return load_config(config)  # the one loader: `noise_grid: noise/denoising_grid.yaml` is inlined
+    cfg = copy.deepcopy(config)
+    if isinstance(cfg.get("noise_grid"), str):
+        cfg["noise_grid"] = load_config(CONFIGS / cfg["noise_grid"])
+    return cfg
+
+
+def noise_specs(cfg: dict) -> list[dict]:
+    """The grid's settings (``noise_grid.init_args.noises``), scored one at a time."""
+    return cfg["noise_grid"]["init_args"]["noises"]
+
+
+def blind_noise(cfg: dict) -> dict:
+    """The noise-blind training noise: the grid (one setting drawn per image) over this run's settings."""
+    grid = copy.deepcopy(cfg["noise_grid"])
+    grid["init_args"]["noises"] = copy.deepcopy(noise_specs(cfg))
+    return grid
 
 
 # --- data --------------------------------------------------------------------------------------
@@ -139,6 +179,27 @@ class RandomCrops(ArrayImageDataset):
         return x, -1
 
 
+def dae_spec(model_spec: dict, noise_spec: dict, lr_factor: float = 1.0) -> dict:
+    """An experiment config's ``model`` block with the benchmark's overrides: its ``noise``, and its
+    ``optimizer`` learning rate times ``lr_factor`` (the fine-tune's)."""
+    spec = scaled_lr(model_spec, lr_factor) if lr_factor != 1.0 else copy.deepcopy(model_spec)
+    spec["init_args"]["noise"] = copy.deepcopy(noise_spec)
+    return spec
+
+
+def models(mode: str = "quick", config: Path | dict = CONFIG) -> dict[str, L.LightningModule]:
+    """The untrained DAEs the benchmark trains first, keyed by name: noise-blind over the grid (the quick
+    mode's pretraining) or with the grid's first setting (the full mode's per-setting nets)."""
+    cfg = read_config(config)
+    m = cfg["modes"][mode]
+    noise = blind_noise(cfg) if m["training"] != "per_setting" else noise_specs(cfg)[0]
+    out = {}
+    for dae in cfg["daes"]:
+        L.seed_everything(cfg["split"]["seed"], verbose=False)
+        out[dae["name"]] = build(dae_spec(load_config(dae["config"])["model"], noise))
+    return out
+
+
 def train_dae(
     model_spec: dict, noise_spec: dict, train: torch.Tensor, epochs: int, batch_size: int,
     mode_cfg: dict, accelerator: str, precision: str, progress: bool,
@@ -149,10 +210,7 @@ def train_dae(
     ``init_state`` starts from trained weights (fine-tuning, at ``lr_factor`` times the config's rate).
     No validation loop: nothing is selected on validation scores here, and skipping it saves time.
     """
-    spec = copy.deepcopy(model_spec)
-    spec["init_args"]["noise"] = noise_spec
-    spec["init_args"]["lr"] = spec["init_args"].get("lr", 1e-3) * lr_factor
-    model = instantiate(spec, L.LightningModule)
+    model = build(dae_spec(model_spec, noise_spec, lr_factor))
     if init_state is not None:
         model.load_state_dict(init_state)
     train_set = RandomCrops(train, mode_cfg.get("crop"), mode_cfg.get("crops_per_image", 1))
@@ -182,12 +240,15 @@ def run_dae(model, name: str, noisy: torch.Tensor, clean: torch.Tensor, noise: s
 
 
 def dae_scores(
-    dae: dict, ts: int, train: torch.Tensor, m: dict, noise_specs: list[dict], labels: list[str],
+    dae: dict, ts: int, train: torch.Tensor, m: dict, grid: dict, labels: list[str],
     noisy_test: dict[str, torch.Tensor], clean_test: torch.Tensor, accelerator: str, precision: str,
     progress: bool, train_log: dict[str, list[tuple[str, int, float]]],
 ) -> Iterator[list[Scores]]:
-    """Train one DAE of the config as the mode says and yield its test scores after each trained net."""
+    """Train one DAE of the config as the mode says and yield its test scores after each trained net.
+
+    ``grid`` is the noise-blind training noise; its ``init_args.noises`` are the settings scored one by one."""
     experiment = load_config(dae["config"])
+    config = config_file(dae["config"])
     model_spec = experiment["model"]
     epochs = m["epochs"][dae["name"]]
     # the experiment's own batch size (Gondara: 10) unless the mode sets one
@@ -203,15 +264,16 @@ def dae_scores(
         return model
 
     def score(model: L.LightningModule, label: str) -> Scores:
-        return run_dae(model, dae["name"], noisy_test[label], clean_test, label, ts, precision)
+        scores = run_dae(model, dae["name"], noisy_test[label], clean_test, label, ts, precision)
+        scores.config = config
+        return scores
 
-    per_setting = list(zip(noise_specs, labels, strict=True))
+    per_setting = list(zip(grid["init_args"]["noises"], labels, strict=True))
     if m["training"] == "per_setting":  # one net per setting, from scratch (the paper)
         for spec, label in per_setting:
             yield [score(fit(spec, label, epochs), label)]
         return
-    blind = {"class_path": "ae_lightning.noise.RandomChoice", "init_args": {"noises": noise_specs}}
-    model = fit(blind, "noise-blind", epochs)
+    model = fit(grid, "noise-blind", epochs)
     if m["training"] == "blind":
         yield [score(model, label) for label in labels]
         return
@@ -335,6 +397,147 @@ def print_summary(scores: list[Scores], labels: list[str], title: str) -> None:
 
 
 # --- the run ----------------------------------------------------------------------------------
+@dataclass
+class Setup:
+    """What every method is scored on: the splits, the noise settings and the seeded noisy copies."""
+
+    name: str  # dataset name (output files)
+    data: Sequence[str] | None
+    splits: dict[str, torch.Tensor]  # clean (N, 1, S, S) per split
+    train_sizes: list[int]
+    labels: list[str]  # one per noise setting
+    noisy_val: dict[str, torch.Tensor]
+    noisy_test: dict[str, torch.Tensor]
+    n_bm3d: int
+
+    @property
+    def clean_val(self) -> torch.Tensor:
+        return self.splits["val"]
+
+    @property
+    def clean_test(self) -> torch.Tensor:
+        return self.splits["test"]
+
+
+def mode_settings(cfg: dict, mode: str, overrides: dict | None) -> dict:
+    if mode not in cfg["modes"]:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {sorted(cfg['modes'])} (benchmarks/denoising.yaml)")
+    m = {**cfg["modes"][mode], **(overrides or {})}
+    if m["training"] not in TRAINING:
+        raise ValueError(f"training: {m['training']!r} in mode {mode!r}; choose one of {sorted(TRAINING)}")
+    return m
+
+
+def prepare(cfg: dict, m: dict, data: Sequence[str] | None) -> Setup:
+    """Load the splits, check the training sizes, draw every setting's noisy val / test copies once."""
+    name = dataset_name(data)
+    splits = load_splits(data, cfg["split"])
+    n_train_all = len(splits["train"])
+    train_sizes = [n_train_all if s == "all" else int(s) for s in m["train_sizes"]]
+    for s in train_sizes:
+        if s > n_train_all:
+            raise ValueError(f"train size {s} > the {n_train_all} training images of {name}; "
+                             f"fix: lower train_sizes in {CONFIG.name} or add data")
+    noises = [instantiate(spec, NoiseModel) for spec in noise_specs(cfg)]
+    n_test = len(splits["test"])
+    return Setup(
+        name=name, data=data, splits=splits, train_sizes=train_sizes, labels=[n.label for n in noises],
+        noisy_val={n.label: noisy_copy(n, splits["val"], 100 + i) for i, n in enumerate(noises)},
+        noisy_test={n.label: noisy_copy(n, splits["test"], 200 + i) for i, n in enumerate(noises)},
+        n_bm3d=n_test if m["bm3d_images"] == "all" else min(int(m["bm3d_images"]), n_test),
+    )
+
+
+def classical_scores(cfg: dict, st: Setup, progress: bool) -> list[Scores]:
+    """The noisy input, the median filters, NL-means (h tuned on val) and BM3D, per noise setting."""
+    from tqdm.auto import tqdm
+
+    scores: list[Scores] = []
+    nl = cfg["nl_means"]
+    clean = st.clean_test
+    with classical.Pool() as pool:
+        bar = tqdm(total=len(st.labels), desc="classical baselines", disable=not progress)
+        for label in st.labels:
+            noisy = st.noisy_test[label]
+            psnr, ssim = psnr_ssim(noisy, clean)
+            scores.append(Scores("noisy", label, 0, psnr, ssim, 0.0, noisy))
+            for k in cfg["median_sizes"]:
+                scores.append(run_classical(pool, f"median {k}×{k}", classical.median, noisy, clean, label, size=k))
+            h = tune_nl_means(pool, st.noisy_val[label], st.clean_val, nl)
+            scores.append(run_classical(pool, "NL-means", classical.nl_means, noisy, clean, label, h_factor=h,
+                                        patch_size=nl["patch_size"], patch_distance=nl["patch_distance"]))
+            if classical.bm3d_available() and st.n_bm3d:
+                b = run_classical(pool, "BM3D", classical.bm3d, noisy[: st.n_bm3d], clean[: st.n_bm3d], label)
+                b.subset = st.n_bm3d if st.n_bm3d < len(clean) else None
+                scores.append(b)
+            bar.update()
+        bar.close()
+    if not classical.bm3d_available():
+        print(classical.BM3D_MISSING)
+    return scores
+
+
+class Report:
+    """The outputs, rewritten after every trained net so that a cut-off run keeps its rows."""
+
+    def __init__(self, cfg: dict, m: dict, mode: str, st: Setup, out_dir: Path, hw: str, t_start: float) -> None:
+        self.cfg, self.m, self.mode, self.st, self.out_dir, self.hw, self.t_start = cfg, m, mode, st, out_dir, hw, t_start
+        self.scores: list[Scores] = []
+        self.train_log: dict[str, list[tuple[str, int, float]]] = {}  # net → (kind, epochs, seconds) per fit
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    def fits(self) -> str:
+        """One clause per DAE: what was trained, how many epochs, how long."""
+        out = []
+        for net, runs in self.train_log.items():
+            parts = []
+            for kind in ("noise-blind", "fine-tune", "per-setting"):
+                rs = [r for r in runs if r[0] == kind]
+                if rs:
+                    n = f"{len(rs)} × " if len(rs) > 1 else ""
+                    parts.append(f"{kind} {n}{rs[0][1]} epochs, {sum(r[2] for r in rs):.0f} s")
+            out.append(f"{net}: " + ", ".join(parts))
+        return "; ".join(out) or "none trained yet"
+
+    def setup(self, final: bool) -> str:
+        """The Markdown's "Ours" sentence: data, split, training schedule, configs, baselines' settings."""
+        cfg, m, st = self.cfg, self.m, self.st
+        nl, size = cfg["nl_means"], cfg["split"]["image_size"]
+        source = ("the embedded real chest X-rays (Kermany et al. 2018)" if not st.data
+                  else ", ".join(relative(str(Path(d).resolve())) for d in st.data))
+        configs = ", ".join(f"{config_file(d['config'])} ({d['name']})" for d in cfg["daes"])
+        return (
+            f"{st.name} = {source}: {len(st.splits['train'])} train / {len(st.clean_val)} val / {len(st.clean_test)} "
+            f"test images at {size}×{size} (seeded split {cfg['split']['seed']}); training sizes {st.train_sizes}; "
+            f"DAEs from the experiment configs {configs}, noise from configs/noise/denoising_grid.yaml, "
+            + TRAINING[m["training"]]
+            + (f" on random {m['crop']}×{m['crop']} crops" if m.get("crop") else " on whole images")
+            + (f", fine-tune learning rate {m.get('finetune_lr_factor', 1.0):g}× the config's"
+               if m["training"] == "blind+finetune" else "")
+            + f" ({self.fits()}); NL-means h tuned on {nl['tune_images']} val images "
+            f"over factors {nl['h_factors']} of estimate_sigma's σ; BM3D "
+            + (f"on the first {st.n_bm3d} test images" if st.n_bm3d < len(st.clean_test) else "on every test image")
+            + " with σ from estimate_sigma; median filters with reflected borders."
+            + ("" if final else " **Run incomplete: cut off before every net was trained.**")
+        )
+
+    def write(self, final: bool) -> list[dict]:
+        """(Re)write the CSV / Markdown (and, at the end, the figure and the terminal summary)."""
+        st, out = self.st, self.out_dir
+        seconds = time.perf_counter() - self.t_start
+        rows = [s.row(st.name) for s in self.scores]
+        write_csv(out / f"denoising_{st.name}.csv", rows, COLUMNS)
+        meta = dict(n_test=len(st.clean_test), mode=self.mode, hardware=self.hw, seconds=seconds,
+                    setup=self.setup(final))
+        write_markdown(out / f"denoising_{st.name}.md", st.name, self.scores, st.labels, meta)
+        if final:
+            write_figure(out / f"denoising_{st.name}.png", st.clean_test, st.noisy_test, self.scores, st.labels)
+            print_summary(self.scores, st.labels, f"denoising on {st.name} ({self.mode}, {seconds / 60:.1f} min, "
+                                                  f"{self.hw})")
+            print(f"wrote {out}/denoising_{st.name}.csv, .md, .png")
+        return rows
+
+
 def run(
     mode: str = "quick",
     data: Sequence[str] | None = None,
@@ -346,108 +549,26 @@ def run(
     """Run the comparison; returns the CSV rows. ``overrides`` patches the mode's settings (tests)."""
     quiet()
     t_start = time.perf_counter()
-    cfg = yaml.safe_load(Path(config).read_text()) if not isinstance(config, dict) else copy.deepcopy(config)
-    if mode not in cfg["modes"]:
-        raise ValueError(f"unknown mode {mode!r}; choose one of {sorted(cfg['modes'])} (benchmarks/denoising.yaml)")
-    m = {**cfg["modes"][mode], **(overrides or {})}
-    if m["training"] not in TRAINING:
-        raise ValueError(f"training: {m['training']!r} in mode {mode!r}; choose one of {sorted(TRAINING)}")
+    cfg = read_config(config)
+    m = mode_settings(cfg, mode, overrides)
     L.seed_everything(cfg["split"]["seed"], verbose=False)
     accelerator, precision, hw = hardware()
-    name = dataset_name(data)
-    splits = load_splits(data, cfg["split"])
-    n_train_all = len(splits["train"])
-    train_sizes = [n_train_all if s == "all" else int(s) for s in m["train_sizes"]]
-    for s in train_sizes:
-        if s > n_train_all:
-            raise ValueError(f"train size {s} > the {n_train_all} training images of {name}; "
-                             f"fix: lower train_sizes in {CONFIG.name} or add data")
-    clean_val, clean_test = splits["val"], splits["test"]
-    noises = [instantiate(spec, NoiseModel) for spec in cfg["noises"]]
-    labels = [n.label for n in noises]
-    noisy_val = {n.label: noisy_copy(n, clean_val, 100 + i) for i, n in enumerate(noises)}
-    noisy_test = {n.label: noisy_copy(n, clean_test, 200 + i) for i, n in enumerate(noises)}
-    n_bm3d = len(clean_test) if m["bm3d_images"] == "all" else min(int(m["bm3d_images"]), len(clean_test))
-    print(f"denoising benchmark [{mode}] on {name}: {n_train_all} train / {len(clean_val)} val / "
-          f"{len(clean_test)} test images; {hw}; {classical.available_cores()} worker processes for the classical "
+    st = prepare(cfg, m, data)
+    print(f"denoising benchmark [{mode}] on {st.name}: {len(st.splits['train'])} train / {len(st.clean_val)} val / "
+          f"{len(st.clean_test)} test images; {hw}; {classical.available_cores()} worker processes for the classical "
           f"methods", flush=True)
-
-    scores: list[Scores] = []
-    from tqdm.auto import tqdm
-
-    with classical.Pool() as pool:
-        bar = tqdm(total=len(noises), desc="classical baselines", disable=not progress)
-        nl = cfg["nl_means"]
-        for label in labels:
-            noisy, clean = noisy_test[label], clean_test
-            psnr, ssim = psnr_ssim(noisy, clean)
-            scores.append(Scores("noisy", label, 0, psnr, ssim, 0.0, noisy))
-            for k in cfg["median_sizes"]:
-                scores.append(run_classical(pool, f"median {k}×{k}", classical.median, noisy, clean, label, size=k))
-            h = tune_nl_means(pool, noisy_val[label], clean_val, nl)
-            s = run_classical(pool, "NL-means", classical.nl_means, noisy, clean, label, h_factor=h,
-                              patch_size=nl["patch_size"], patch_distance=nl["patch_distance"])
-            scores.append(s)
-            if classical.bm3d_available() and n_bm3d:
-                b = run_classical(pool, "BM3D", classical.bm3d, noisy[:n_bm3d], clean[:n_bm3d], label)
-                b.subset = n_bm3d if n_bm3d < len(clean_test) else None
-                scores.append(b)
-            bar.update()
-        bar.close()
-    if not classical.bm3d_available():
-        print(classical.BM3D_MISSING)
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    train_log: dict[str, list[tuple[str, int, float]]] = {}
-
-    def fits() -> str:
-        """One clause per DAE: what was trained, how many epochs, how long."""
-        out = []
-        for net, runs in train_log.items():
-            parts = []
-            for kind in ("noise-blind", "fine-tune", "per-setting"):
-                rs = [r for r in runs if r[0] == kind]
-                if rs:
-                    n = f"{len(rs)} × " if len(rs) > 1 else ""
-                    parts.append(f"{kind} {n}{rs[0][1]} epochs, {sum(r[2] for r in rs):.0f} s")
-            out.append(f"{net}: " + ", ".join(parts))
-        return "; ".join(out) or "none trained yet"
-
-    def report(final: bool) -> list[dict]:
-        """(Re)write the CSV / Markdown / figure; called after every trained net, so a cut-off run keeps its rows."""
-        seconds = time.perf_counter() - t_start
-        rows = [s.row(name) for s in scores]
-        write_csv(out_dir / f"denoising_{name}.csv", rows, COLUMNS)
-        source = "the embedded real chest X-rays (Kermany et al. 2018)" if not data else ", ".join(map(str, data))
-        setup = (
-            f"{name} = {source}: {n_train_all} train / {len(clean_val)} val / {len(clean_test)} test images at "
-            f"{cfg['split']['image_size']}×{cfg['split']['image_size']} (seeded split {cfg['split']['seed']}); "
-            f"training sizes {train_sizes}; DAEs "
-            + TRAINING[m["training"]]
-            + (f" on random {m['crop']}×{m['crop']} crops" if m.get("crop") else " on whole images")
-            + f" ({fits()}); NL-means h tuned on {nl['tune_images']} val images "
-            f"over factors {nl['h_factors']} of estimate_sigma's σ; BM3D "
-            + (f"on the first {n_bm3d} test images" if n_bm3d < len(clean_test) else "on every test image")
-            + " with σ from estimate_sigma; median filters with reflected borders."
-            + ("" if final else " **Run incomplete: cut off before every net was trained.**")
-        )
-        meta = dict(n_test=len(clean_test), mode=mode, hardware=hw, seconds=seconds, setup=setup)
-        write_markdown(out_dir / f"denoising_{name}.md", name, scores, labels, meta)
-        if final:
-            write_figure(out_dir / f"denoising_{name}.png", clean_test, noisy_test, scores, labels)
-            print_summary(scores, labels, f"denoising on {name} ({mode}, {seconds / 60:.1f} min, {hw})")
-            print(f"wrote {out_dir}/denoising_{name}.csv, .md, .png")
-        return rows
-
-    report(final=False)
-    for ts in train_sizes:
-        train = splits["train"][:ts]  # the split is already a seeded permutation
+    report = Report(cfg, m, mode, st, out_dir, hw, t_start)
+    report.scores += classical_scores(cfg, st, progress)
+    report.write(final=False)
+    grid = blind_noise(cfg)
+    for ts in st.train_sizes:
+        train = st.splits["train"][:ts]  # the split is already a seeded permutation
         for dae in cfg["daes"]:
-            for batch in dae_scores(dae, ts, train, m, cfg["noises"], labels, noisy_test, clean_test, accelerator,
-                                    precision, progress, train_log):
-                scores.extend(batch)
-                report(final=False)
-    return report(final=True)
+            for batch in dae_scores(dae, ts, train, m, grid, st.labels, st.noisy_test, st.clean_test, accelerator,
+                                    precision, progress, report.train_log):
+                report.scores.extend(batch)
+                report.write(final=False)
+    return report.write(final=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,22 +3,28 @@
     python -m benchmarks.generation --quick                 # offline: real MNIST test digits, CPU, ~2 min
     python -m benchmarks.generation --full --data ~/mnist    # full 60k set (torchvision layout), GPU
 
-Models (Bernoulli decoders, trained on the ELBO with fresh binarisation every draw):
+Models: the experiment configs' ``model`` blocks, built through ``ae_lightning.config`` (Bernoulli
+decoders, trained on the ELBO with fresh binarisation every draw); the only overrides are
+``test_samples`` (= the mode's ``k``) and the 2-D row's latent size:
 
-- ``vae``, latent 50: Burda et al. (2016)'s one-stochastic-layer VAE, 784-200-200-50, tanh.
-  They report −log p(x) = 86.76 nats on the MNIST test set at k = 5000 (trained k = 1, 3,280
-  passes over the 60k digits); ``--full`` prints our number beside it.
-- ``vae``, latent 2: the same nets with a 2-D code, for the latent scatter and the manifold.
-- ``cvae``, latent 8: the conditional VAE; its ``nll_k`` is the class-conditional −log p(x | y).
+- ``vae``, latent 50: ``configs/vae_mnist.yaml`` as is, Burda et al. (2016)'s one-stochastic-layer
+  VAE, 784-200-200-50, tanh. They report −log p(x) = 86.76 nats on the MNIST test set at k = 5000
+  (trained k = 1, 3,280 passes over the 60k digits); ``--full`` prints our number beside it.
+- ``vae``, latent 2: ``configs/vae_mnist.yaml`` with a 2-D code (encoder's last width 4, decoder's
+  last width 2, ``latent_dim`` 2), for the latent scatter and the manifold.
+- ``cvae``, latent 8: ``configs/cvae_mnist.yaml`` as is; its ``nll_k`` is the class-conditional −log p(x | y).
 
 Metrics on the test split, per image, in nats: ``elbo`` (one-sample reconstruction term with the
 closed-form KL) and ``nll_k`` (importance-weighted estimate with ``k`` samples; ``-elbo ≥ nll_k``).
 
 Outputs (``benchmarks/results/``): ``generation_mnist.csv`` (model, latent_dim, train_size, elbo,
-nll_k, k), ``generation_mnist.md``, ``generation_mnist_vae.png`` (prior samples and latent
+nll_k, k, config), ``generation_mnist.md``, ``generation_mnist_vae.png`` (prior samples and latent
 interpolations), ``generation_mnist_cvae.png`` (one row per digit), ``generation_mnist_latent2d.png``.
-The quick mode trains on the 10k real test digits in ``../shared/data/mnist`` (split 7k/1k/2k; the
-embedded 3,000 when absent), so its numbers are far from the paper's, which used the 60k set.
+Data (:func:`benchmarks.common.find_mnist`): ``--data``, ``$AE_MNIST_ROOT``, ``data/mnist``, then the
+shared copy. The quick mode trains on the 10k real test digits in ``../shared/data/mnist`` (split
+7k/1k/2k; the embedded 3,000 when absent), so its numbers are far from the paper's, which used the
+60k set; the full mode looks in ``../shared/data/mnist_full`` and refuses to run unless it found the
+60k training set.
 """
 
 from __future__ import annotations
@@ -34,13 +40,24 @@ from torchvision.utils import make_grid
 
 from ae_lightning.callbacks.generation import scalar_labels, scatter_figure
 from ae_lightning.data import DatasetNotFoundError, MNISTDataModule
-from ae_lightning.distributions import BernoulliLikelihood
 from ae_lightning.models import VAE, ConditionalVAE
-from ae_lightning.nets import ConditionalDecoder, ConditionalEncoder, MLPDecoder, MLPEncoder
-from benchmarks.common import RESULTS, hardware, markdown_table, quiet, trainer, write_csv
+from benchmarks.common import (
+    RESULTS,
+    build,
+    config_file,
+    find_mnist,
+    hardware,
+    markdown_table,
+    model_spec,
+    quiet,
+    relative,
+    require_full_mnist,
+    trainer,
+    with_latent_dim,
+    write_csv,
+)
 
-COLUMNS = ["model", "latent_dim", "train_size", "elbo", "nll_k", "k"]
-SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+COLUMNS = ["model", "latent_dim", "train_size", "elbo", "nll_k", "k", "config"]
 BURDA_NLL = 86.76  # Burda et al. 2016, Table 1: VAE, 1 stochastic layer, k = 1 training, k = 5000 test
 
 MODES = {
@@ -52,17 +69,41 @@ MODES = {
 IMAGE = (1, 28, 28)
 
 
-def make_vae(latent: int, test_samples: int) -> VAE:
-    """Burda et al.'s architecture: 784-200-200-latent, tanh, Bernoulli decoder (logits)."""
-    enc = MLPEncoder(IMAGE, [200, 200, 2 * latent], activation="tanh", code_activation=None)
-    dec = MLPDecoder(IMAGE, [200, 200, latent], activation="tanh", output_activation=None)
-    return VAE(enc, dec, latent_dim=latent, likelihood=BernoulliLikelihood(), test_samples=test_samples)
+# (name, latent size, experiment config, latent override): the models the table reports, in its row order
+MODELS = [("vae", 50, "vae_mnist", True), ("vae", 2, "vae_mnist", True), ("cvae", 8, "cvae_mnist", False)]
 
 
-def make_cvae(latent: int, test_samples: int) -> ConditionalVAE:
-    enc = ConditionalEncoder(MLPEncoder(IMAGE, [400, 200], activation="relu", code_activation="relu"), 10, 2 * latent)
-    dec = ConditionalDecoder(MLPDecoder(IMAGE, [400, 200, latent + 10], activation="relu", output_activation=None), 10)
-    return ConditionalVAE(enc, dec, latent_dim=latent, likelihood=BernoulliLikelihood(), test_samples=test_samples)
+def spec_of(config: str, latent: int | None, k: int) -> dict:
+    """The config's ``model`` block; ``test_samples`` = the mode's ``k``; a VAE's latent size set to ``latent``
+    (encoder's last width 2·latent, decoder's last width latent); the CVAE's latent size is its config's."""
+    spec = model_spec(config, test_samples=k)
+    return with_latent_dim(spec, latent) if latent is not None else spec
+
+
+def label_of(config: str, latent: int, overridden: bool) -> str:
+    """The row's ``config`` entry: the file, and the latent size when the benchmark set it to another value."""
+    native = model_spec(config)["init_args"]["latent_dim"]
+    return config_file(config) + (f" (latent {latent})" if overridden and latent != native else "")
+
+
+def optimiser_of(spec: dict) -> str:
+    """``Adam, lr 0.001``: the optimiser a ``model`` block sets (the table's setup line)."""
+    opt = spec["init_args"].get("optimizer", {"class_path": "torch.optim.Adam", "init_args": {}})
+    lr = opt.get("init_args", {}).get("lr")
+    return opt["class_path"].rsplit(".", 1)[-1] + (f" lr {lr:g}" if lr is not None else "")
+
+
+def models(mode: str = "quick", k: int | None = None) -> dict[tuple[str, int], VAE]:
+    """The untrained models the benchmark trains, keyed ``(name, latent)``, built from their configs."""
+    k = k or MODES[mode]["k"]
+    out = {}
+    for name, latent, config, overridden in MODELS:
+        torch.manual_seed(0)
+        out[(name, latent)] = build(spec_of(config, latent if overridden else None, k))
+    for (name, latent), model in out.items():  # the CVAE's latent size is its config's: the row must say so
+        if model.latent_dim != latent:
+            raise ValueError(f"{name}: the config gives latent_dim {model.latent_dim}, the benchmark expects {latent}")
+    return out
 
 
 class _Limited(torch.utils.data.Dataset):
@@ -171,15 +212,14 @@ def figure_latent2d(model: VAE, test_x: torch.Tensor, test_y: torch.Tensor, path
 
 
 def load_data(mode: str, data: str | None, download: bool, batch_size: int, workers: int = 0) -> MNISTDataModule:
-    root = data if data is not None else (str(SHARED_MNIST) if SHARED_MNIST.is_dir() and mode == "quick" else None)
-    dm = MNISTDataModule(root, download=download, batch_size=batch_size, binarize=True, num_workers=workers, seed=0)
+    """Dynamically binarised MNIST from :func:`benchmarks.common.find_mnist`; full mode needs the 60k set."""
+    root = find_mnist(data, mode)
+    dm = MNISTDataModule(None if root is None else str(root), download=download, batch_size=batch_size,
+                         binarize=True, num_workers=workers, seed=0)
     dm.prepare_data()
     dm.setup("fit")
-    if mode == "full" and not dm.source.startswith("the full MNIST"):
-        raise DatasetNotFoundError(
-            f"--full trains on the 60k MNIST training set, but found {dm.source}; fix: pass --data ROOT holding "
-            "MNIST/raw/{train,t10k}-*-ubyte[.gz] (torchvision layout), or add --download when online"
-        )
+    if mode == "full":
+        require_full_mnist(dm, "generation")
     return dm
 
 
@@ -208,38 +248,44 @@ def _run(mode: str, cfg: dict, data: str | None, out_dir: Path, download: bool) 
     t0 = time.perf_counter()
     dm = load_data(mode, data, download, cfg["batch_size"], cfg["workers"])
     train_size = len(dm.train_set)
-    print(f"generation ({mode}): {dm.source}: {train_size} train / {len(dm.test_set)} test digits, dynamically "
+    source = relative(dm.source)
+    print(f"generation ({mode}): {source}: {train_size} train / {len(dm.test_set)} test digits, dynamically "
           f"binarised; {cfg['epochs']} epochs, k = {cfg['k']}; {hw.split(',')[0]}, fp32", flush=True)
     test_x = torch.stack([dm.test_set[i][0] for i in range(min(len(dm.test_set), 2000))])  # binarised draws
     test_y = dm.test_set.labels[: len(test_x)]
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows, models = [], {}
-    for name, latent, build in (("vae", 50, make_vae), ("vae", 2, make_vae), ("cvae", 8, make_cvae)):
+    rows, trained = [], {}
+    for name, latent, config, overridden in MODELS:
         t = time.perf_counter()
         torch.manual_seed(0)
-        model = build(latent, cfg["k"])
+        model = build(spec_of(config, latent if overridden else None, cfg["k"]))
         scores = fit_and_score(model, dm, cfg, accelerator)
-        rows.append(dict(model=name, latent_dim=latent, train_size=train_size, **scores))
-        models[(name, latent)] = model
+        rows.append(dict(model=name, latent_dim=latent, train_size=train_size, **scores,
+                         config=label_of(config, latent, overridden)))
+        trained[(name, latent)] = model
         print(f"  {name:4s} latent {latent:2d}: ELBO {scores['elbo']:8.2f}  NLL_k{cfg['k']} {scores['nll_k']:7.2f} nats"
               f"  ({time.perf_counter() - t:.0f} s)", flush=True)
     where = "quick, MNIST test digits" if mode == "quick" else "full MNIST"
-    figure_vae(models[("vae", 50)], test_x, out_dir / "generation_mnist_vae.png", f"VAE 784-200-200-50 ({where})")
-    figure_cvae(models[("cvae", 8)], out_dir / "generation_mnist_cvae.png", f"CVAE, 8-d latent ({where})")
-    figure_latent2d(models[("vae", 2)], test_x, test_y, out_dir / "generation_mnist_latent2d.png",
+    figure_vae(trained[("vae", 50)], test_x, out_dir / "generation_mnist_vae.png", f"VAE 784-200-200-50 ({where})")
+    figure_cvae(trained[("cvae", 8)], out_dir / "generation_mnist_cvae.png", f"CVAE, 8-d latent ({where})")
+    figure_latent2d(trained[("vae", 2)], test_x, test_y, out_dir / "generation_mnist_latent2d.png",
                     f"VAE with a 2-D latent ({where})")
     seconds = time.perf_counter() - t0
     write_csv(out_dir / "generation_mnist.csv", rows, COLUMNS)
     table = markdown_table(
-        ["model", "latent", "train images", "test ELBO (nats)", f"test NLL, k={cfg['k']} (nats)"],
-        [[r["model"], r["latent_dim"], r["train_size"], f"{r['elbo']:.2f}", f"{r['nll_k']:.2f}"] for r in rows],
+        ["model", "latent", "train images", "test ELBO (nats)", f"test NLL, k={cfg['k']} (nats)", "config"],
+        [[r["model"], r["latent_dim"], r["train_size"], f"{r['elbo']:.2f}", f"{r['nll_k']:.2f}", r["config"]]
+         for r in rows],
     )
+    used = ", ".join(dict.fromkeys(optimiser_of(spec_of(c, None, cfg["k"])) for _, _, c, _ in MODELS))
     burda = (f"Burda et al. (2016), same VAE on the full 60k set, 3,280 epochs: NLL {BURDA_NLL} nats at k = 5000; "
              f"ours ({where}): {rows[0]['nll_k']:.2f} nats at k = {cfg['k']}.")
     (out_dir / "generation_mnist.md").write_text(
-        f"# Generation on dynamically binarised MNIST ({mode})\n\n{dm.source}, {train_size} training digits, "
-        f"{cfg['epochs']} epochs, Adam 1e-3, batch {cfg['batch_size']}; test metrics on "
+        f"# Generation on dynamically binarised MNIST ({mode})\n\n{source}, {train_size} training digits, "
+        f"{cfg['epochs']} epochs, {used} (the configs'), batch {cfg['batch_size']}; test metrics on "
         f"{cfg['test_images'] or len(dm.test_set)} test digits. {hw}; {seconds / 60:.1f} min.\n\n"
+        + "Models: each config's `model` block as is, except `test_samples` = k and, for the 2-D row, the latent "
+        "size (encoder's last width 2·latent, decoder's last width latent, `latent_dim`).\n\n"
         + table + f"\n{burda}\nThe CVAE's NLL is the class-conditional −log p(x | y).\n\n"
         "![samples and interpolations](generation_mnist_vae.png)\n\n![CVAE](generation_mnist_cvae.png)\n\n"
         "![2-D latent](generation_mnist_latent2d.png)\n"
@@ -255,7 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     group = ap.add_mutually_exclusive_group()
     group.add_argument("--quick", dest="mode", action="store_const", const="quick", help="the make-benchmark run")
     group.add_argument("--full", dest="mode", action="store_const", const="full", help="Burda et al.'s setting")
-    ap.add_argument("--data", help="MNIST root (torchvision layout); quick default: ../shared/data/mnist or embedded")
+    ap.add_argument("--data", help="MNIST root (torchvision layout); default: $AE_MNIST_ROOT, data/mnist, "
+                    "../shared/data/mnist (quick) or ../shared/data/mnist_full (full), else the embedded digits")
     ap.add_argument("--download", action="store_true", help="download MNIST into --data (needs internet)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--epochs", type=int, help="override the mode's number of epochs")

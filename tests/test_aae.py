@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -50,11 +51,13 @@ def test_prior_match_statistics():
 
 
 def _aae(adversarial: bool, prior=None, **kw) -> AdversarialAutoencoder:
+    adam = partial(torch.optim.Adam, lr=1e-3, betas=(0.5, 0.999))  # every phase; GAN practice: β₁ = 0.5
     return AdversarialAutoencoder(
         MLPEncoder((1, 28, 28), [128, 2], activation="relu", code_activation=None),
         MLPDecoder((1, 28, 28), [128, 2], activation="relu"),
         MLPDiscriminator(2, [64, 64], num_classes=10 if prior is not None and prior.supervised else 0),
-        prior or GaussianPrior(2), adversarial=adversarial, lr=1e-3, lr_discriminator=1e-3, lr_generator=1e-3, **kw,
+        prior or GaussianPrior(2), adversarial=adversarial, optimizer=adam, discriminator_optimizer=adam,
+        generator_optimizer=adam, **kw,
     )
 
 
@@ -167,3 +170,22 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "find_unused_parameters=True" in proc.stderr
     _check_ddp_metrics(tmp_path / "aae_mog_mnist" / "version_0")
+
+
+def test_adversarial_benchmark_end_to_end_tiny(tmp_path):
+    """benchmarks/adversarial.py as `make benchmark` runs it, at one epoch on 300 digits: the configs' models,
+    every output, each row naming its config."""
+    import csv
+
+    from benchmarks import adversarial
+
+    rows = adversarial.run("quick", out_dir=tmp_path, epochs=1, train_size=300)
+    assert [(r["prior"], r["adversarial"]) for r in rows] == [
+        (p, a) for p in ("gaussian", "mixture10_supervised") for a in (True, False)
+    ]
+    assert all(r["code_dim"] == 2 and r["train_images"] == 300 and r["prior_mmd"] == r["prior_mmd"] for r in rows)
+    assert [r["config"] for r in rows[::2]] == ["configs/aae_mnist.yaml (code 2)", "configs/aae_mog_mnist.yaml"]
+    with open(tmp_path / "adversarial_mnist.csv") as f:
+        assert next(csv.reader(f)) == adversarial.COLUMNS
+    assert "configs/aae_mog_mnist.yaml" in (tmp_path / "adversarial_mnist.md").read_text()
+    assert (tmp_path / "adversarial_mnist_latent.png").stat().st_size > 10_000

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import lightning as L
 import pytest
 import torch
@@ -17,7 +19,8 @@ WIDTHS = [48, 24, 12]
 
 
 def stacked(widths=WIDTHS, tied=False, **kwargs) -> StackedAutoencoder:
-    kwargs = {"pretrain_epochs": 1, "finetune_epochs": 1, "lr": 3e-3, "hidden_loss": "bce", **kwargs}
+    kwargs = {"pretrain_epochs": 1, "finetune_epochs": 1, "optimizer": partial(torch.optim.Adam, lr=3e-3),
+              "hidden_loss": "bce", **kwargs}
     return StackedAutoencoder(MLPEncoder(SHAPE, widths), MLPDecoder(SHAPE, widths, tied=tied), **kwargs)
 
 
@@ -145,7 +148,7 @@ def test_resume_mid_run_continues_in_the_right_stage(tmp_path):
 
 def test_supervised_finetuning_learns_digits():
     model = stacked(widths=[64, 32], pretrain_epochs=[1, 1], finetune_epochs=4, finetune="supervised",
-                    noise=Masking(0.25), finetune_lr=1e-2)
+                    noise=Masking(0.25), finetune_optimizer=partial(torch.optim.Adam, lr=1e-2))
     t = trainer(6, limit_val_batches=None)
     t.fit(model, data(train_size=1024))
     acc = float(t.callback_metrics["val/accuracy"])

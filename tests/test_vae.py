@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -210,7 +211,7 @@ def two_class_images(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]
 def test_cvae_sampling_respects_the_requested_label(tmp_path):
     x, y = two_class_images(256)
     data = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True)
-    model = tiny_cvae(latent=2, lr=3e-3)
+    model = tiny_cvae(latent=2, optimizer=partial(torch.optim.Adam, lr=3e-3))
     quiet_trainer(tmp_path, max_steps=300, limit_val_batches=0).fit(model, data)
     model.eval()
     g = torch.Generator().manual_seed(0)
