@@ -1,14 +1,21 @@
 """Adversarial autoencoder on MNIST digits, 2-D code: does the adversarial phase match the codes to the prior?
 
-For a Gaussian prior and a supervised 10-component mixture prior, the same nets are trained with the
-adversarial phase on and off; on held-out digits we report the reconstruction error (per-pixel MSE
-and BCE) and the prior-match statistics of :func:`ae_lightning.priors.prior_match` — the unbiased
-MMD² with Gaussian kernels (bandwidths 0.25…4 × the prior's scale) and the largest per-dimension
-KS statistic (``scipy.stats.ks_2samp``) against an equal-sized prior sample (lower = closer). The
-figure scatters the held-out codes, coloured by digit, over the prior's log-density.
+The models are the experiment configs' (``configs/aae_mnist.yaml``: Gaussian prior, and
+``configs/aae_mog_mnist.yaml``: supervised mixture of 10 Gaussians), built through
+``ae_lightning.config``; each is trained with the adversarial phase on and off (``adversarial: false``).
+Overrides, stated in the table: the epochs, and the code size, 2 (``aae_mnist`` has 8: its encoder's
+and decoder's last width, the discriminator's ``in_features`` and the prior's ``dim`` become 2, so
+both priors are compared in the plane and drawn). On held-out digits we report the reconstruction
+error (per-pixel MSE and BCE) and the prior-match statistics of :func:`ae_lightning.priors.prior_match`
+— the unbiased MMD² with Gaussian kernels (bandwidths 0.25…4 × the prior's scale) and the largest
+per-dimension KS statistic (``scipy.stats.ks_2samp``) against an equal-sized prior sample (lower =
+closer). The figure scatters the held-out codes, coloured by digit, over the prior's log-density.
 
     python -m benchmarks.adversarial --quick    # offline: 10k real MNIST test digits (../shared/data) or the embedded 3k
-    python -m benchmarks.adversarial --full     # more steps, GPU when present
+    python -m benchmarks.adversarial --full     # more epochs, GPU when present; the 60k set when found
+
+Data: :func:`benchmarks.common.find_mnist` (``--data``, ``$AE_MNIST_ROOT``, ``data/mnist``, then
+``../shared/data/mnist`` in quick mode, ``../shared/data/mnist_full`` in full mode).
 """
 
 from __future__ import annotations
@@ -23,49 +30,91 @@ import torch
 
 from ae_lightning.data import MNISTDataModule
 from ae_lightning.models import AdversarialAutoencoder
-from ae_lightning.nets import MLPDecoder, MLPDiscriminator, MLPEncoder
-from ae_lightning.priors import GaussianPrior, MixtureOfGaussiansPrior, Prior, prior_match
-from benchmarks.common import RESULTS, hardware, markdown_table, quiet, trainer, write_csv
+from ae_lightning.priors import Prior, prior_match
+from benchmarks.common import (
+    RESULTS,
+    build,
+    config_file,
+    find_mnist,
+    hardware,
+    markdown_table,
+    model_spec,
+    quiet,
+    relative,
+    trainer,
+    with_code_dim,
+    write_csv,
+)
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 COLUMNS = ["prior", "adversarial", "code_dim", "train_images", "steps", "test_mse", "test_bce", "prior_mmd", "prior_ks",
-           "seconds", "device"]
-SETTINGS = {"quick": dict(epochs=15, train_size=None, width=256), "full": dict(epochs=100, train_size=None, width=512)}
+           "seconds", "device", "config"]
+SHOWN = [c for c in COLUMNS if c != "device"]  # the Markdown table's columns (the device is in its title)
+SETTINGS = {"quick": dict(epochs=15, train_size=None), "full": dict(epochs=100, train_size=None)}
+CODE_DIM = 2
+# the table's prior name → the experiment config that trains it
+CONFIGS = {"gaussian": "aae_mnist", "mixture10_supervised": "aae_mog_mnist"}
+
+
+def spec_of(config: str, adversarial: bool) -> dict:
+    """The config's ``model`` block with the 2-D code and the adversarial phase on or off."""
+    spec = model_spec(config, adversarial=adversarial)
+    return with_code_dim(spec, CODE_DIM)
+
+
+def label_of(config: str) -> str:
+    """The row's ``config`` entry: the file, and the code size when the benchmark changed it."""
+    native = model_spec(config)["init_args"]["prior"]["init_args"]["dim"]
+    return config_file(config) + (f" (code {CODE_DIM})" if native != CODE_DIM else "")
+
+
+def models(mode: str = "quick") -> dict[tuple[str, bool], AdversarialAutoencoder]:
+    """The untrained models the benchmark trains, keyed ``(prior name, adversarial)``."""
+    out = {}
+    for name, config in CONFIGS.items():
+        for adversarial in (True, False):
+            L.seed_everything(0, verbose=False)
+            out[(name, adversarial)] = build(spec_of(config, adversarial))
+    return out
 
 
 def priors() -> dict[str, Prior]:
-    return {"gaussian": GaussianPrior(2), "mixture10_supervised": MixtureOfGaussiansPrior(2, 10, supervised=True)}
+    """The priors of the table's rows (the configs' own, in 2-D)."""
+    return {name: build(spec_of(config, True)).prior for name, config in CONFIGS.items()}
 
 
-def build(prior: Prior, adversarial: bool, width: int) -> AdversarialAutoencoder:
-    return AdversarialAutoencoder(
-        MLPEncoder((1, 28, 28), [width, 2], activation="relu", code_activation=None),
-        MLPDecoder((1, 28, 28), [width, 2], activation="relu"),
-        MLPDiscriminator(2, [128, 128], num_classes=10 if prior.supervised else 0),
-        prior, adversarial=adversarial, lr=1e-3, lr_discriminator=1e-3, lr_generator=1e-3,
-    )
-
-
-def run(mode: str = "quick") -> list[dict]:
+def run(mode: str = "quick", data: str | None = None, out_dir: Path = RESULTS, **overrides) -> list[dict]:
+    """Train the four models and score their codes; ``overrides`` replace ``SETTINGS[mode]`` entries (tests)."""
     quiet()
-    cfg = SETTINGS[mode]
+    cfg = {**SETTINGS[mode], **{k: v for k, v in overrides.items() if v is not None}}
     accelerator, precision, device = hardware() if mode == "full" else ("cpu", "32-true", hardware()[2])
+    threads = torch.get_num_threads()
     if mode == "quick":
-        # tiny MLPs: one thread is fastest, and on a busy 2-core machine extra OpenMP threads only spin
+        # small MLPs: one thread is fastest, and on a busy 2-core machine extra OpenMP threads only spin
         torch.set_num_threads(1)
         device = "CPU, 1 thread, fp32"
-    print(f"adversarial benchmark ({mode}) on {device}")
-    dm = MNISTDataModule(root=str(MNIST) if MNIST.is_dir() else None, batch_size=100, train_size=cfg["train_size"])
+    try:
+        return _run(mode, cfg, data, out_dir, accelerator, precision, device)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(mode: str, cfg: dict, data: str | None, out_dir: Path, accelerator: str, precision: str,
+         device: str) -> list[dict]:
+    root = find_mnist(data, mode)
+    dm = MNISTDataModule(root=None if root is None else str(root), batch_size=100, train_size=cfg["train_size"])
     dm.setup()
+    source = relative(dm.source)
+    print(f"adversarial benchmark ({mode}) on {device}; {source}; {cfg['epochs']} epochs", flush=True)
     x_test, y_test = dm.test_set.images, dm.test_set.labels
-    rows, codes = [], {}
-    for name, prior in priors().items():
+    rows, codes, used = [], {}, {}
+    for name, config in CONFIGS.items():
         for adversarial in (True, False):
-            L.seed_everything(0)
-            model = build(prior, adversarial, cfg["width"])
+            L.seed_everything(0, verbose=False)
+            model = build(spec_of(config, adversarial))
+            used[name] = model.prior
             t0 = time.time()
             tr = trainer(cfg["epochs"], accelerator=accelerator, precision=precision, limit_val_batches=0)
             tr.fit(model, dm)
@@ -74,32 +123,52 @@ def run(mode: str = "quick") -> list[dict]:
             with torch.no_grad():
                 z = model.encode(x_test)  # (N, 2)
                 recon = model.decode(z)
-            stats = prior_match(z, prior, labels=y_test)
+            stats = prior_match(z, model.prior, labels=y_test)
             rows.append({
-                "prior": name, "adversarial": adversarial, "code_dim": 2, "train_images": len(dm.train_set),
+                "prior": name, "adversarial": adversarial, "code_dim": z.shape[1], "train_images": len(dm.train_set),
                 "steps": tr.global_step // (3 if adversarial else 1),  # optimiser steps → batches
                 "test_mse": torch.nn.functional.mse_loss(recon, x_test).item(),
                 "test_bce": torch.nn.functional.binary_cross_entropy(recon.clamp(1e-6, 1 - 1e-6), x_test).item(),
                 "prior_mmd": stats["mmd"], "prior_ks": stats["ks"], "seconds": round(seconds, 1), "device": device,
+                "config": label_of(config),
             })
             codes[(name, adversarial)] = z
             print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items()}, flush=True)
-    write_csv(RESULTS / "adversarial_mnist.csv", rows, COLUMNS)
-    table = markdown_table(COLUMNS[:-1], [[r[c] if not isinstance(r[c], float) else f"{r[c]:.4f}" for c in COLUMNS[:-1]]
-                                          for r in rows])
-    (RESULTS / "adversarial_mnist.md").write_text(
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_csv(out_dir / "adversarial_mnist.csv", rows, COLUMNS)
+    table = markdown_table(SHOWN, [[r[c] if not isinstance(r[c], float) else f"{r[c]:.4f}" for c in SHOWN]
+                                   for r in rows])
+    (out_dir / "adversarial_mnist.md").write_text(
         f"# Adversarial autoencoder, MNIST, 2-D code ({mode}; {device})\n\n"
+        f"Data: {source}. Models: each config's `model` block (`config` column) trained {cfg['epochs']} epochs, "
+        f"with the adversarial phase on and off (`adversarial: false`) and the code size set to {CODE_DIM} (encoder "
+        "and decoder last width, discriminator `in_features`, prior `dim`); nets, optimisers and learning rates "
+        "are the configs'.\n\n"
         "MMD² (Gaussian kernels) and max per-dimension KS statistic between held-out codes and the prior: lower is "
-        "closer.\n\n" + table
+        "closer.\n\n" + table + "\n## Does the adversarial phase help?\n\n" + "\n".join(verdicts(rows)) + "\n"
     )
-    figure(codes, y_test, RESULTS / "adversarial_mnist_latent.png")
+    figure(codes, y_test, out_dir / "adversarial_mnist_latent.png", used)
     print(table)
     return rows
 
 
-def figure(codes: dict, labels: torch.Tensor, path: Path) -> None:
+def verdicts(rows: list[dict]) -> list[str]:
+    """One line per prior: the adversarial phase on vs off, in MMD² and KS (lower is closer to the prior)."""
+    lines = []
+    for prior in dict.fromkeys(r["prior"] for r in rows):
+        on, off = (next(r for r in rows if r["prior"] == prior and r["adversarial"] is a) for a in (True, False))
+        better = [m for m in ("prior_mmd", "prior_ks") if on[m] < off[m]]
+        verdict = ("brings the codes closer to the prior in both" if len(better) == 2 else
+                   "does **not** bring the codes closer to the prior in this budget (ours loses to the baseline)"
+                   if not better else f"helps in {better[0]} only")
+        lines.append(f"- **{prior}**: the adversarial phase {verdict}: MMD² {on['prior_mmd']:.4f} vs "
+                     f"{off['prior_mmd']:.4f}, KS {on['prior_ks']:.3f} vs {off['prior_ks']:.3f} (on vs off).")
+    return lines
+
+
+def figure(codes: dict, labels: torch.Tensor, path: Path, ps: dict[str, Prior] | None = None) -> None:
     """Held-out codes coloured by digit over the prior's log-density; one panel per (prior, adversarial)."""
-    ps = priors()
+    ps = ps or priors()
     fig, axes = plt.subplots(2, 2, figsize=(10, 10))
     for row, (name, prior) in enumerate(ps.items()):
         lim = 3.5 if name == "gaussian" else 5.0
@@ -128,5 +197,7 @@ if __name__ == "__main__":
     group = ap.add_mutually_exclusive_group()
     group.add_argument("--quick", action="store_true", help="offline, <= 2.5 min on 2 CPU cores (default)")
     group.add_argument("--full", action="store_true", help="longer, GPU when present")
+    ap.add_argument("--data", help="MNIST root (default: see benchmarks.common.find_mnist)")
+    ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
-    run("full" if args.full else "quick")
+    run("full" if args.full else "quick", args.data, args.out)

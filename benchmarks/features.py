@@ -10,9 +10,10 @@ also fine-tuned with labels; its test error stands beside Vincent et al. (2010)'
     python -m benchmarks.features --full           # every config's own schedule (GPU when present)
     python -m benchmarks.features --data ~/mnist   # a folder with the full MNIST (torchvision layout)
 
-Data: the full MNIST set when a root holds it (``--data``, ``$AE_MNIST_ROOT``, ``data/mnist``,
-``../shared/data/mnist``); else the real 10k test set split train/val/test with a fixed seed;
-else the 3,000 embedded digits. The output states which. Writes
+Data (:func:`benchmarks.common.find_mnist`): the first of ``--data``, ``$AE_MNIST_ROOT``,
+``data/mnist``, then ``../shared/data/mnist`` (quick; the real 10k test set, split train/val/test
+with a fixed seed) or ``../shared/data/mnist_full`` (full); else the 3,000 embedded digits. The
+output states which. ``--full`` refuses to run unless it found the full 60k training set. Writes
 ``benchmarks/results/features_mnist.{csv,md}`` and ``features_mnist_embedding.png`` (other modes:
 ``features_mnist_<mode>.*``).
 """
@@ -22,10 +23,10 @@ from __future__ import annotations
 import argparse
 import copy
 import math
-import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
@@ -33,27 +34,31 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from ae_lightning.config import instantiate, load_config
-from ae_lightning.data import MNISTDataModule
-from benchmarks.common import RESULTS, hardware, markdown_table, quiet, trainer, write_csv
+from ae_lightning.config import load_config
+from ae_lightning.data import DatasetNotFoundError, MNISTDataModule
+from benchmarks.common import (
+    RESULTS,
+    build,
+    config_file,
+    find_mnist,
+    hardware,
+    is_full_mnist,
+    markdown_table,
+    quiet,
+    relative,
+    require_full_mnist,
+    scaled_schedule,
+    trainer,
+    with_code_dim,
+    write_csv,
+)
 
 CONFIG = Path(__file__).with_name("features.yaml")
-COLUMNS = ["model", "code_dim", "train_size", "probe_accuracy", "finetune_error"]
-REPO = Path(__file__).resolve().parent.parent
-CODE_KEYS = ("widths", "code_dim", "latent_dim")
+COLUMNS = ["model", "code_dim", "train_size", "probe_accuracy", "finetune_error", "config"]
+__all__ = ["run", "models", "model_spec_of", "scaled_schedule", "with_code_dim"]  # the last two: benchmarks.common's
 
 
 # --- data -------------------------------------------------------------------------------------
-def find_root(data: str | None) -> Path | None:
-    """The first MNIST folder that exists: ``data``, ``$AE_MNIST_ROOT``, ``data/mnist``, ``../shared/data/mnist``."""
-    if data:
-        return Path(data).expanduser()  # named explicitly: the DataModule reports it if it is wrong
-    for cand in (os.environ.get("AE_MNIST_ROOT"), REPO / "data" / "mnist", REPO.parent / "shared" / "data" / "mnist"):
-        if cand and Path(cand).is_dir():
-            return Path(cand)
-    return None
-
-
 def load_data(root: Path | None, split: dict, train_size: int | None) -> MNISTDataModule:
     """The MNIST DataModule, set up, its training set capped at ``train_size`` when that is smaller."""
     dm = MNISTDataModule(root=str(root) if root else None, **split)
@@ -68,43 +73,56 @@ def tensors(dataset) -> tuple[torch.Tensor, torch.Tensor]:
     return dataset.images, dataset.labels  # (N, 1, 28, 28), (N,)
 
 
+@dataclass
+class Digits:
+    """The three splits as tensors, and a sentence saying where they came from."""
+
+    images: dict[str, torch.Tensor]  # split → (N, 1, 28, 28)
+    labels: dict[str, torch.Tensor]  # split → (N,)
+    what: str
+    dm: MNISTDataModule = field(repr=False)
+
+    @property
+    def n_train(self) -> int:
+        return len(self.images["train"])
+
+
+def digits(mode: str, data: str | None, split: dict, train_size: int | None) -> Digits:
+    """MNIST from :func:`benchmarks.common.find_mnist`; full mode refuses anything but the 60k training set."""
+    dm = load_data(find_mnist(data, mode), split, train_size)
+    if mode == "full":
+        require_full_mnist(dm, "features")
+    sets = {"train": dm.train_set, "val": dm.val_set, "test": dm.test_set}
+    images = {k: tensors(s)[0] for k, s in sets.items()}
+    labels = {k: tensors(s)[1] for k, s in sets.items()}
+    what = (f"{relative(dm.source)}: {len(images['train'])} train / {len(images['val'])} val / "
+            f"{len(images['test'])} test digits" + ("" if is_full_mnist(dm) else f" (split with seed {split['seed']})"))
+    return Digits(images, labels, what, dm)
+
+
 # --- models from the experiment configs --------------------------------------------------------
-def with_code_dim(spec: dict, code_dim: int) -> dict:
-    """A copy of a config's ``model`` block whose nets produce ``code_dim``-sized codes."""
-    spec = copy.deepcopy(spec)
-    found = False
-    for net in ("encoder", "decoder"):
-        args = spec["init_args"].get(net, {}).get("init_args", {})
-        for key in CODE_KEYS:
-            if key in args:
-                if key == "widths":
-                    args[key] = [*args[key][:-1], code_dim]
-                else:
-                    args[key] = code_dim
-                found = True
-    if not found:
-        raise ValueError(f"{spec['class_path']}: no {' / '.join(CODE_KEYS)} in its encoder/decoder init_args "
-                         "to set the code size; fix: name the code size with one of these keys in the config")
-    return spec
+def read_config(config: Path | dict) -> dict:
+    return yaml.safe_load(Path(config).read_text()) if not isinstance(config, dict) else copy.deepcopy(config)
 
 
-def scaled_schedule(cfg: dict, scale: float) -> tuple[dict, int]:
-    """The config's ``model`` block and epoch count with every schedule entry scaled (at least 1 epoch per stage)."""
-    spec = copy.deepcopy(cfg["model"])
-    args = spec["init_args"]
+def model_spec_of(entry: dict, code_dim: int, epoch_scale: float) -> tuple[dict, int, dict]:
+    """``(model block, epochs, experiment config)`` of one ``models`` entry: the experiment config's
+    model with its code size set to ``code_dim`` and its schedule scaled by ``epoch_scale``."""
+    exp = load_config(entry["config"])
+    spec, epochs = scaled_schedule(exp, epoch_scale)
+    return with_code_dim(spec, code_dim), epochs, exp
 
-    def scaled(n: int) -> int:
-        return max(1, math.ceil(n * scale)) if n > 0 else 0
 
-    epochs = scaled(cfg.get("trainer", {}).get("max_epochs", 10))
-    if "pretrain_epochs" in args:  # staged models: the schedule is the model's, the trainer runs all of it
-        pre = args["pretrain_epochs"]
-        args["pretrain_epochs"] = [scaled(n) for n in pre] if isinstance(pre, list) else scaled(pre)
-        args["finetune_epochs"] = scaled(args.get("finetune_epochs", 0))
-        n_layers = len(args["encoder"]["init_args"]["widths"])
-        pre = args["pretrain_epochs"]
-        epochs = (sum(pre) if isinstance(pre, list) else pre * n_layers) + args["finetune_epochs"]
-    return spec, epochs
+def models(mode: str = "quick", config: Path | dict = CONFIG) -> dict[str, L.LightningModule]:
+    """The untrained models the benchmark trains, keyed by their table name."""
+    cfg = read_config(config)
+    m = cfg["modes"][mode]
+    out = {}
+    for entry in cfg["models"]:
+        spec, _, exp = model_spec_of(entry, cfg["code_dim"], m["epoch_scale"])
+        L.seed_everything(exp.get("seed_everything", 0), verbose=False)
+        out[entry["name"]] = build(spec)
+    return out
 
 
 @torch.no_grad()
@@ -180,13 +198,15 @@ def pca_features(feats: dict[str, torch.Tensor], dim: int) -> dict[str, torch.Te
 # --- outputs -----------------------------------------------------------------------------------
 def write_markdown(path: Path, rows: list[dict], meta: dict, paper: dict) -> None:
     table = [[r["model"], r["code_dim"], r["train_size"], f"{100 * r['probe_accuracy']:.2f}",
-              f"{100 * r['finetune_error']:.2f}" if r["finetune_error"] != "" else "–", meta["seconds"].get(r["model"], "–")]
+              f"{100 * r['finetune_error']:.2f}" if r["finetune_error"] != "" else "–", meta["seconds"].get(r["model"], "–"),
+              r["config"] or "–"]
              for r in rows]
-    table.append([f"*{paper['model']}* (paper)", 1000, 60000, "–", f"{100 * paper['finetune_error']:.2f}", "–"])
+    table.append([f"*{paper['model']}* (paper)", 1000, 60000, "–", f"{100 * paper['finetune_error']:.2f}", "–", "–"])
     text = [
         "# Feature quality on MNIST — linear probe on frozen codes\n",
         f"Data: {meta['data']}. Mode `{meta['mode']}`, {meta['hardware']}, total {meta['total'] / 60:.1f} min.\n",
-        markdown_table(["model", "code dim", "train size", "probe accuracy %", "fine-tuned test error %", "fit s"], table),
+        markdown_table(["model", "code dim", "train size", "probe accuracy %", "fine-tuned test error %", "fit s",
+                        "config"], table),
         "## Setup\n",
         f"- **Ours**: {meta['setup']}",
         f"- **Paper anchor**: {paper['setup']}",
@@ -223,93 +243,108 @@ def write_figure(path: Path, embeddings: dict[str, torch.Tensor], labels: torch.
 
 
 # --- the run -----------------------------------------------------------------------------------
+class Probes:
+    """The table being built: one row per probed feature set, the test embeddings and fit times."""
+
+    def __init__(self, d: Digits, probe: dict) -> None:
+        self.d, self.probe = d, probe
+        self.rows: list[dict] = []
+        self.embeddings: dict[str, torch.Tensor] = {}
+        self.seconds: dict[str, str] = {}
+
+    def add(self, name: str, feats: dict[str, torch.Tensor], finetune_error: float | str = "", config: str = "") -> None:
+        acc, l2 = linear_probe(feats, self.d.labels, self.probe["l2"], self.probe["max_iter"])
+        self.rows.append(dict(model=name, code_dim=feats["train"].shape[1], train_size=self.d.n_train,
+                              probe_accuracy=acc, finetune_error=finetune_error, config=config))
+        self.embeddings[name] = feats["test"]
+        extra = f", fine-tuned test error {100 * finetune_error:.2f} %" if finetune_error != "" else ""
+        print(f"  {name:<26} code {feats['train'].shape[1]:>4}  probe accuracy {100 * acc:6.2f} %  (L2 {l2:g}){extra}",
+              flush=True)
+
+
+def train_and_probe(entry: dict, cfg: dict, m: dict, d: Digits, probes: Probes, accelerator: str,
+                    precision: str) -> None:
+    """Train one config's autoencoder without labels, then probe its frozen codes (a supervised fine-tuning
+    stage: probe the codes from before it, and score the fine-tuned head's test error)."""
+    name = entry["name"]
+    spec, epochs, exp = model_spec_of(entry, cfg["code_dim"], m["epoch_scale"])
+    L.seed_everything(exp.get("seed_everything", 0), verbose=False)
+    model = build(spec)
+    d.dm.batch_size = m.get("batch_size") or exp.get("data", {}).get("init_args", {}).get("batch_size", 128)
+    snapshot = CodesBeforeFinetuning(d.images)
+    t0, c0 = time.perf_counter(), time.process_time()
+    trainer(epochs, accelerator, precision, limit_val_batches=0, callbacks=[snapshot]).fit(model, d.dm)
+    probes.seconds[name] = f"{time.perf_counter() - t0:.0f}"
+    print(f"  [{name}: {epochs} epochs, {probes.seconds[name]} s wall, {time.process_time() - c0:.0f} s CPU]",
+          flush=True)
+    final = {k: codes_of(model, x) for k, x in d.images.items()}
+    head = getattr(model, "head", None)
+    config = config_file(entry["config"])
+    if snapshot.codes is not None and head is not None:
+        with torch.no_grad():
+            logits = head(final["test"].to(next(head.parameters()).device)).float().cpu()
+        error = float((logits.argmax(1) != d.labels["test"]).float().mean())
+        probes.add(name, snapshot.codes, finetune_error=error, config=config)
+        probes.embeddings[f"{name} (fine-tuned)"] = final["test"]
+    else:
+        probes.add(name, final, config=config)
+
+
+def setup_text(cfg: dict, m: dict) -> str:
+    probe, scale = cfg["probe"], m["epoch_scale"]
+    schedule = "the configs’ own schedules" if scale == 1 else f"{scale:g}× the configs’ epochs"
+    return (f"every encoder trained without labels from its experiment config (`config` column; configs/), code "
+            f"size set to {cfg['code_dim']}, {schedule}; "
+            f"probe: multinomial logistic regression (L-BFGS, ≤ {probe['max_iter']} iterations) on standardised "
+            f"codes, L2 weight from {probe['l2']} chosen on the val split, accuracy on the test split; the stacked "
+            "DAE is probed after layer-wise pretraining, then fine-tuned with the labels (test error of its head).")
+
+
+def write_outputs(out_dir: Path, mode: str, cfg: dict, m: dict, d: Digits, probes: Probes, hw: str,
+                  total: float) -> str:
+    """The CSV, the Markdown table and the embedding figure; returns the files' stem."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = "features_mnist" if mode == "quick" else f"features_mnist_{mode}"  # the committed quick run keeps its name
+    write_csv(out_dir / f"{stem}.csv", probes.rows, COLUMNS)
+    meta = dict(data=d.what, mode=mode, hardware=hw, total=total, setup=setup_text(cfg, m), seconds=probes.seconds,
+                figure=f"{stem}_embedding.png")
+    write_markdown(out_dir / f"{stem}.md", probes.rows, meta, cfg["paper"])
+    shown = {k: probes.embeddings[k] for k in cfg.get("embedding", []) if k in probes.embeddings}
+    write_figure(out_dir / meta["figure"], shown, d.labels["test"],
+                 f"MNIST test codes, 2-D PCA ({mode}; {len(d.labels['test'])} digits)")
+    return stem
+
+
 def run(mode: str = "quick", data: str | None = None, out_dir: Path = RESULTS, config: Path | dict = CONFIG,
         overrides: dict | None = None) -> list[dict]:
     """Train every autoencoder of the config, probe its codes; returns the CSV rows."""
     quiet()
     t_start = time.perf_counter()
-    cfg = yaml.safe_load(Path(config).read_text()) if not isinstance(config, dict) else copy.deepcopy(config)
+    cfg = read_config(config)
     if mode not in cfg["modes"]:
         raise ValueError(f"unknown mode {mode!r}; choose one of {sorted(cfg['modes'])} ({CONFIG.name})")
     m = {**cfg["modes"][mode], **(overrides or {})}
     accelerator, precision, hw = hardware()
-    code_dim = cfg["code_dim"]
+    d = digits(mode, data, cfg["split"], m["train_size"])
+    print(f"features benchmark [{mode}] on {d.what}; {hw}", flush=True)
 
-    dm = load_data(find_root(data), cfg["split"], m["train_size"])
-    sets = {"train": dm.train_set, "val": dm.val_set, "test": dm.test_set}
-    images = {k: tensors(s)[0] for k, s in sets.items()}
-    labels = {k: tensors(s)[1] for k, s in sets.items()}
-    n_train = len(images["train"])
-    what = (f"{dm.source}: {n_train} train / {len(images['val'])} val / {len(images['test'])} test digits"
-            + (f" (split with seed {cfg['split']['seed']})" if "full MNIST" not in dm.source else ""))
-    print(f"features benchmark [{mode}] on {what}; {hw}", flush=True)
-
-    probe = cfg["probe"]
-    rows: list[dict] = []
-    embeddings: dict[str, torch.Tensor] = {}
-    seconds: dict[str, str] = {}
-
-    def add(name: str, feats: dict[str, torch.Tensor], finetune_error: float | str = "") -> None:
-        acc, l2 = linear_probe(feats, labels, probe["l2"], probe["max_iter"])
-        rows.append(dict(model=name, code_dim=feats["train"].shape[1], train_size=n_train, probe_accuracy=acc,
-                         finetune_error=finetune_error))
-        embeddings[name] = feats["test"]
-        extra = f", fine-tuned test error {100 * finetune_error:.2f} %" if finetune_error != "" else ""
-        print(f"  {name:<26} code {feats['train'].shape[1]:>4}  probe accuracy {100 * acc:6.2f} %  (L2 {l2:g}){extra}",
-              flush=True)
-
-    pixels = {k: x.flatten(1) for k, x in images.items()}
-    add("raw pixels", pixels)
-    add("PCA", pca_features(pixels, code_dim))
-
+    probes = Probes(d, cfg["probe"])
+    pixels = {k: x.flatten(1) for k, x in d.images.items()}
+    probes.add("raw pixels", pixels)
+    probes.add("PCA", pca_features(pixels, cfg["code_dim"]))
     for entry in cfg["models"]:
-        name = entry["name"]
-        exp = load_config(entry["config"])
-        spec, epochs = scaled_schedule(exp, m["epoch_scale"])
-        L.seed_everything(exp.get("seed_everything", 0), verbose=False)
-        model = instantiate(with_code_dim(spec, code_dim), L.LightningModule)
-        dm.batch_size = m.get("batch_size") or exp.get("data", {}).get("init_args", {}).get("batch_size", 128)
-        snapshot = CodesBeforeFinetuning(images)
-        t0, c0 = time.perf_counter(), time.process_time()
-        trainer(epochs, accelerator, precision, limit_val_batches=0, callbacks=[snapshot]).fit(model, dm)
-        seconds[name] = f"{time.perf_counter() - t0:.0f}"
-        print(f"  [{name}: {epochs} epochs, {seconds[name]} s wall, {time.process_time() - c0:.0f} s CPU]", flush=True)
-        final = {k: codes_of(model, x) for k, x in images.items()}
-        head = getattr(model, "head", None)
-        if snapshot.codes is not None and head is not None:
-            # supervised fine-tuning: probe the pretrained codes, score the fine-tuned classifier
-            with torch.no_grad():
-                logits = head(final["test"].to(next(head.parameters()).device)).float().cpu()
-            error = float((logits.argmax(1) != labels["test"]).float().mean())
-            add(name, snapshot.codes, finetune_error=error)
-            embeddings[f"{name} (fine-tuned)"] = final["test"]
-        else:
-            add(name, final)
+        train_and_probe(entry, cfg, m, d, probes, accelerator, precision)
 
     total = time.perf_counter() - t_start
-    scale = m["epoch_scale"]
-    setup = (f"every encoder trained without labels from its experiment config (configs/), code size set to "
-             f"{code_dim}, {'the configs’ own schedules' if scale == 1 else f'{scale:g}× the configs’ epochs'}; "
-             f"probe: multinomial logistic regression (L-BFGS, ≤ {probe['max_iter']} iterations) on standardised "
-             f"codes, L2 weight from {probe['l2']} chosen on the val split, accuracy on the test split; the stacked "
-             "DAE is probed after layer-wise pretraining, then fine-tuned with the labels (test error of its head).")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = "features_mnist" if mode == "quick" else f"features_mnist_{mode}"  # the committed quick run keeps its name
-    write_csv(out_dir / f"{stem}.csv", rows, COLUMNS)
-    meta = dict(data=what, mode=mode, hardware=hw, total=total, setup=setup, seconds=seconds, figure=f"{stem}_embedding.png")
-    write_markdown(out_dir / f"{stem}.md", rows, meta, cfg["paper"])
-    shown = {k: embeddings[k] for k in cfg.get("embedding", []) if k in embeddings}
-    write_figure(out_dir / meta["figure"], shown, labels["test"],
-                 f"MNIST test codes, 2-D PCA ({mode}; {len(labels['test'])} digits)")
-
-    print(f"\nfeatures benchmark ({mode}, {total / 60:.1f} min, {hw}); data: {what}")
+    stem = write_outputs(out_dir, mode, cfg, m, d, probes, hw, total)
+    print(f"\nfeatures benchmark ({mode}, {total / 60:.1f} min, {hw}); data: {d.what}")
     print(markdown_table(COLUMNS, [[r[c] if not isinstance(r[c], float) else f"{r[c]:.4f}" for c in COLUMNS]
-                                   for r in rows]))
+                                   for r in probes.rows]))
     paper = cfg["paper"]
     print(f"paper anchor: {paper['model']} fine-tuned test error {100 * paper['finetune_error']:.2f} %  |  ours: "
-          + ", ".join(f"{r['model']} {100 * r['finetune_error']:.2f} %" for r in rows if r["finetune_error"] != ""))
-    print(f"results in {out_dir}/{stem}.{{csv,md}} and {meta['figure']}")
-    return rows
+          + ", ".join(f"{r['model']} {100 * r['finetune_error']:.2f} %" for r in probes.rows if r["finetune_error"] != ""))
+    print(f"results in {out_dir}/{stem}.{{csv,md}} and {stem}_embedding.png")
+    return probes.rows
 
 
 def main(argv=None) -> int:
@@ -320,7 +355,11 @@ def main(argv=None) -> int:
     ap.add_argument("--data", help="MNIST root (full set in torchvision layout, or the t10k files only)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
-    run(args.mode or "quick", args.data, args.out)
+    try:
+        run(args.mode or "quick", args.data, args.out)
+    except (DatasetNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 
