@@ -16,6 +16,8 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from ae_lightning.config import instantiate, load_config
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -122,8 +124,6 @@ CODE_KEYS = ("widths", "code_dim", "latent_dim")
 
 def model_spec(config: str | Path, **init_args) -> dict:
     """A copy of ``configs/<config>.yaml``'s ``model`` block with ``init_args`` entries replaced."""
-    from ae_lightning.config import load_config
-
     spec = copy.deepcopy(load_config(config)["model"])
     spec["init_args"].update(copy.deepcopy(init_args))
     return spec
@@ -131,8 +131,6 @@ def model_spec(config: str | Path, **init_args) -> dict:
 
 def build(spec: dict) -> L.LightningModule:
     """The LightningModule of a ``model`` block, through the one config loader (type-checked as the CLI does)."""
-    from ae_lightning.config import instantiate
-
     return instantiate(spec, L.LightningModule)
 
 
@@ -189,7 +187,8 @@ def scaled_lr(spec: dict, factor: float, optimizer: str = "optimizer") -> dict:
 
 def scaled_schedule(cfg: dict, scale: float) -> tuple[dict, int]:
     """An experiment config's ``model`` block and epoch count with every schedule entry scaled (at least
-    1 epoch per stage); a staged model's epochs are its own schedule's (it stops the fit after its last stage)."""
+    1 epoch per stage). A staged model's epoch count is its own (``model.total_epochs``: it stops the fit
+    after its last stage); the count returned here is then only the trainer's upper bound."""
     spec = copy.deepcopy(cfg["model"])
     args = spec["init_args"]
 
@@ -197,15 +196,11 @@ def scaled_schedule(cfg: dict, scale: float) -> tuple[dict, int]:
         return max(1, math.ceil(n * scale)) if n > 0 else 0
 
     epochs = scaled(cfg.get("trainer", {}).get("max_epochs", 10))
-    if "pretrain_epochs" in args:  # staged models: the schedule is the model's, the trainer runs all of it
+    if "pretrain_epochs" in args:  # staged models: the schedule is the model's
         pre = args["pretrain_epochs"]
         args["pretrain_epochs"] = [scaled(n) for n in pre] if isinstance(pre, list) else scaled(pre)
         args["finetune_epochs"] = scaled(args.get("finetune_epochs", 0))
-        n_layers = len(args["encoder"]["init_args"]["widths"])
-        pre = args["pretrain_epochs"]
-        epochs = (sum(pre) if isinstance(pre, list) else pre * n_layers) + args["finetune_epochs"]
     return spec, epochs
-
 
 def config_file(name: str | Path) -> str:
     """``configs/<name>.yaml`` as a results table names it (relative to the project)."""

@@ -270,6 +270,7 @@ def train_and_probe(entry: dict, cfg: dict, m: dict, d: Digits, probes: Probes, 
     spec, epochs, exp = model_spec_of(entry, cfg["code_dim"], m["epoch_scale"])
     L.seed_everything(exp.get("seed_everything", 0), verbose=False)
     model = build(spec)
+    epochs = getattr(model, "total_epochs", epochs)  # a staged model runs its own schedule
     d.dm.batch_size = m.get("batch_size") or exp.get("data", {}).get("init_args", {}).get("batch_size", 128)
     snapshot = CodesBeforeFinetuning(d.images)
     t0, c0 = time.perf_counter(), time.process_time()

@@ -166,14 +166,13 @@ class VAE(Autoencoder):
         }
 
     # --- evaluation: the shared step, plus active units and the importance-weighted NLL ------------
-    def validation_step(self, batch, batch_idx: int) -> VAEOutput:
-        out = self.shared_step(batch, "val")
-        self._accumulate_unit_stats(out.posterior.mean.detach())
-        return out
+    def log_step(self, out: VAEOutput, x: torch.Tensor, stage: str) -> None:
+        super().log_step(out, x, stage)
+        if stage != "train":
+            self._accumulate_unit_stats(out.posterior.mean.detach())
 
     def test_step(self, batch, batch_idx: int) -> VAEOutput:
         out = self.shared_step(batch, "test")
-        self._accumulate_unit_stats(out.posterior.mean.detach())
         k = self.hparams.test_samples
         if k > 0:
             x = images_of(batch)
