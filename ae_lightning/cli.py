@@ -14,7 +14,9 @@ What every experiment shares is not repeated in its YAML:
   unless the logger's ``name`` is set;
 - checkpoints (best by ``val/loss`` and ``last.ckpt``) and image grids are CLI arguments with
   defaults, ``checkpoint.*`` and ``image_grid.*``, so an experiment's ``trainer.callbacks`` holds
-  only its own extras.
+  only its own extras;
+- every net's ``image_shape`` is the data's (:func:`ae_lightning.config.link_image_shape`): a config
+  states the image size once, in its data block, and ``--data.init_args.image_size=128`` resizes the nets too.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ import os
 from pathlib import Path
 
 import lightning as L
+import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from ae_lightning.callbacks import ReconstructionGrid
-from ae_lightning.config import DEFAULTS
+from ae_lightning.config import DEFAULTS, instantiate, link_image_shape
 
 
 def run_name(config_paths) -> str | None:
@@ -54,6 +57,10 @@ class AutoencoderCLI(LightningCLI):
         init = getattr(logger, "init_args", None) if logger is not None else None
         if init is not None and "name" in init and init.get("name") is None:
             init["name"] = run_name(cfg.get("config")) or "ae_lightning"
+        # the nets take the data's image shape: written once, in the data block (image_size, or fixed by the set)
+        data_spec = yaml.safe_load(self.parser.dump(self.config, skip_check=True))
+        data_spec = (data_spec.get(self.subcommand) if self.subcommand else data_spec)["data"]
+        link_image_shape(cfg["model"], instantiate(data_spec, L.LightningDataModule).image_shape)
 
 
 def main(args=None) -> None:

@@ -14,6 +14,7 @@ denoising noise grid ``noise/denoising_grid.yaml``) is read in place, relative t
 
 from __future__ import annotations
 
+import inspect
 from importlib import import_module
 from pathlib import Path
 from typing import Any
@@ -52,9 +53,39 @@ def _inline_files(value: Any, folder: Path) -> Any:
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
-    """The YAML at ``path`` (a bare name is looked up in ``configs/``) with referenced YAML files inlined."""
+    """The YAML at ``path`` (a bare name is looked up in ``configs/``) with referenced YAML files inlined
+    and, when it has a ``data`` block, the nets' ``image_shape`` taken from the data (:func:`link_image_shape`)."""
     p = config_path(path)
-    return _inline_files(yaml.safe_load(p.read_text()), p.parent)
+    cfg = _inline_files(yaml.safe_load(p.read_text()), p.parent)
+    if isinstance(cfg, dict) and "model" in cfg and "data" in cfg:
+        link_image_shape(cfg["model"], instantiate(cfg["data"], L.LightningDataModule).image_shape)
+    return cfg
+
+
+def _fields(node: Any) -> dict | None:
+    """The fields of a ``class_path`` / ``init_args`` node, as a dict or a jsonargparse Namespace, else None."""
+    fields = node if isinstance(node, dict) else vars(node) if hasattr(node, "__dict__") and not callable(node) else None
+    return fields if fields is not None and "class_path" in fields else None
+
+
+def link_image_shape(spec: Any, image_shape) -> None:
+    """Set ``image_shape`` in place on every net of a model spec (nested ``class_path`` / ``init_args``,
+    dicts or jsonargparse Namespaces) whose class takes one: the data decide the shape, so the experiment
+    YAMLs never state it (``ae-lightning`` does the same before it builds the model)."""
+    fields = _fields(spec)
+    if fields is None:
+        return
+    module, name = str(fields["class_path"]).rsplit(".", 1)
+    cls = getattr(import_module(module), name)
+    init = fields.get("init_args")
+    if init is None:
+        return
+    args = init if isinstance(init, dict) else vars(init)
+    if "image_shape" in inspect.signature(cls).parameters:
+        args["image_shape"] = [int(s) for s in image_shape]
+    for value in args.values():
+        for item in value if isinstance(value, list) else [value]:
+            link_image_shape(item, image_shape)
 
 
 def instantiate(spec: dict[str, Any], base: type = object) -> Any:

@@ -146,3 +146,20 @@ def test_fragments_compose_with_an_experiment(fragment, run_cli):
         assert run.trainer.precision == frag["precision"]
     if "logger" in frag:
         assert type(run.trainer.logger).__name__ in ("CSVLogger", "DummyLogger")  # fast_dev_run swaps in a dummy
+
+
+def test_nets_take_the_image_shape_from_the_data(run_cli, tmp_path):
+    """image_shape is written once, in the data block: resizing the data resizes every net, and the
+    resolved config records the shape the nets were built with."""
+    assert not any("image_shape" in p.read_text() for p in EXPERIMENTS)  # no config repeats it
+    run = run_cli(["fit", "--config", str(CONFIGS / "dae_xray64.yaml"), "--data.init_args.image_size=32",
+                   "--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1",
+                   *QUIET])
+    assert run.model.encoder.image_shape == run.model.decoder.image_shape == (1, 32, 32)
+    saved = yaml.safe_load((tmp_path / "runs" / "dae_xray64" / "version_0" / "config.yaml").read_text())
+    assert saved["model"]["init_args"]["encoder"]["init_args"]["image_shape"] == [1, 32, 32]
+    # the same rule outside the CLI: the loader benchmarks and scripts use
+    from ae_lightning.config import load_config
+
+    assert load_config("cvae_mnist")["model"]["init_args"]["encoder"]["init_args"]["net"]["init_args"][
+        "image_shape"] == [1, 28, 28]
