@@ -58,3 +58,19 @@ def test_ddp_two_cpu_processes_subprocess(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in proc.stderr  # a second process joined
     check_run_dir(runs / "conv_ae_mnist" / "version_0")
+
+
+def test_ddp_fork_stacked_autoencoder_through_its_stages(run_cli, tmp_path, forked_ranks):
+    """The stacked AE trains one layer per stage (the others frozen after DDP wrapped the model): plain
+    ``ddp`` must be switched to unused-parameter handling or the second step fails on every rank."""
+    run = run_cli([
+        "fit", "--config", str(CONFIGS / "stacked_ae_mnist.yaml"), "--model.init_args.pretrain_epochs=[1,1,1]",
+        "--model.init_args.finetune_epochs=1", "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=1",
+        "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp_fork",
+        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--data.init_args.batch_size=16",
+    ])
+    assert run.trainer.world_size == 2 and run.trainer.state.finished
+    ckpt = torch.load(tmp_path / "runs" / "stacked_ae_mnist" / "version_0" / "checkpoints" / "last.ckpt",
+                      weights_only=True)
+    assert ckpt["epoch"] == 3 and ckpt["global_step"] == 12  # 4 stages × 3 steps, then the model stopped the fit
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())

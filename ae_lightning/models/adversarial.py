@@ -14,9 +14,9 @@ optimisation, so the module does it with ``self.clip_gradients``). ``adversarial
 phase 2: the plain autoencoder with the same nets, the baseline of the prior-match comparison.
 
 Under DDP the phases leave parameters unused (phase 1 never touches the discriminator), so the
-strategy must run with ``find_unused_parameters=True``: pass
-``--trainer.strategy=ddp_find_unused_parameters_true``; a plain ``ddp`` strategy is switched to it
-in :meth:`setup` (with a warning), before Lightning wraps the module.
+strategy must run with ``find_unused_parameters=True``: the class declares
+``every_parameter_in_each_step = False`` and :meth:`Autoencoder.setup` switches a plain ``ddp``
+strategy to it (with a warning) before Lightning wraps the module.
 
 Example::
 
@@ -35,8 +35,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from lightning.pytorch.strategies import DDPStrategy
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torchvision.utils import make_grid
 
@@ -79,6 +77,9 @@ class AdversarialAutoencoder(Autoencoder):
         posterior: ``deterministic`` or ``gaussian`` encoder.
     """
 
+    # each phase leaves parameters unused (phase 1 never touches the discriminator): see Autoencoder.setup
+    every_parameter_in_each_step = False
+
     def __init__(
         self,
         encoder: nn.Module,
@@ -111,18 +112,6 @@ class AdversarialAutoencoder(Autoencoder):
             )
         self._val_codes: list[torch.Tensor] = []
         self._val_labels: list[torch.Tensor] = []
-
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        strategy = self.trainer.strategy if self._trainer else None
-        if isinstance(strategy, DDPStrategy) and not strategy._ddp_kwargs.get("find_unused_parameters", False):
-            # each phase leaves parameters unused (phase 1 never touches the discriminator), which plain DDP
-            # rejects; the DDP wrapper is built after this hook, so switching the flag here still takes effect
-            rank_zero_warn(
-                "AdversarialAutoencoder: setting DDP find_unused_parameters=True (the adversarial phases leave "
-                "parameters unused); pass --trainer.strategy=ddp_find_unused_parameters_true to silence this"
-            )
-            strategy._ddp_kwargs["find_unused_parameters"] = True
 
     # --- the model -------------------------------------------------------------------------
     def condition(self, batch) -> torch.Tensor | None:

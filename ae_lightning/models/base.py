@@ -23,6 +23,8 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from ae_lightning.batch import images_of
@@ -143,8 +145,23 @@ class Autoencoder(L.LightningModule):
         self.test_metrics = image_metrics("test/")
         self.residual = residual
 
+    #: whether every trainable parameter gets a gradient in every training step; a model that trains
+    #: some parameters per phase or stage (adversarial, stacked) sets False, and :meth:`setup` then runs DDP
+    #: with ``find_unused_parameters=True``, which plain DDP otherwise rejects mid-fit
+    every_parameter_in_each_step = True
+
     def setup(self, stage: str) -> None:
-        """Fail early, in one line, when the data's image shape is not the one the nets were built for."""
+        """Fail early, in one line, when the data's image shape is not the one the nets were built for;
+        switch DDP to unused-parameter handling when the model needs it (see ``every_parameter_in_each_step``)."""
+        strategy = self.trainer.strategy if self._trainer else None
+        if (not self.every_parameter_in_each_step and isinstance(strategy, DDPStrategy)
+                and not strategy._ddp_kwargs.get("find_unused_parameters", False)):
+            # the DDP wrapper is built after this hook, so switching the flag here still takes effect
+            rank_zero_warn(
+                f"{type(self).__name__}: setting DDP find_unused_parameters=True (it trains some parameters per "
+                "phase or stage); pass --trainer.strategy=ddp_find_unused_parameters_true to silence this"
+            )
+            strategy._ddp_kwargs["find_unused_parameters"] = True
         data_shape = getattr(self.trainer.datamodule, "image_shape", None) if self._trainer else None
         net_shape = getattr(self.encoder, "image_shape", None)
         if data_shape is not None and net_shape is not None and tuple(data_shape) != tuple(net_shape):

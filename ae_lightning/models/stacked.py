@@ -80,6 +80,9 @@ class StackedAutoencoder(Autoencoder):
     supervised), and ``{split}/loss``, the current stage's loss.
     """
 
+    # a pretraining stage trains one layer, the others are frozen: see Autoencoder.setup
+    every_parameter_in_each_step = False
+
     def __init__(
         self,
         encoder: MLPEncoder,
