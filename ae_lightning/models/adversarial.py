@@ -10,7 +10,8 @@ Manual optimisation, two phases per batch, exactly as in the paper:
 Three injected optimisers, one per phase (``optimizer`` for encoder+decoder, ``discriminator_optimizer``,
 ``generator_optimizer`` for the encoder; the configs set the paper's Adam β₁ = 0.5); optional
 gradient clipping per update (``gradient_clip_val``: Lightning's Trainer cannot clip under manual
-optimisation, so the module does it with ``self.clip_gradients``). ``adversarial=False`` skips
+optimisation, so the module does it with ``self.clip_gradients`` in ``on_before_optimizer_step``,
+after mixed precision has unscaled the gradients). ``adversarial=False`` skips
 phase 2: the plain autoencoder with the same nets, the baseline of the prior-match comparison.
 
 Under DDP the phases leave parameters unused (phase 1 never touches the discriminator), so the
@@ -167,10 +168,15 @@ class AdversarialAutoencoder(Autoencoder):
 
     def _update(self, optimizer, loss: torch.Tensor) -> None:
         self.manual_backward(loss)
+        optimizer.step()  # clipping, if any, happens inside: on_before_optimizer_step
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Clip each phase's update. Lightning calls this inside ``optimizer.step()`` after the precision
+        plugin has unscaled the gradients (``16-mixed``): clipping before ``step()`` would clip the scaled
+        gradients, i.e. clip ~65,000 times harder than asked."""
         if self.hparams.gradient_clip_val:
             self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_val,
                                 gradient_clip_algorithm="norm")
-        optimizer.step()
 
     def discriminator_phase(
         self, optimizer, x: torch.Tensor, labels: torch.Tensor | None, fake: torch.Tensor | None = None

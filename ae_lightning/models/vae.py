@@ -23,6 +23,7 @@ Example (Burda et al.'s one-stochastic-layer MNIST VAE, 784-200-200-50, tanh, Be
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -47,6 +48,18 @@ class VAEOutput(AutoencoderOutput):
 
     posterior: DiagonalGaussian | None = None
     params: torch.Tensor | None = None
+
+
+def _float32(method):
+    """Run ``method(self, x, ...)`` with autocast off and ``x`` in float32: importance weights are differences
+    and log-sum-exps of numbers in the hundreds of nats, which bf16 logits (8-bit mantissa) would blur."""
+
+    @functools.wraps(method)
+    def run(self, x: torch.Tensor, *args, **kwargs):
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return method(self, x.float(), *args, **kwargs)
+
+    return run
 
 
 def kl_warmup_weight(step: int, beta: float = 1.0, warmup_steps: int = 0) -> float:
@@ -185,6 +198,7 @@ class VAE(Autoencoder):
         return self.decode(self.encode(images_of(batch), cond), cond).clamp(0, 1)
 
     # --- marginal likelihood -----------------------------------------------------------------------
+    @_float32
     @torch.no_grad()
     def log_likelihood(
         self,
