@@ -74,3 +74,18 @@ def test_ddp_fork_stacked_autoencoder_through_its_stages(run_cli, tmp_path, fork
                       weights_only=True)
     assert ckpt["epoch"] == 3 and ckpt["global_step"] == 12  # 4 stages × 3 steps, then the model stopped the fit
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
+
+
+@pytest.mark.parametrize("config, keys", [("vae_mnist", ["val/active_units"]),
+                                          ("aae_mnist", ["val/prior_mmd", "val/prior_ks"])])
+def test_epoch_statistics_under_ddp_cover_every_process_images(config, keys, run_cli, forked_ranks):
+    """Active units and the prior match are statistics of the whole validation set: 2 processes × 64 images
+    give the numbers 1 process gives on the same 128 images (DistributedSampler interleaves them), not a
+    mean of two per-process statistics."""
+    common = ["validate", "--config", str(CONFIGS / f"{config}.yaml"), "--trainer.accelerator=cpu",
+              "--data.init_args.batch_size=16", "--trainer.enable_progress_bar=false", "--image_grid.num_images=0"]
+    one = run_cli([*common, "--trainer.devices=1", "--trainer.limit_val_batches=8"]).trainer.callback_metrics
+    two = run_cli([*common, "--trainer.devices=2", "--trainer.strategy=ddp_fork",
+                   "--trainer.limit_val_batches=4"]).trainer.callback_metrics
+    for key in keys:
+        assert float(two[key]) == pytest.approx(float(one[key]), rel=1e-5, abs=1e-6), (key, float(one[key]), float(two[key]))

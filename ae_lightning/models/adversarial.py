@@ -229,10 +229,10 @@ class AdversarialAutoencoder(Autoencoder):
     # --- evaluation: how close are the codes to the prior? ----------------------------------
     def validation_step(self, batch, batch_idx: int) -> AutoencoderOutput:
         out = self.shared_step(batch, "val")
-        self._val_codes.append(out.code.detach().float().cpu())
+        self._val_codes.append(out.code.detach().float())  # on the device: gathered across processes at epoch end
         labels = labels_of(batch)
         if isinstance(labels, torch.Tensor):  # class labels (a supervised prior needs them)
-            self._val_labels.append(labels.detach().cpu())
+            self._val_labels.append(labels.detach())
         return out
 
     def on_validation_epoch_start(self) -> None:
@@ -240,16 +240,19 @@ class AdversarialAutoencoder(Autoencoder):
         self._val_codes, self._val_labels = [], []
 
     def on_validation_epoch_end(self) -> None:
-        """Log ``val/prior_mmd`` and ``val/prior_ks`` (see :func:`~ae_lightning.priors.prior_match`) and a grid
-        of decoded prior samples."""
+        """Log ``val/prior_mmd`` and ``val/prior_ks`` (see :func:`~ae_lightning.priors.prior_match`) over the
+        validation codes of every process, and a grid of decoded prior samples."""
         if not self._val_codes:
             return
-        codes = torch.cat(self._val_codes)  # (N, D)
-        labels = torch.cat(self._val_labels) if len(self._val_labels) == len(self._val_codes) else None
+        codes = self.all_processes(torch.cat(self._val_codes)).cpu()  # (N, D)
+        labels = None
+        if len(self._val_labels) == len(self._val_codes):
+            labels = self.all_processes(torch.cat(self._val_labels)).cpu()  # (N,)
         if self.prior.supervised and labels is None:
             return
         stats = prior_match(codes, self.prior, labels=labels)
-        self.log_dict({f"val/prior_{k}": v for k, v in stats.items()}, sync_dist=True)
+        # the same numbers on every process (computed from all codes): nothing to synchronise
+        self.log_dict({f"val/prior_{k}": float(v) for k, v in stats.items()})
         if not self.trainer.sanity_checking:
             self.log_samples()
 

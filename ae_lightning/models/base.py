@@ -243,6 +243,13 @@ class Autoencoder(L.LightningModule):
             metrics.update(out.reconstruction.detach().float().clamp(0, 1), x.float())
             self.log_dict(metrics, on_epoch=True, prog_bar=stage == "val", batch_size=x.shape[0])
 
+    def all_processes(self, rows: torch.Tensor) -> torch.Tensor:
+        """``rows`` (N, ...) of every process, concatenated (N·world, ...): epoch statistics over all the images,
+        not a mean of per-process statistics. A collective under DDP: every rank must call it."""
+        if self._trainer is None or self.trainer.world_size < 2:
+            return rows
+        return self.all_gather(rows).flatten(0, 1)
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         return self.shared_step(batch, "train").loss
 

@@ -282,7 +282,7 @@ class StackedAutoencoder(Autoencoder):
             logged.update({f"{stage}/{name}_{k}": v for k, v in
                            activation_stats(out.code, self.hparams.active_threshold).items()})
         if train:
-            logged["train/stage"] = torch.tensor(float(s))
+            logged["train/stage"] = float(s)  # Lightning puts it on the module's device
         self.log_dict(logged, on_step=train, on_epoch=True, prog_bar=False, sync_dist=not train,
                       batch_size=x.shape[0])
         self.log(f"{stage}/loss", out.loss.detach(), prog_bar=True, on_step=train, on_epoch=True,

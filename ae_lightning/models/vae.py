@@ -251,9 +251,15 @@ class VAE(Autoencoder):
         return int((var > self.hparams.active_threshold).sum())
 
     def _log_active_units(self, stage: str) -> None:
+        if self._trainer is not None and self.trainer.world_size > 1 and self._unit_sum is not None:
+            # the variance over every process's images: sum the sums (a mean of per-process counts is not it)
+            total = self.trainer.strategy.reduce(
+                torch.cat([self._unit_sum, self._unit_sq, self._unit_sum.new_tensor([self._unit_n])]), reduce_op="sum")
+            d = len(self._unit_sum)
+            self._unit_sum, self._unit_sq, self._unit_n = total[:d], total[d: 2 * d], int(total[-1])
         active = self.active_units()
         if active is not None:
-            self.log(f"{stage}/active_units", float(active), sync_dist=True)
+            self.log(f"{stage}/active_units", float(active))  # the same on every process
         self._reset_unit_stats()
 
     def on_validation_epoch_start(self) -> None:
