@@ -130,10 +130,11 @@ class RandomChoice(NoiseModel):
         self.label = "mix(" + ", ".join(n.label for n in self.noises) + ")"
 
     def corrupt(self, x, generator):
-        pick = torch.randint(len(self.noises), (x.shape[0],), generator=generator, device=x.device)
-        out = x.clone()
+        # branch-free on the device: every noise corrupts the whole batch and each image keeps its pick's
+        # (a per-type `if sel.any(): out[sel] = ...` costs two host syncs per noise type and step)
+        pick = torch.randint(len(self.noises), (x.shape[0],), generator=generator, device=x.device)  # (B,)
+        pick = pick.view(-1, *([1] * (x.ndim - 1)))  # (B, 1, 1, 1)
+        out = x
         for i, noise in enumerate(self.noises):
-            sel = pick == i
-            if sel.any():
-                out[sel] = noise.corrupt(x[sel], generator)
+            out = torch.where(pick == i, noise.corrupt(x, generator), out)
         return out

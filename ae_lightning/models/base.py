@@ -180,6 +180,17 @@ class Autoencoder(L.LightningModule):
         """The batch's condition for the nets (labels, attributes); ``None`` for unconditional models."""
         return None
 
+    def first_time(self, check: str) -> bool:
+        """True the first time ``check`` runs in training and the first time outside it, then False: label
+        range checks read values on the host, which stalls a GPU every step; the first batch of each
+        dataset is checked (a bad file's labels are the DataModules' to report when they load them)."""
+        key = (check, self.training)
+        done = self.__dict__.setdefault("_checks_done", set())
+        if key in done:
+            return False
+        done.add(key)
+        return True
+
     def encode(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         return self.run_net(self.encoder, x, cond)
 

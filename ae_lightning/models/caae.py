@@ -115,10 +115,12 @@ class ConditionalAdversarialAutoencoder(AdversarialAutoencoder):
         return self.decoder
 
     # --- labels -------------------------------------------------------------------------------
-    def make_condition(self, age_group: torch.Tensor, gender: torch.Tensor) -> torch.Tensor:
-        """``(B, num_age_groups + num_genders)`` condition: one-hot vectors scaled to ±1 (the release's convention)."""
+    def make_condition(self, age_group: torch.Tensor, gender: torch.Tensor, check_range: bool = True) -> torch.Tensor:
+        """``(B, num_age_groups + num_genders)`` condition: one-hot vectors scaled to ±1 (the release's convention);
+        ``check_range`` reads the labels on the host (a device sync: the training step checks its first batch only)."""
         hp = self.hparams
-        if age_group.min() < 0 or age_group.max() >= hp.num_age_groups or gender.min() < 0 or gender.max() >= hp.num_genders:
+        if check_range and (age_group.min() < 0 or age_group.max() >= hp.num_age_groups
+                            or gender.min() < 0 or gender.max() >= hp.num_genders):
             raise ValueError(f"age groups must lie in [0, {hp.num_age_groups}) and genders in [0, {hp.num_genders})")
         onehot = torch.cat([nn.functional.one_hot(age_group.long(), hp.num_age_groups),
                             nn.functional.one_hot(gender.long(), hp.num_genders)], dim=1)  # (B, A + G)
@@ -128,7 +130,7 @@ class ConditionalAdversarialAutoencoder(AdversarialAutoencoder):
         target = labels_of(batch)
         if not isinstance(target, dict) or "age_group" not in target or "gender" not in target:
             raise ValueError("CAAE batches must be (image, {'age_group': ..., 'gender': ...}) as UTKFaceDataModule yields")
-        return self.make_condition(target["age_group"], target["gender"])
+        return self.make_condition(target["age_group"], target["gender"], self.first_time("labels"))
 
     # --- the model ----------------------------------------------------------------------------
     def posterior_of(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:

@@ -309,7 +309,7 @@ class ConditionalVAE(VAE):
         labels = labels_of(batch)
         if labels is None:
             raise ValueError("ConditionalVAE needs (image, label) batches; the data module yields bare images")
-        return as_condition(labels, self.label_dim, type(self).__name__)  # (B, L)
+        return as_condition(labels, self.label_dim, type(self).__name__, self.first_time("labels"))  # (B, L)
 
     def example_conditions(self) -> torch.Tensor:
         """One row per class (one-hot) or per attribute (that attribute on, the others off)."""

@@ -26,14 +26,19 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def as_condition(labels: torch.Tensor | None, label_dim: int, who: str = "conditional net") -> torch.Tensor:
-    """``(B, label_dim)`` float condition from integer class labels ``(B,)`` (one-hot) or a float ``(B, label_dim)``."""
+def as_condition(
+    labels: torch.Tensor | None, label_dim: int, who: str = "conditional net", check_range: bool = True
+) -> torch.Tensor:
+    """``(B, label_dim)`` float condition from integer class labels ``(B,)`` (one-hot) or a float ``(B, label_dim)``.
+
+    ``check_range`` reads the labels' range on the host (a device sync): a training loop checks its first batch only.
+    """
     if labels is None:
         raise ValueError(f"{who} needs labels (one-hot classes or attribute vectors); got None")
     if not labels.is_floating_point():
         if labels.ndim != 1:
             raise ValueError(f"{who}: integer labels must be (B,) class indices, got shape {tuple(labels.shape)}")
-        if labels.numel() and (labels.min() < 0 or labels.max() >= label_dim):
+        if check_range and labels.numel() and (labels.min() < 0 or labels.max() >= label_dim):
             raise ValueError(
                 f"{who}: class labels must lie in [0, {label_dim}), got {labels.min().item()}..{labels.max().item()}; "
                 "fix: set label_dim to the number of classes (unlabelled data has label -1)"
