@@ -8,6 +8,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 EMBEDDED = Path(__file__).parent / "embedded"
@@ -85,8 +86,9 @@ class ImageDataModule(L.LightningDataModule):
 
     image_shape: tuple[int, int, int]
 
-    def __init__(self, batch_size: int = 64, num_workers: int = 0, seed: int = 0) -> None:
+    def __init__(self, batch_size: int = 64, num_workers: int = 0, seed: int = 0, drop_last: bool = False) -> None:
         super().__init__()
+        self.drop_last = drop_last
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
@@ -94,9 +96,16 @@ class ImageDataModule(L.LightningDataModule):
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
 
-    def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset | None, shuffle: bool, split: str = "train") -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() has not been called")
+        drop_last = self.drop_last and split == "train"
+        if drop_last and len(dataset) < self.batch_size:
+            rank_zero_warn(
+                f"{type(self).__name__}: the {split} split has {len(dataset)} images, fewer than "
+                f"batch_size={self.batch_size}, so with drop_last=True it yields zero batches (nothing is trained); "
+                "fix: lower batch_size or set drop_last=False"
+            )
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -105,19 +114,20 @@ class ImageDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
             generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+            drop_last=drop_last,
         )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        return self._loader(self.val_set, shuffle=False, split="val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)
+        return self._loader(self.test_set, shuffle=False, split="test")
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)
+        return self._loader(self.test_set, shuffle=False, split="test")
 
 
 def as_paths(root: str | Path | Sequence[str | Path]) -> list[Path]:
