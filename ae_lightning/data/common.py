@@ -95,9 +95,13 @@ class ImageDataModule(L.LightningDataModule):
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
+        #: ``{split: message}`` for splits the data lack (e.g. a MedMNIST file without test images)
+        self.unavailable: dict[str, str] = {}
 
     def _loader(self, dataset: Dataset | None, shuffle: bool, split: str = "train") -> DataLoader:
         if dataset is None:
+            if split in self.unavailable:
+                raise ValueError(self.unavailable[split])
             raise RuntimeError(f"{type(self).__name__}.setup() has not been called")
         drop_last = self.drop_last and split == "train"
         if drop_last and len(dataset) < self.batch_size:
