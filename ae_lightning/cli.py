@@ -15,6 +15,8 @@ What every experiment shares is not repeated in its YAML:
 - checkpoints (best by ``val/loss`` and ``last.ckpt``) and image grids are CLI arguments with
   defaults, ``checkpoint.*`` and ``image_grid.*``, so an experiment's ``trainer.callbacks`` holds
   only its own extras;
+- a non-finite loss term stops the run with one line naming the epoch, the step and the term, and no
+  checkpoint with non-finite weights is written (``divergence.*``, :mod:`ae_lightning.callbacks.divergence`);
 - every net's ``image_shape`` is the data's (:func:`ae_lightning.config.link_image_shape`): a config
   states the image size once, in its data block, and ``--data.init_args.image_size=128`` resizes the nets too.
 """
@@ -22,6 +24,7 @@ What every experiment shares is not repeated in its YAML:
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -29,7 +32,7 @@ import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
-from ae_lightning.callbacks import ReconstructionGrid
+from ae_lightning.callbacks import NonFiniteLossError, ReconstructionGrid, StopOnNonFinite
 from ae_lightning.config import DEFAULTS, instantiate, link_image_shape
 
 
@@ -50,6 +53,7 @@ class AutoencoderCLI(LightningCLI):
         parser.set_defaults({"image_grid.num_images": 8})
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.monitor": "val/loss", "checkpoint.save_last": True})
+        parser.add_lightning_class_args(StopOnNonFinite, "divergence")
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
@@ -65,6 +69,13 @@ class AutoencoderCLI(LightningCLI):
 
 def main(args=None) -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
+    try:
+        _run(args)
+    except NonFiniteLossError as err:  # a diverged run: one line, exit status 1, the last good checkpoint kept
+        sys.exit(f"ae-lightning: {err}")
+
+
+def _run(args) -> None:
     AutoencoderCLI(
         L.LightningModule,
         L.LightningDataModule,
