@@ -17,6 +17,8 @@ What every experiment shares is not repeated in its YAML:
   only its own extras;
 - a non-finite loss term stops the run with one line naming the epoch, the step and the term, and no
   checkpoint with non-finite weights is written (``divergence.*``, :mod:`ae_lightning.callbacks.divergence`);
+- ``last.ckpt`` is also written every ``resume.every_n_train_steps`` steps and on SIGTERM, so a killed or
+  preempted run resumes with ``--ckpt_path last`` to the same weights (:mod:`ae_lightning.callbacks.resume`);
 - every net's ``image_shape`` is the data's (:func:`ae_lightning.config.link_image_shape`): a config
   states the image size once, in its data block, and ``--data.init_args.image_size=128`` resizes the nets too.
 """
@@ -32,7 +34,7 @@ import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
-from ae_lightning.callbacks import NonFiniteLossError, ReconstructionGrid, StopOnNonFinite
+from ae_lightning.callbacks import NonFiniteLossError, ReconstructionGrid, ResumeCheckpoint, StopOnNonFinite
 from ae_lightning.config import DEFAULTS, instantiate, link_image_shape
 
 
@@ -52,8 +54,11 @@ class AutoencoderCLI(LightningCLI):
         parser.add_lightning_class_args(ReconstructionGrid, "image_grid")
         parser.set_defaults({"image_grid.num_images": 8})
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({"checkpoint.monitor": "val/loss", "checkpoint.save_last": True})
+        # enable_version_counter=False: resume.* writes last.ckpt too, in the same folder (no last-v1.ckpt)
+        parser.set_defaults({"checkpoint.monitor": "val/loss", "checkpoint.save_last": True,
+                             "checkpoint.enable_version_counter": False})
         parser.add_lightning_class_args(StopOnNonFinite, "divergence")
+        parser.add_lightning_class_args(ResumeCheckpoint, "resume")
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config.get(self.subcommand, self.config) if self.subcommand else self.config

@@ -9,7 +9,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 EMBEDDED = Path(__file__).parent / "embedded"
 
@@ -81,6 +81,31 @@ def take_train_subset(idx: np.ndarray, train_size: int | None, what: str) -> np.
     return idx[:train_size]
 
 
+class EpochSampler(Sampler[int]):
+    """A shuffle that is a function of ``(seed, epoch)`` and resumes in the middle of an epoch.
+
+    ``position()`` says where training stands: ``(epoch, batches already trained in it)``. Each
+    iteration draws epoch ``epoch``'s permutation and skips the batches already trained, so a run
+    resumed from a mid-epoch checkpoint sees exactly the batches the uninterrupted run would have
+    seen next (a DataLoader ``generator`` seeded once per ``train_dataloader()`` call would replay
+    epoch 0's order instead).
+    """
+
+    def __init__(self, n: int, seed: int, batch_size: int, position: Callable[[], tuple[int, int]]) -> None:
+        self.n, self.seed, self.batch_size, self.position = n, seed, batch_size, position
+
+    def order(self, epoch: int) -> list[int]:
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        return torch.randperm(self.n, generator=gen).tolist()
+
+    def __iter__(self):
+        epoch, done = self.position()
+        yield from self.order(epoch)[done * self.batch_size :]
+
+    def __len__(self) -> int:
+        return self.n
+
+
 class ImageDataModule(L.LightningDataModule):
     """Loaders over ``self.train_set`` / ``val_set`` / ``test_set``, which subclasses fill in ``setup``."""
 
@@ -113,13 +138,20 @@ class ImageDataModule(L.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=EpochSampler(len(dataset), self.seed, self.batch_size, self._train_position) if shuffle else None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
             drop_last=drop_last,
         )
+
+    def _train_position(self) -> tuple[int, int]:
+        """``(epoch, batches trained in it)`` from the Trainer's progress (restored from a checkpoint on resume)."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 0
+        loop = trainer.fit_loop.epoch_loop
+        return trainer.current_epoch, loop.batch_progress.current.completed
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)
