@@ -15,6 +15,10 @@ What every experiment shares is not repeated in its YAML:
 - checkpoints (best by ``val/loss`` and ``last.ckpt``) and image grids are CLI arguments with
   defaults, ``checkpoint.*`` and ``image_grid.*``, so an experiment's ``trainer.callbacks`` holds
   only its own extras;
+- a non-finite loss term stops the run with one line naming the epoch, the step and the term, and no
+  checkpoint with non-finite weights is written (``divergence.*``, :mod:`ae_lightning.callbacks.divergence`);
+- ``last.ckpt`` is also written every ``resume.every_n_train_steps`` steps and on SIGTERM, so a killed or
+  preempted run resumes with ``--ckpt_path last`` to the same weights (:mod:`ae_lightning.callbacks.resume`);
 - every net's ``image_shape`` is the data's (:func:`ae_lightning.config.link_image_shape`): a config
   states the image size once, in its data block, and ``--data.init_args.image_size=128`` resizes the nets too.
 """
@@ -22,6 +26,7 @@ What every experiment shares is not repeated in its YAML:
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -29,7 +34,7 @@ import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
-from ae_lightning.callbacks import ReconstructionGrid
+from ae_lightning.callbacks import NonFiniteLossError, ReconstructionGrid, ResumeCheckpoint, StopOnNonFinite
 from ae_lightning.config import DEFAULTS, instantiate, link_image_shape
 
 
@@ -49,7 +54,11 @@ class AutoencoderCLI(LightningCLI):
         parser.add_lightning_class_args(ReconstructionGrid, "image_grid")
         parser.set_defaults({"image_grid.num_images": 8})
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({"checkpoint.monitor": "val/loss", "checkpoint.save_last": True})
+        # enable_version_counter=False: resume.* writes last.ckpt too, in the same folder (no last-v1.ckpt)
+        parser.set_defaults({"checkpoint.monitor": "val/loss", "checkpoint.save_last": True,
+                             "checkpoint.enable_version_counter": False})
+        parser.add_lightning_class_args(StopOnNonFinite, "divergence")
+        parser.add_lightning_class_args(ResumeCheckpoint, "resume")
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
@@ -65,6 +74,13 @@ class AutoencoderCLI(LightningCLI):
 
 def main(args=None) -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
+    try:
+        _run(args)
+    except NonFiniteLossError as err:  # a diverged run: one line, exit status 1, the last good checkpoint kept
+        sys.exit(f"ae-lightning: {err}")
+
+
+def _run(args) -> None:
     AutoencoderCLI(
         L.LightningModule,
         L.LightningDataModule,

@@ -20,9 +20,12 @@ def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor, kind: Reconstructi
     if kind == "mse":
         return F.mse_loss(x_hat, x)
     if kind == "bce":
-        # autocast-safe: BCE on probabilities is not allowed under autocast, so compute it in fp32
+        # autocast-safe: BCE on probabilities is not allowed under autocast, so compute it in fp32; written
+        # out (F.binary_cross_entropy's formula) because F.binary_cross_entropy raises on a NaN input, while a
+        # diverged run must reach the loss as NaN so that the divergence guard names the term
         with torch.autocast(device_type=x.device.type, enabled=False):
-            return F.binary_cross_entropy(x_hat.float().clamp(1e-6, 1 - 1e-6), x.float())
+            p, t = x_hat.float().clamp(1e-6, 1 - 1e-6), x.float()
+            return -(t * p.log() + (1 - t) * (-p).log1p()).mean()
     if kind == "l1":
         return F.l1_loss(x_hat, x)
     raise ValueError(f"unknown reconstruction loss {kind!r}; choose 'mse', 'bce' or 'l1'")

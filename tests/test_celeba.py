@@ -25,8 +25,9 @@ ATTRS = [
 def write_synthetic_celeba(root: Path, partition=(0, 0, 0, 0, 1, 1, 2, 2), seed: int = 0) -> np.ndarray:
     """``root/celeba`` with 178×218 JPEGs and the five list files in the official formats.
 
-    ``partition`` gives each image's split (0 train, 1 valid, 2 test); torchvision fails on a
-    split with exactly one image, so every split gets 0 or ≥ 2. Returns the (N, 40) {-1, 1} attributes.
+    ``partition`` gives each image's split (0 train, 1 valid, 2 test). Byte-faithful to the official
+    files where it matters to a parser: the attribute header line ends with a space, and values are
+    ``%2d`` fields (``-1`` / `` 1``) separated by one space. Returns the (N, 40) {-1, 1} attributes.
     Image i is a flat colour with red = 20 * i mod 256, so tests can tell images apart after the crop.
     """
     base = root / "celeba"
@@ -42,7 +43,8 @@ def write_synthetic_celeba(root: Path, partition=(0, 0, 0, 0, 1, 1, 2, 2), seed:
         Image.fromarray(img).save(base / "img_align_celeba" / name, quality=95)
     # the real files: a count line, a header line (attributes / column names), then space-separated rows
     rows = [f"{nm} " + " ".join(f"{a:2d}" for a in row) for nm, row in zip(names, attrs, strict=True)]
-    (base / "list_attr_celeba.txt").write_text(f"{n}\n" + " ".join(ATTRS) + "\n" + "\n".join(rows) + "\n")
+    # the official header line ends with a space ("... Wearing_Necktie Young \n")
+    (base / "list_attr_celeba.txt").write_text(f"{n}\n" + " ".join(ATTRS) + " \n" + "\n".join(rows) + "\n")
     (base / "identity_CelebA.txt").write_text("".join(f"{nm} {100 + i}\n" for i, nm in enumerate(names)))
     (base / "list_bbox_celeba.txt").write_text(
         f"{n}\nimage_id x_1 y_1 width height\n" + "".join(f"{nm} 95 71 226 313\n" for nm in names)
@@ -117,3 +119,41 @@ def test_empty_root_names_every_file(tmp_path: Path):
         CelebAFaces(tmp_path / "nowhere", "train")
     msg = str(err.value).split("fix:")[0]
     assert all(f in msg for f in LIST_FILES) and "img_align_celeba" in msg
+
+
+def test_attribute_header_with_trailing_space_gives_40_attributes(celeba_root):
+    """The official header ends with a space: it used to parse as a 41st, empty attribute name, and
+    every item with attributes=None raised IndexError: index 40."""
+    root, attrs = celeba_root
+    header = (root / "celeba" / "list_attr_celeba.txt").read_bytes().split(b"\n")[1]
+    assert header.endswith(b"Young ")  # the synthetic file is byte-faithful here
+    ds = CelebAFaces(root, "train", verify_md5=False)
+    assert ds.attr_names == ATTRS and ds.attributes == ATTRS
+    _, y = ds[3]
+    assert torch.equal(y, torch.from_numpy((attrs[3] + 1) / 2).float())
+
+
+def test_split_with_exactly_one_image(tmp_path: Path):
+    """torchvision's split selection crashes on a one-image split ("iteration over a 0-d tensor")."""
+    attrs = write_synthetic_celeba(tmp_path, partition=(0, 0, 0, 1, 2, 2))
+    ds = CelebAFaces(tmp_path, "valid", verify_md5=False)
+    assert len(ds) == 1 and ds.filename == ["000004.jpg"]
+    _, y = ds[0]
+    assert torch.equal(y, torch.from_numpy((attrs[3] + 1) / 2).float())
+
+
+def test_list_files_that_disagree_are_named(celeba_root):
+    root, _ = celeba_root
+    path = root / "celeba" / "list_bbox_celeba.txt"
+    path.write_text("\n".join(path.read_text().splitlines()[:-1]) + "\n")  # one row short
+    with pytest.raises(ValueError, match="list_bbox_celeba.txt has 7 rows but .*list_eval_partition.txt lists 8"):
+        CelebAFaces(root, "train", verify_md5=False)
+
+
+def test_zero_batches_with_drop_last_warns(celeba_root):
+    root, _ = celeba_root
+    dm = CelebADataModule(str(root), image_size=16, batch_size=8, drop_last=True, verify_md5=False, num_workers=0)
+    dm.setup("fit")
+    with pytest.warns(UserWarning, match="train split has 4 images, fewer than batch_size=8.*zero batches"):
+        loader = dm.train_dataloader()
+    assert len(loader) == 0

@@ -159,8 +159,58 @@ def test_folder_without_idx_files_raises_dataset_not_found(tmp_path):
 def test_image_label_count_mismatch(tmp_path, write_idx):
     write_idx(tmp_path / "t10k-images-idx3-ubyte", np.zeros((10, 28, 28), np.uint8))
     write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.zeros(9, np.uint8))
-    with pytest.raises(ValueError, match="10 images but 9 labels"):
+    with pytest.raises(ValueError, match="holds 10 images but .* holds 9 labels") as err:
         setup(root=str(tmp_path))
+    assert str(tmp_path / "t10k-images-idx3-ubyte") in str(err.value)
+    assert str(tmp_path / "t10k-labels-idx1-ubyte") in str(err.value)
+
+
+def test_count_mismatch_in_the_full_set_names_both_files_and_counts(mnist_root, write_idx):
+    """Was a bare IndexError mid-epoch: the train labels file one label short of its images."""
+    raw = mnist_root / "MNIST" / "raw"
+    labels = raw / "train-labels-idx1-ubyte.gz"
+    write_idx(labels, np.zeros(SYNTHETIC_MNIST["train"] - 1, np.uint8))
+    with pytest.raises(ValueError) as err:
+        setup(root=str(mnist_root))
+    msg = str(err.value)
+    assert str(raw / "train-images-idx3-ubyte.gz") in msg and str(labels) in msg
+    assert f"{SYNTHETIC_MNIST['train']} images" in msg and f"{SYNTHETIC_MNIST['train'] - 1} labels" in msg
+    assert "re-download" in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("magic", [b"\x00\x00\x08\x01", b"\x00\x00\x08\x09", b"\x01\x00\x08\x03"])
+def test_full_magic_number_is_checked_and_called_bad_magic(tmp_path, write_idx, magic):
+    """A labels file where the images belong (0x0801), a garbage dimension byte (0x0809, which
+    used to read as "truncated") and a wrong first byte: each is a bad magic number, naming the file."""
+    write_pair(write_idx, tmp_path, "t10k", 20, seed=0, gz=False)
+    path = tmp_path / "t10k-images-idx3-ubyte"
+    raw = bytearray(path.read_bytes())
+    raw[:4] = magic
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="bad magic number") as err:
+        setup(root=str(tmp_path))
+    msg = str(err.value)
+    assert str(path) in msg and "2051" in msg and "truncated" not in msg and "fix:" in msg
+
+
+def test_swapped_images_and_labels_files(tmp_path, write_idx):
+    images, labels = synthetic_digits(20, 0)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", labels)  # swapped on disk
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", images)
+    with pytest.raises(ValueError, match="bad magic number: expected 2051.*found 2049"):
+        setup(root=str(tmp_path))
+
+
+def test_setup_test_reads_only_the_test_files(mnist_root):
+    """Testing a checkpoint does not need the training files: a corrupt train file is not read."""
+    (mnist_root / "MNIST" / "raw" / "train-images-idx3-ubyte.gz").write_bytes(b"not gzip")
+    dm = MNISTDataModule(root=str(mnist_root))
+    dm.setup("test")
+    assert len(dm.test_set) == SYNTHETIC_MNIST["t10k"] and dm.train_set is None
+    x, y = next(iter(dm.test_dataloader()))
+    assert x.shape[1:] == (1, 28, 28)
+    with pytest.raises(ValueError, match="cannot read MNIST file .*train-images"):
+        dm.setup("fit")
 
 
 def test_download_needs_a_root():

@@ -206,8 +206,9 @@ def test_medmnist_npz_keeps_the_official_splits(tmp_path):
         assert ids(ds) == list(r)
         assert ds.labels.tolist() == [i % 2 for i in r]
     assert XRayDataset(str(path), "val", image_size=16).images.shape == (7, 1, 16, 16)  # down-sized
-    with pytest.raises(ValueError, match="smaller than the requested image_size=64") as err:
-        XRayDataset(str(path), "train", image_size=64)
+    assert XRayDataset(str(path), "val", image_size=40).images.shape == (7, 1, 40, 40)  # up-sized, with a warning
+    with pytest.raises(ValueError, match="28x28, smaller than the requested image_size=64") as err:
+        XRayDataset(str(path), "train", image_size=64, small_images="error")
     one_line_naming(err, path)
 
 
@@ -288,14 +289,86 @@ def test_corrupt_image_file_is_reported_not_dropped(xray_tree):
     bad.write_bytes(b"\x89PNG\r\n\x1a\n but then garbage")
     with pytest.raises(ValueError, match="corrupt") as err:
         load_xray_source(xray_tree)
-    one_line_naming(err, bad)
+    msg = one_line_naming(err, xray_tree)
+    assert "NORMAL/zz_broken.png (" in msg
 
 
-def test_image_smaller_than_the_requested_size(tmp_path):
-    small = save(tmp_path / "imgs" / "small.png", const(40, 50, 9))
-    with pytest.raises(ValueError, match="50x40, smaller than the requested image_size=64") as err:
-        load_xray_source(tmp_path / "imgs", image_size=64)
-    one_line_naming(err, small)
+def test_every_bad_file_is_reported_in_one_message(xray_tree):
+    """Not one error per run: every unreadable file of the tree, each with its reason, in one line."""
+    png = xray_tree / "NORMAL" / "broken.png"
+    png.write_bytes(save(xray_tree / "tmp.png", const(64, 64, 7)).read_bytes()[:60])  # a real PNG cut short
+    (xray_tree / "tmp.png").unlink()
+    jpg = xray_tree / "PNEUMONIA" / "empty.jpg"
+    jpg.write_bytes(b"")
+    pgm = xray_tree / "PNEUMONIA" / "header_only.pgm"
+    pgm.write_bytes(b"P5\n64 64\n255\n")  # a PGM header without its pixels
+    with pytest.raises(ValueError) as err:
+        load_xray_source(xray_tree)
+    msg = one_line_naming(err, xray_tree)
+    assert f"3 of {len(TREE) + 4} X-ray files" in msg
+    for f in (png, jpg, pgm):
+        rel = str(f.relative_to(xray_tree))
+        assert f"{rel} (" in msg, (rel, msg)
+    assert "cannot identify image file" in msg  # the reason, not only the name
+    assert "fix: replace or remove" in msg
+
+
+def test_image_smaller_than_the_requested_size_is_upscaled_with_a_warning(tmp_path, caplog):
+    save(tmp_path / "imgs" / "small.png", const(40, 50, 9))
+    save(tmp_path / "imgs" / "big.png", const(80, 80, 9))
+    with caplog.at_level("WARNING", logger="ae_lightning.data.xray"):
+        src = load_xray_source(tmp_path / "imgs", image_size=64)
+    assert src.images.shape == (2, 64, 64) and np.allclose(src.images, 9 / 255, atol=1e-3)
+    (line,) = [r.getMessage() for r in caplog.records if "upscaled" in r.getMessage()]
+    assert "1 images smaller than image_size=64" in line and "small.png (50x40" in line and "small_images=error" in line
+
+
+def test_small_images_refused_with_the_option(tmp_path):
+    save(tmp_path / "imgs" / "small.png", const(40, 50, 9))
+    save(tmp_path / "imgs" / "tiny.png", const(8, 8, 9))
+    save(tmp_path / "imgs" / "big.png", const(80, 80, 9))
+    with pytest.raises(ValueError, match="2 of 3 X-ray files") as err:
+        load_xray_source(tmp_path / "imgs", image_size=64, small_images="error")
+    msg = one_line_naming(err, tmp_path / "imgs")
+    assert "small.png (50x40, smaller than the requested image_size=64)" in msg and "tiny.png (8x8" in msg
+
+
+def test_medmnist_with_missing_splits_loads_the_others_and_names_the_key(tmp_path, caplog):
+    arrays = {"train_images": numbered(12, 28), "train_labels": np.zeros((12, 1), np.uint8),
+              "val_images": numbered(4, 28), "val_labels": np.ones((4, 1), np.uint8)}  # no test_images
+    path = npz(tmp_path / "partial.npz", **arrays)
+    with caplog.at_level("WARNING", logger="ae_lightning.data.xray"):
+        dm = XRayDataModule(root=str(path), image_size=28, batch_size=4)
+        dm.setup("fit")
+    assert len(dm.train_set) == 12 and len(dm.val_set) == 4 and dm.test_set is None
+    assert "missing: test_images" in caplog.text
+    assert next(iter(dm.train_dataloader()))[0].shape == (4, 1, 28, 28)
+    with pytest.raises(ValueError, match="no 'test_images' array") as err:
+        dm.test_dataloader()
+    one_line_naming(err, path)
+    with pytest.raises(ValueError, match="no 'test_images' array"):
+        XRayDataset(str(path), "test", image_size=28)
+
+
+def test_npz_is_closed_on_every_path(tmp_path, monkeypatch):
+    """np.load keeps the zip open until closed: every path (success, missing key, bad labels) closes it."""
+    opened = []
+    real_load = np.load
+
+    def tracking_load(*a, **kw):
+        opened.append(real_load(*a, **kw))
+        return opened[-1]
+
+    monkeypatch.setattr(np, "load", tracking_load)
+    good = npz(tmp_path / "good.npz", images=numbered(10, 32))
+    no_images = npz(tmp_path / "none.npz", pixels=numbered(3))
+    bad_labels = npz(tmp_path / "labels.npz", images=numbered(10, 32), labels=np.zeros(3, np.int64))
+    load_xray_source(good, image_size=32)
+    for path, match in ((no_images, "no 'images'"), (bad_labels, r"'labels' has shape \(3,\) but there are 10 images")):
+        with pytest.raises(ValueError, match=match) as err:
+            load_xray_source(path, image_size=32)
+        one_line_naming(err, path)
+    assert len(opened) == 3 and all(f.zip is None for f in opened)  # NpzFile.close() drops its zip
 
 
 def test_npz_without_images(tmp_path):

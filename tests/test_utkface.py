@@ -75,3 +75,32 @@ def test_datamodule_batches_and_synthetic_demo(tmp_path, caplog):
     assert t["age_group"].dtype == torch.long and t["gender"].shape == (4,)
     with pytest.raises(DatasetNotFoundError):
         UTKFaceDataModule(root=str(tmp_path / "absent")).setup("fit")
+
+
+def test_every_unusable_file_is_reported_with_its_reason(tmp_path, caplog):
+    """A valid name on a truncated JPEG used to crash inside the DataLoader without naming the file;
+    now every image is decoded at setup and each skipped file is named with its reason, in one line."""
+    root = tmp_path / "UTKFace"
+    write_synthetic_utkface(root, 20, image_size=32)
+    good = sorted(root.glob("*.jpg"))
+    truncated = root / "30_0_1_20170116174525125.jpg.chip.jpg"
+    truncated.write_bytes(good[0].read_bytes()[:300])  # a real JPEG cut short, as an interrupted download leaves it
+    not_an_image = root / "41_1_3_20170117000000000.jpg.chip.jpg"
+    not_an_image.write_bytes(b"<html>quota exceeded</html>")
+    old = root / "117_0_0_20170117000000001.jpg"
+    old.write_bytes(good[1].read_bytes())
+    with caplog.at_level(logging.WARNING, logger="ae_lightning.data.utkface"):
+        sets = [UTKFaceDataset(root, s, image_size=16, val_fraction=0.2, test_fraction=0.2)
+                for s in ("train", "val", "test")]
+    lines = [r.getMessage() for r in caplog.records if "unusable" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0] and "3 of 23" in lines[0]
+    line = lines[0]
+    assert f"{truncated.name} (cannot decode the image (Truncated File Read" in line
+    assert f"{not_an_image.name} (cannot decode the image (cannot identify image file" in line
+    assert f"{old.name} (malformed name (age 117 outside 0-116))" in line
+    used = {f.name for s in sets for f in s.files}
+    assert len(used) == 20 and not used & {truncated.name, not_an_image.name, old.name}
+    for s in sets:  # every kept file loads
+        assert s[len(s) - 1][0].shape == (3, 16, 16)
+    with pytest.raises(ValueError, match="Truncated File Read.*strict=False"):
+        scan_utkface(root, strict=True)

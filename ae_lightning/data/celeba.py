@@ -90,8 +90,12 @@ class CelebAFaces(torchvision.datasets.CelebA):
                     f"CelebA files missing under {Path(root).expanduser() / 'celeba'}: {', '.join(missing)}; "
                     f"fix: {HOW_TO_GET}"
                 )
+        if split not in ("train", "valid", "test", "all"):
+            raise ValueError(f"split must be one of train, valid, test, all; got {split!r}")
         try:
-            super().__init__(str(root), split=split, target_type="attr", transform=transform, download=download)
+            # always read "all" and select the split here: torchvision's own split selection crashes on a
+            # split with exactly one image (a 0-d tensor after squeeze: "iteration over a 0-d tensor")
+            super().__init__(str(root), split="all", target_type="attr", transform=transform, download=download)
         except RuntimeError as err:
             if "corrupted" not in str(err):
                 raise
@@ -101,13 +105,46 @@ class CelebAFaces(torchvision.datasets.CelebA):
                 f"MD5 sums: {', '.join(bad)}; fix: re-download them ({HOW_TO_GET}), or pass verify_md5=False "
                 "if you know they are the right files saved differently"
             ) from err
-        names = list(self.attr_names)
+        except (ValueError, IndexError) as err:  # a row with a missing or non-integer field
+            raise ValueError(
+                f"cannot parse the CelebA annotation files under {Path(root).expanduser() / 'celeba'}: {err}; "
+                f"fix: re-download them ({HOW_TO_GET})"
+            ) from err
+        self._select_split(split)
+        # the official list_attr_celeba.txt header line ends with a space: csv.reader gives a 41st, empty name
+        names = [n for n in self.attr_names if n]
+        attr_file = Path(root).expanduser() / "celeba" / "list_attr_celeba.txt"
+        if len(names) != self.attr.shape[1]:
+            raise ValueError(
+                f"{attr_file} names {len(names)} attributes in its header but its rows have {self.attr.shape[1]} "
+                f"values; fix: re-download it ({HOW_TO_GET})"
+            )
+        self.attr_names = names
         chosen = list(attributes) if attributes is not None else names
         unknown = [a for a in chosen if a not in names]
         if unknown:
             raise ValueError(f"unknown CelebA attributes {unknown}; choose from {names}")
         self.attributes = chosen
         self.attr_index = torch.tensor([names.index(a) for a in chosen], dtype=torch.long)
+
+    def _select_split(self, split: str) -> None:
+        """Keep the rows of ``split`` (the official partition); checks that the list files agree."""
+        base = Path(self.root) / self.base_folder
+        partition = self._load_csv("list_eval_partition.txt")
+        tables = {"identity_CelebA.txt": self.identity, "list_bbox_celeba.txt": self.bbox,
+                  "list_landmarks_align_celeba.txt": self.landmarks_align, "list_attr_celeba.txt": self.attr}
+        for name, table in tables.items():
+            if len(table) != len(partition.index):
+                raise ValueError(
+                    f"{base / name} has {len(table)} rows but {base / 'list_eval_partition.txt'} lists "
+                    f"{len(partition.index)} images; fix: re-download the annotation files ({HOW_TO_GET})"
+                )
+        if split == "all":
+            return
+        rows = torch.nonzero(partition.data[:, 0] == {"train": 0, "valid": 1, "test": 2}[split]).flatten()  # (N,)
+        self.filename = [partition.index[i] for i in rows.tolist()]
+        self.identity, self.bbox = self.identity[rows], self.bbox[rows]
+        self.landmarks_align, self.attr = self.landmarks_align[rows], self.attr[rows]
 
     def _md5_ok(self, filename: str, md5: str) -> bool:
         return torchvision.datasets.utils.check_integrity(str(Path(self.root) / self.base_folder / filename), md5)
@@ -145,6 +182,7 @@ class CelebADataModule(ImageDataModule):
         hflip: random horizontal flips of training images.
         download: try torchvision's Google-Drive download in ``prepare_data`` (often fails: see above).
         verify_md5: check the annotation files' MD5 sums (see :class:`CelebAFaces`).
+        drop_last: drop the last incomplete training batch (a warning says when that leaves none).
     """
 
     def __init__(
@@ -158,10 +196,11 @@ class CelebADataModule(ImageDataModule):
         hflip: bool = False,
         download: bool = False,
         verify_md5: bool = True,
+        drop_last: bool = False,
         num_workers: int = 4,
         seed: int = 0,
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
+        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed, drop_last=drop_last)
         self.save_hyperparameters()
         if crop_size < image_size:
             log.warning("crop_size %d < image_size %d: faces will be upsampled", crop_size, image_size)

@@ -8,7 +8,8 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from lightning.pytorch.utilities import rank_zero_warn
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 EMBEDDED = Path(__file__).parent / "embedded"
 
@@ -80,44 +81,89 @@ def take_train_subset(idx: np.ndarray, train_size: int | None, what: str) -> np.
     return idx[:train_size]
 
 
+class EpochSampler(Sampler[int]):
+    """A shuffle that is a function of ``(seed, epoch)`` and resumes in the middle of an epoch.
+
+    ``position()`` says where training stands: ``(epoch, batches already trained in it)``. Each
+    iteration draws epoch ``epoch``'s permutation and skips the batches already trained, so a run
+    resumed from a mid-epoch checkpoint sees exactly the batches the uninterrupted run would have
+    seen next (a DataLoader ``generator`` seeded once per ``train_dataloader()`` call would replay
+    epoch 0's order instead).
+    """
+
+    def __init__(self, n: int, seed: int, batch_size: int, position: Callable[[], tuple[int, int]]) -> None:
+        self.n, self.seed, self.batch_size, self.position = n, seed, batch_size, position
+
+    def order(self, epoch: int) -> list[int]:
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        return torch.randperm(self.n, generator=gen).tolist()
+
+    def __iter__(self):
+        epoch, done = self.position()
+        yield from self.order(epoch)[done * self.batch_size :]
+
+    def __len__(self) -> int:
+        return self.n
+
+
 class ImageDataModule(L.LightningDataModule):
     """Loaders over ``self.train_set`` / ``val_set`` / ``test_set``, which subclasses fill in ``setup``."""
 
     image_shape: tuple[int, int, int]
 
-    def __init__(self, batch_size: int = 64, num_workers: int = 0, seed: int = 0) -> None:
+    def __init__(self, batch_size: int = 64, num_workers: int = 0, seed: int = 0, drop_last: bool = False) -> None:
         super().__init__()
+        self.drop_last = drop_last
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
+        #: ``{split: message}`` for splits the data lack (e.g. a MedMNIST file without test images)
+        self.unavailable: dict[str, str] = {}
 
-    def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset | None, shuffle: bool, split: str = "train") -> DataLoader:
         if dataset is None:
+            if split in self.unavailable:
+                raise ValueError(self.unavailable[split])
             raise RuntimeError(f"{type(self).__name__}.setup() has not been called")
+        drop_last = self.drop_last and split == "train"
+        if drop_last and len(dataset) < self.batch_size:
+            rank_zero_warn(
+                f"{type(self).__name__}: the {split} split has {len(dataset)} images, fewer than "
+                f"batch_size={self.batch_size}, so with drop_last=True it yields zero batches (nothing is trained); "
+                "fix: lower batch_size or set drop_last=False"
+            )
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=EpochSampler(len(dataset), self.seed, self.batch_size, self._train_position) if shuffle else None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+            drop_last=drop_last,
         )
+
+    def _train_position(self) -> tuple[int, int]:
+        """``(epoch, batches trained in it)`` from the Trainer's progress (restored from a checkpoint on resume)."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 0
+        loop = trainer.fit_loop.epoch_loop
+        return trainer.current_epoch, loop.batch_progress.current.completed
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        return self._loader(self.val_set, shuffle=False, split="val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)
+        return self._loader(self.test_set, shuffle=False, split="test")
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)
+        return self._loader(self.test_set, shuffle=False, split="test")
 
 
 def as_paths(root: str | Path | Sequence[str | Path]) -> list[Path]:

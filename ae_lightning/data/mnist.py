@@ -35,20 +35,53 @@ log = logging.getLogger(__name__)
 LAYOUT = "root/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] (torchvision layout)"
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (optionally gzipped) into a uint8 array; one clear error if it is not IDX."""
+#: the full IDX magic numbers of the MNIST files: 0x00000803 (uint8, 3-D images), 0x00000801 (uint8, 1-D labels)
+IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
+
+
+def read_idx(path: Path, magic: int | None = None) -> np.ndarray:
+    """Read an IDX file (optionally gzipped) into a uint8 array; one clear error if it is not IDX.
+
+    ``magic``: the full 4-byte magic number the file must carry (:data:`IMAGES_MAGIC` or
+    :data:`LABELS_MAGIC`); ``None`` accepts any unsigned-byte IDX file of 1–4 dimensions.
+    """
     try:
         raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError) as err:
         raise ValueError(f"cannot read MNIST file {path}: {err}; re-download it (download=True) or replace it") from err
-    if len(raw) < 8 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise ValueError(f"{path} is not an unsigned-byte IDX file (bad magic number); expected the official MNIST files")
+    found = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
+    valid = found is not None and raw[:3] == b"\x00\x00\x08" and 1 <= raw[3] <= 4
+    if not valid or (magic is not None and found != magic):
+        want = f"{magic} (0x{magic:08x})" if magic is not None else "0x000008NN (unsigned-byte IDX, NN = 1..4 dimensions)"
+        got = "a file shorter than 4 bytes" if found is None else f"{found} (0x{found:08x})"
+        raise ValueError(
+            f"{path} has a bad magic number: expected {want}, found {got}; "
+            "fix: it is not the right MNIST file (images and labels swapped, or another file) — "
+            "re-download the official files (download=True)"
+        )
     ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     offset = 4 + 4 * ndim
+    if len(raw) < offset:
+        raise ValueError(f"{path} is truncated inside its header ({len(raw)} bytes); fix: re-download it (download=True)")
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     if len(raw) - offset != int(np.prod(dims)):
-        raise ValueError(f"{path} is truncated: header says {dims}, file has {len(raw) - offset} data bytes")
+        raise ValueError(
+            f"{path} is truncated: header says {dims}, file has {len(raw) - offset} data bytes; "
+            "fix: re-download it (download=True)"
+        )
     return np.frombuffer(raw, np.uint8, offset=offset).reshape(dims)
+
+
+def read_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """An images file and its labels file, checked against each other (same count)."""
+    images, labels = read_idx(images_path, IMAGES_MAGIC), read_idx(labels_path, LABELS_MAGIC)
+    if len(images) != len(labels):
+        raise ValueError(
+            f"MNIST images and labels do not match: {images_path} holds {len(images)} images but "
+            f"{labels_path} holds {len(labels)} labels; fix: re-download both files (download=True) "
+            "so that they come from the same release"
+        )
+    return images, labels
 
 
 def _find(root: Path, stem: str) -> Path | None:
@@ -105,13 +138,16 @@ class MNISTDataModule(ImageDataModule):
             for train in (True, False):
                 torchvision.datasets.MNIST(str(self.root), train=train, download=True)
 
-    def _load(self) -> tuple[dict[str, np.ndarray], str]:
-        """Arrays ``{split: (images, labels)}`` and a description of where they came from."""
+    def _load(self, stage: str | None = None) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], str]:
+        """Arrays ``{split: (images, labels)}`` and a description of where they came from.
+
+        For ``stage="test"`` / ``"predict"`` on the full set only the t10k files are read: testing
+        a checkpoint does not need (or check) the training files.
+        """
         hp = self.hparams
         if self.root is None:
-            images = read_idx(EMBEDDED / "mnist-3k-images-idx3-ubyte.gz")
-            labels = read_idx(EMBEDDED / "mnist-3k-labels-idx1-ubyte.gz")
-            return self._split_one(images, labels, "the embedded 3,000 MNIST test digits")
+            pair = read_pair(EMBEDDED / "mnist-3k-images-idx3-ubyte.gz", EMBEDDED / "mnist-3k-labels-idx1-ubyte.gz")
+            return self._split_one(*pair, "the embedded 3,000 MNIST test digits")
         if not self.root.is_dir():
             raise DatasetNotFoundError(
                 f"MNIST root {self.root} does not exist; expected {LAYOUT}; "
@@ -121,22 +157,23 @@ class MNISTDataModule(ImageDataModule):
                                                    "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
         if all(files.values()):
             # the same bytes torchvision.datasets.MNIST reads; read here so that .gz files work too
-            x, y = (read_idx(files[f"train-{k}"]) for k in ("images-idx3-ubyte", "labels-idx1-ubyte"))
+            where = f"the full MNIST set in {self.root}"
+            test = read_pair(files["t10k-images-idx3-ubyte"], files["t10k-labels-idx1-ubyte"])
+            if stage in ("test", "predict"):
+                return {"test": test}, where
+            x, y = read_pair(files["train-images-idx3-ubyte"], files["train-labels-idx1-ubyte"])
             tr, va, _ = seeded_split(len(x), hp.val_fraction, 0.0, self.seed, f"MNIST train set in {self.root}")
             tr = take_train_subset(tr, hp.train_size, "MNIST")
-            test = tuple(read_idx(files[f"t10k-{k}"]) for k in ("images-idx3-ubyte", "labels-idx1-ubyte"))
-            return {"train": (x[tr], y[tr]), "val": (x[va], y[va]), "test": test}, f"the full MNIST set in {self.root}"
-        img, lab = _find(self.root, "t10k-images-idx3-ubyte"), _find(self.root, "t10k-labels-idx1-ubyte")
+            return {"train": (x[tr], y[tr]), "val": (x[va], y[va]), "test": test}, where
+        img, lab = files["t10k-images-idx3-ubyte"], files["t10k-labels-idx1-ubyte"]
         if img is None or lab is None:
             raise DatasetNotFoundError(
                 f"no MNIST IDX files in {self.root}; expected {LAYOUT} (or only the t10k files); "
                 "fix: pass download=True when online, or point root at the folder holding the IDX files"
             )
-        return self._split_one(read_idx(img), read_idx(lab), f"the MNIST test files in {img.parent} only")
+        return self._split_one(*read_pair(img, lab), f"the MNIST test files in {img.parent} only")
 
     def _split_one(self, images: np.ndarray, labels: np.ndarray, what: str):
-        if len(images) != len(labels):
-            raise ValueError(f"{what}: {len(images)} images but {len(labels)} labels")
         hp = self.hparams
         tr, va, te = seeded_split(len(images), hp.val_fraction, hp.test_fraction, self.seed, what)
         tr = take_train_subset(tr, hp.train_size, what)
@@ -147,14 +184,13 @@ class MNISTDataModule(ImageDataModule):
         return {s: (images[i], labels[i]) for s, i in (("train", tr), ("val", va), ("test", te))}, what
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
+        if self.train_set is not None or (self.test_set is not None and stage in ("test", "predict")):
             return
-        arrays, self.source = self._load()
-        sets = {}
+        arrays, self.source = self._load(stage)
         for split, (images, labels) in arrays.items():
             x, y = _to_tensors(images, labels)
-            sets[split] = ArrayImageDataset(x, y, transform=_bernoulli if self.hparams.binarize else None)
-        self.train_set, self.val_set, self.test_set = sets["train"], sets["val"], sets["test"]
+            transform = _bernoulli if self.hparams.binarize else None
+            setattr(self, f"{split}_set", ArrayImageDataset(x, y, transform=transform))
 
 
 def _bernoulli(x: torch.Tensor) -> torch.Tensor:

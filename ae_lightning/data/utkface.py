@@ -2,9 +2,10 @@
 
 Layout: a folder (searched recursively) of JPEGs named ``[age]_[gender]_[race]_[date&time].jpg``,
 or the aligned-and-cropped ``….jpg.chip.jpg`` form; age 0–116, gender 0 (male) / 1 (female), race
-0–4 (White, Black, Asian, Indian, Others). Names that do not parse (the public archive has a few,
-e.g. a missing race field) are counted and reported in **one** warning line with examples;
-``strict=True`` makes that an error. Nothing is dropped silently.
+0–4 (White, Black, Asian, Indian, Others). Every image is decoded at setup; files whose names do not
+parse (the public archive has a few, e.g. a missing race field) or that do not decode (a truncated
+download) are reported in **one** warning line, each with its reason; ``strict=True`` makes that an
+error. Nothing is dropped silently.
 
 UTKFace is published at https://susanqq.github.io/UTKFace/ for non-commercial research only; it is
 downloaded by hand and never redistributed by this project. For offline runs and tests,
@@ -67,18 +68,43 @@ def age_group(age: int) -> int:
 
 def parse_name(name: str) -> tuple[int, int, int] | None:
     """``(age, gender, race)`` from a UTKFace file name, or ``None`` when it does not follow the scheme."""
+    parsed = _parse(name)
+    return parsed if isinstance(parsed, tuple) else None
+
+
+def _parse(name: str) -> tuple[int, int, int] | str:
+    """``(age, gender, race)``, or the reason the name does not follow the scheme."""
     m = _NAME.match(name)
     if not m:
-        return None
+        return "malformed name (expected [age]_[gender]_[race]_[date&time].jpg)"
     age, gender, race = int(m[1]), int(m[2]), int(m[3])
-    if not (0 <= age <= MAX_AGE and gender in (0, 1) and 0 <= race < len(RACES)):
-        return None
+    checks = (("age", age, age <= MAX_AGE, f"0-{MAX_AGE}"), ("gender", gender, gender in (0, 1), "0/1"),
+              ("race", race, race < len(RACES), f"0-{len(RACES) - 1}"))
+    for what, value, ok, allowed in checks:
+        if not ok:
+            return f"malformed name ({what} {value} outside {allowed})"
     return age, gender, race
+
+
+def decode_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be decoded as an image (``None`` when it can).
+
+    Decodes the whole file (JPEG at reduced scale: every byte of the scan is still read), so a
+    truncated download is caught here rather than inside a DataLoader worker.
+    """
+    try:
+        with Image.open(path) as img:
+            img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))
+            img.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        return f"cannot decode the image ({err})"
+    return None
 
 
 @dataclass
 class UTKFaceIndex:
-    """The parsed files of a root: ``files`` and ``labels`` (N, 3) = age, gender, race."""
+    """The usable files of a root: ``files`` and ``labels`` (N, 3) = age, gender, race; ``malformed``: every
+    skipped file as ``"name (reason)"`` (a name off the scheme, or an image that does not decode)."""
 
     files: list[Path]
     labels: np.ndarray
@@ -86,7 +112,8 @@ class UTKFaceIndex:
 
 
 def scan_utkface(root: str | Path, strict: bool = False) -> UTKFaceIndex:
-    """Find and parse every ``.jpg`` under ``root``; report malformed names in one warning (or raise if ``strict``).
+    """Find, parse and decode every ``.jpg`` under ``root``; report every unusable file with its reason in
+    one warning (or raise if ``strict``).
 
     Cached per (root, modification time): the three splits scan once and warn once.
     """
@@ -102,25 +129,23 @@ def _scan_cached(root_str: str, strict: bool, mtime: float) -> UTKFaceIndex:
     candidates = sorted(p for p in root.rglob("*") if p.is_file() and p.name.lower().endswith(".jpg"))
     if not candidates:
         raise DatasetNotFoundError(f"no .jpg images under UTKFace root {root}; expected {LAYOUT}. {HOW_TO_GET}")
-    files, labels, malformed = [], [], []
+    files, labels, skipped = [], [], []
     for p in candidates:
-        parsed = parse_name(p.name)
-        if parsed is None:
-            malformed.append(p.name)
+        parsed = _parse(p.name)
+        problem = parsed if isinstance(parsed, str) else decode_problem(p)
+        if problem is not None:
+            skipped.append(f"{p.relative_to(root)} ({problem})")
         else:
             files.append(p)
             labels.append(parsed)
-    if malformed:
-        msg = (
-            f"UTKFace: {len(malformed)} of {len(candidates)} files in {root} have malformed names "
-            f"(expected [age 0-116]_[gender 0/1]_[race 0-4]_[date&time].jpg), e.g. {', '.join(malformed[:3])}"
-        )
+    if skipped:
+        msg = f"UTKFace: {len(skipped)} of {len(candidates)} files in {root} are unusable: {'; '.join(skipped)}"
         if strict:
-            raise ValueError(msg + "; fix: rename or remove them, or pass strict=False to skip them")
+            raise ValueError(msg + "; fix: rename, re-download or remove them, or pass strict=False to skip them")
         log.warning("%s; skipped them (strict=True makes this an error)", msg)
     if not files:
-        raise DatasetNotFoundError(f"no UTKFace-named images under {root}; expected {LAYOUT}. {HOW_TO_GET}")
-    return UTKFaceIndex(files, np.asarray(labels, dtype=np.int64).reshape(-1, 3), malformed)
+        raise DatasetNotFoundError(f"no usable UTKFace images under {root}; expected {LAYOUT}. {HOW_TO_GET}")
+    return UTKFaceIndex(files, np.asarray(labels, dtype=np.int64).reshape(-1, 3), skipped)
 
 
 def load_face(path: Path, image_size: int) -> torch.Tensor:

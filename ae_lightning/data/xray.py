@@ -23,6 +23,7 @@ import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".pgm", ".tif", ".tiff", ".bmp"}
 DICOM_SUFFIXES = {".dcm", ".dicom"}
 SPLITS = ("train", "val", "test")
+#: what to do with an image smaller than ``image_size``: upscale it (with a warning) or refuse it
+SmallImages = Literal["upscale", "error"]
 LAYOUT = (
     "a folder tree of .png/.jpg/.jpeg/.pgm/.tif/.bmp/.dcm images, an .npz with an 'images' array, "
     "or a MedMNIST .npz with train_images/val_images/test_images"
@@ -58,17 +61,40 @@ class XRaySource:
     labels: np.ndarray
     names: list[str]
     official_splits: dict[str, np.ndarray] | None = None
+    #: splits a MedMNIST file lacks, with the message naming the missing key
+    missing_splits: dict[str, str] | None = None
 
 
-def crop_resize(img: np.ndarray, size: int, where: str) -> np.ndarray:
-    """Centre-crop a 2-D float image to a square and resize it to ``size``×``size`` (antialiased)."""
+class MissingSplitError(ValueError):
+    """A source has no images for the requested split (a MedMNIST ``.npz`` without ``{split}_images``)."""
+
+
+def too_small(shape: tuple[int, ...], size: int) -> str | None:
+    """``"WxH, smaller than image_size=S"`` when an (…, H, W) image is smaller than ``size``, else ``None``."""
+    h, w = shape[-2:]
+    return f"{w}x{h}, smaller than the requested image_size={size}" if min(h, w) < size else None
+
+
+def warn_upscaled(where: str, names: Sequence[str], size: int) -> None:
+    """One warning for all images of a source that were upscaled to ``size``."""
+    if names:
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        log.warning(
+            "X-rays in %s: %d images smaller than image_size=%d were upscaled (%s); "
+            "pass small_images=error to refuse them, or lower image_size", where, len(names), size, shown,
+        )
+
+
+def crop_resize(img: np.ndarray, size: int, where: str, small_images: SmallImages = "upscale") -> np.ndarray:
+    """Centre-crop a 2-D float image to a square and resize it to ``size``×``size`` (antialiased).
+
+    An image smaller than ``size`` is upscaled, or refused with ``small_images="error"``.
+    """
     h, w = img.shape
     side = min(h, w)
-    if side < size:
-        raise ValueError(
-            f"{where} is {w}x{h}, smaller than the requested image_size={size}; "
-            f"fix: lower image_size or remove the image"
-        )
+    if side < size and small_images == "error":
+        raise ValueError(f"{where} is {too_small(img.shape, size)}; fix: lower image_size, remove the image, "
+                         "or pass small_images=upscale")
     top, left = (h - side) // 2, (w - side) // 2
     img = img[top : top + side, left : left + side]
     if side != size:
@@ -138,35 +164,69 @@ def _gray_stack(arr: np.ndarray, where: str) -> np.ndarray:
     return to_unit_float(arr, where)
 
 
-def _resize_all(images: np.ndarray, size: int, where: str) -> np.ndarray:
+def _resize_all(images: np.ndarray, size: int, where: str, small_images: SmallImages = "upscale") -> np.ndarray:
     if images.shape[1:] == (size, size):
         return images.astype(np.float32)
+    small = too_small(images.shape, size)
+    if small is not None:  # an array's images share one size: one error or one warning for all of them
+        if small_images == "error":
+            raise ValueError(f"{where}: its {len(images)} images are {small}; fix: lower image_size "
+                             "or pass small_images=upscale")
+        warn_upscaled(where, [f"all {len(images)} images ({small})"], size)
     return np.stack([crop_resize(im, size, f"{where}[{i}]") for i, im in enumerate(images)])
 
 
-def _load_npz(path: Path, size: int) -> XRaySource:
+def _labels_of(data, key: str, n: int, path: Path) -> np.ndarray:
+    lab = np.asarray(data[key])
+    if lab.size != n and (lab.ndim == 0 or lab.shape[0] != n):
+        raise ValueError(f"{path}: '{key}' has shape {lab.shape} but there are {n} images; fix: re-export the file "
+                         "with one label per image")
+    return lab.reshape(n, -1)[:, 0].astype(np.int64)
+
+
+def _load_npz(path: Path, size: int, small_images: SmallImages = "upscale") -> XRaySource:
     try:
         data = np.load(path, allow_pickle=False)
-        keys = set(data.files)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # a truncated .npz is a BadZipFile
         raise ValueError(f"cannot read {path}: {err}; expected {LAYOUT}") from err
-    if {f"{s}_images" for s in SPLITS} <= keys:  # MedMNIST layout, official splits
+    if not isinstance(data, np.lib.npyio.NpzFile):  # an .npy saved under an .npz name
+        raise ValueError(f"{path} is a single array, not an .npz archive; expected {LAYOUT}")
+    with data:  # closed on every path, errors included
+        try:
+            return _read_npz(data, path, size, small_images)
+        except (OSError, EOFError, zipfile.BadZipFile) as err:  # a member that does not decompress
+            raise ValueError(f"cannot read {path}: {err}; fix: re-download or re-export the file") from err
+
+
+def _read_npz(data, path: Path, size: int, small_images: SmallImages) -> XRaySource:
+    keys = set(data.files)
+    present = [s for s in SPLITS if f"{s}_images" in keys]
+    if present:  # MedMNIST layout, official splits: load the ones the file has, name the missing keys
         parts, labels, splits, start = [], [], {}, 0
-        for s in SPLITS:
-            imgs = _resize_all(_gray_stack(data[f"{s}_images"], f"{path}:{s}_images"), size, f"{path}:{s}_images")
-            lab = data[f"{s}_labels"].reshape(len(imgs), -1)[:, 0] if f"{s}_labels" in keys else np.full(len(imgs), -1)
+        for s in present:
+            where = f"{path}:{s}_images"
+            imgs = _resize_all(_gray_stack(data[f"{s}_images"], where), size, where, small_images)
+            lab = _labels_of(data, f"{s}_labels", len(imgs), path) if f"{s}_labels" in keys else np.full(len(imgs), -1)
             parts.append(imgs)
             labels.append(lab.astype(np.int64))
             splits[s] = np.arange(start, start + len(imgs))
             start += len(imgs)
+        missing = {
+            s: f"{path} has no '{s}_images' array (it holds {', '.join(sorted(keys))}), so there is no official {s} "
+               f"split; fix: use the complete MedMNIST file, or an .npz with one 'images' array (split with the seed)"
+            for s in SPLITS if s not in splits
+        }
+        if missing:
+            log.warning("X-rays in %s: loaded the %s splits; missing: %s", path, "/".join(present),
+                        ", ".join(f"{s}_images" for s in missing))
         images = np.concatenate(parts)
-        names = [f"{s}/{i}" for s in SPLITS for i in range(len(splits[s]))]
-        return XRaySource(str(path), images, np.concatenate(labels), names, splits)
+        names = [f"{s}/{i}" for s in present for i in range(len(splits[s]))]
+        return XRaySource(str(path), images, np.concatenate(labels), names, splits, missing or None)
     if "images" not in keys:
         raise ValueError(f"{path} has arrays {sorted(keys)} but no 'images'; expected {LAYOUT}")
-    images = _resize_all(_gray_stack(data["images"], f"{path}:images"), size, f"{path}:images")
+    images = _resize_all(_gray_stack(data["images"], f"{path}:images"), size, f"{path}:images", small_images)
     if "labels" in keys:
-        labels = data["labels"].reshape(len(images), -1)[:, 0].astype(np.int64)
+        labels = _labels_of(data, "labels", len(images), path)
     elif "names" in keys:  # 'CLASS/file' names, as in the embedded chest X-rays
         labels = _labels_from_parents([str(n) for n in data["names"]])
     else:
@@ -183,26 +243,52 @@ def _labels_from_parents(names: Sequence[str]) -> np.ndarray:
     return np.array([classes.index(p) for p in parents], dtype=np.int64)
 
 
-def _load_folder(root: Path, size: int) -> XRaySource:
+def _load_folder(root: Path, size: int, small_images: SmallImages = "upscale") -> XRaySource:
     suffixes = IMAGE_SUFFIXES | DICOM_SUFFIXES
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
     if not files:
         others = sorted({p.suffix for p in root.rglob("*") if p.is_file()})
         found = f" (found only {', '.join(others[:6])} files)" if others else " (it is empty)"
         raise DatasetNotFoundError(f"no X-ray images in {root}{found}; expected {LAYOUT}")
-    images = np.stack([crop_resize(read_image_file(f), size, str(f)) for f in files])
+    # every file is read and checked before any error: one message names all the bad ones, each with its reason
+    arrays, bad, upscaled = [], [], []
+    for f in files:
+        name = str(f.relative_to(root))
+        try:
+            img = read_image_file(f)
+        except ValueError as err:
+            bad.append(f"{name} ({err.__cause__ or err})")
+            continue
+        small = too_small(img.shape, size)
+        if small is not None:
+            if small_images == "error":
+                bad.append(f"{name} ({small})")
+                continue
+            upscaled.append(f"{name} ({small})")
+        arrays.append(img)
+    if bad:
+        fix = "replace or remove the corrupt files"
+        if any("smaller than" in b for b in bad):
+            fix += ", lower image_size or pass small_images=upscale"
+        raise ValueError(f"{len(bad)} of {len(files)} X-ray files in {root} cannot be used: {'; '.join(bad)}; fix: {fix}")
+    warn_upscaled(str(root), upscaled, size)
+    images = np.stack([crop_resize(img, size, str(f)) for img, f in zip(arrays, files, strict=True)])
     names = [str(f.relative_to(root)) for f in files]
     return XRaySource(str(root), images, _labels_from_parents(names), names)
 
 
 @functools.lru_cache(maxsize=4)
-def _load_cached(path: str, size: int, mtime: float) -> XRaySource:
+def _load_cached(path: str, size: int, mtime: float, small_images: SmallImages = "upscale") -> XRaySource:
     p = Path(path)
-    return _load_npz(p, size) if p.is_file() else _load_folder(p, size)
+    return _load_npz(p, size, small_images) if p.is_file() else _load_folder(p, size, small_images)
 
 
-def load_xray_source(root: str | Path | None, image_size: int = 64) -> XRaySource:
-    """Read one source (see module docstring); ``None`` is the embedded chest X-rays."""
+def load_xray_source(root: str | Path | None, image_size: int = 64, small_images: SmallImages = "upscale") -> XRaySource:
+    """Read one source (see module docstring); ``None`` is the embedded chest X-rays.
+
+    Every file of a folder is checked first; one error names all unusable files, each with its reason.
+    Images smaller than ``image_size`` are upscaled with one warning, or refused with ``small_images="error"``.
+    """
     path = Path(root).expanduser() if root is not None else EMBEDDED / "chest_xray64.npz"
     if not path.exists():
         raise DatasetNotFoundError(
@@ -211,7 +297,9 @@ def load_xray_source(root: str | Path | None, image_size: int = 64) -> XRaySourc
         )
     if path.is_file() and path.suffix != ".npz":
         raise ValueError(f"X-ray root {path} is a {path.suffix} file; expected {LAYOUT}")
-    return _load_cached(str(path.resolve()), int(image_size), path.stat().st_mtime)
+    if small_images not in ("upscale", "error"):
+        raise ValueError(f"small_images must be 'upscale' or 'error', got {small_images!r}")
+    return _load_cached(str(path.resolve()), int(image_size), path.stat().st_mtime, small_images)
 
 
 def split_source(
@@ -249,6 +337,7 @@ class XRayDataset(ArrayImageDataset):
         test_fraction: float = 0.2,
         train_size: int | None = None,
         seed: int = 0,
+        small_images: SmallImages = "upscale",
     ) -> None:
         if download:
             raise ValueError(
@@ -260,8 +349,10 @@ class XRayDataset(ArrayImageDataset):
         roots: list[str | Path | None] = [None] if root is None else list(as_paths(root))
         parts, labels = [], []
         for k, r in enumerate(roots):
-            src = load_xray_source(r, image_size)
+            src = load_xray_source(r, image_size, small_images)
             idx = split_source(src, val_fraction, test_fraction, seed)
+            if split not in idx:
+                raise MissingSplitError((src.missing_splits or {}).get(split, f"{src.path} has no {split} split"))
             chosen = idx[split]
             if split == "train" and train_size is not None:
                 # cap the union, sharing it across sources in proportion to their sizes
@@ -288,6 +379,11 @@ class XRayDataModule(ImageDataModule):
         image_size: side of the square output images.
         train_size: optional cap on training images (Gondara 2016 trained on ~300).
         hflip: random horizontal flips of training images.
+        small_images: ``upscale`` images smaller than ``image_size`` (one warning lists them) or
+            ``error`` (refuse them; the error lists them).
+
+    A MedMNIST ``.npz`` missing some official splits loads the ones it has; asking for a missing one
+    (e.g. ``test`` after ``fit``) raises an error naming the missing key.
     """
 
     def __init__(
@@ -299,6 +395,7 @@ class XRayDataModule(ImageDataModule):
         test_fraction: float = 0.2,
         train_size: int | None = None,
         hflip: bool = False,
+        small_images: SmallImages = "upscale",
         num_workers: int = 0,
         seed: int = 0,
     ) -> None:
@@ -307,17 +404,19 @@ class XRayDataModule(ImageDataModule):
         self.image_shape = (1, image_size, image_size)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
+        if self.train_set is not None or self.unavailable:
             return
         hp = self.hparams
         common = dict(image_size=hp.image_size, val_fraction=hp.val_fraction, test_fraction=hp.test_fraction,
-                      seed=self.seed)
-        self.train_set = XRayDataset(hp.root, "train", transform=_random_flip if hp.hflip else None,
-                                     train_size=hp.train_size, **common)
-        self.val_set = XRayDataset(hp.root, "val", **common)
-        self.test_set = XRayDataset(hp.root, "test", **common)
+                      seed=self.seed, small_images=hp.small_images)
+        extra = {"train": dict(transform=_random_flip if hp.hflip else None, train_size=hp.train_size)}
+        for split in SPLITS:
+            try:
+                setattr(self, f"{split}_set", XRayDataset(hp.root, split, **common, **extra.get(split, {})))
+            except MissingSplitError as err:  # the loader of this split raises it, the others work
+                self.unavailable[split] = str(err)
         log.info(
-            "X-rays from %s: %d train / %d val / %d test images at %dx%d",
-            hp.root or "the embedded chest X-rays", len(self.train_set), len(self.val_set), len(self.test_set),
+            "X-rays from %s: %s images at %dx%d", hp.root or "the embedded chest X-rays",
+            " / ".join(f"{len(d)} {s}" for s in SPLITS if (d := getattr(self, f"{s}_set")) is not None),
             hp.image_size, hp.image_size,
         )

@@ -1,0 +1,61 @@
+"""Checkpoints to resume from: mid-epoch ``last.ckpt`` every N steps, on SIGTERM, with the RNG states.
+
+:class:`ResumeCheckpoint` is on by default in ``ae-lightning`` (CLI arguments ``resume.*``). It is a
+``ModelCheckpoint`` that keeps only ``last.ckpt``, written every ``every_n_train_steps`` training
+steps (in the middle of an epoch too) in the same folder as the best-by-``val/loss`` checkpoints, and:
+
+- on SIGTERM (how SLURM and Kubernetes preempt a job) Lightning stops at the next batch boundary
+  with ``SIGTERMException``; this callback then writes ``last.ckpt`` and the process exits with
+  status 0, so a requeued job resumes with ``--ckpt_path last``;
+- it stores the global RNG states (torch, numpy, random) in the checkpoint and restores them, so
+  training noise drawn from the global generator continues where it stopped.
+
+The train data order is a function of (seed, epoch) and skips the batches already trained
+(:class:`ae_lightning.data.common.EpochSampler`), so a killed run resumed from ``last.ckpt`` ends
+with the same weights as the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+
+class ResumeCheckpoint(ModelCheckpoint):
+    """``last.ckpt`` every ``every_n_train_steps`` steps and on SIGTERM; see the module docstring."""
+
+    def __init__(self, every_n_train_steps: int = 50, dirpath: str | None = None, save_on_sigterm: bool = True) -> None:
+        super().__init__(dirpath=dirpath, save_top_k=0, save_last=True, every_n_train_steps=every_n_train_steps,
+                         enable_version_counter=False)
+        self.save_on_sigterm = save_on_sigterm
+
+    @property
+    def state_key(self) -> str:
+        return "ResumeCheckpoint"
+
+    def state_dict(self) -> dict[str, Any]:
+        # plain types and tensors only: checkpoints load with weights_only=True
+        name, keys, pos, has_gauss, gauss = np.random.get_state()
+        numpy_state = [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)]
+        return {**super().state_dict(),
+                "rng": {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        rng = state_dict.pop("rng", None)
+        super().load_state_dict(state_dict)
+        if rng is not None:
+            torch.set_rng_state(rng["torch"])
+            name, keys, pos, has_gauss, gauss = rng["numpy"]
+            np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+            random.setstate(rng["python"])
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if self.save_on_sigterm and isinstance(exception, SIGTERMException) and self.dirpath is not None:
+            trainer.save_checkpoint(str(Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"))

@@ -1,0 +1,42 @@
+"""A diverged run stops with one line naming the epoch, the step and the term, and writes no NaN
+checkpoint (ae_lightning.callbacks.divergence, on by default in the CLI)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import CONFIGS
+
+
+def finite(state: dict) -> bool:
+    return all(torch.isfinite(t).all() for t in state.values() if torch.is_tensor(t) and t.is_floating_point())
+
+
+def test_huge_learning_rate_stops_the_run_and_keeps_the_last_good_checkpoint(run_cli, tmp_path):
+    """conv_ae_mnist at lr=1e6: the first step is finite (and checkpointed, every step), the next one
+    is not. The run exits 1 with one line; last.ckpt is the finite one from before the blow-up."""
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(["fit", "--config", str(CONFIGS / "conv_ae_mnist.yaml"),
+                 "--model.init_args.optimizer.init_args.lr=1e6", "--data.init_args.train_size=256",
+                 "--data.init_args.batch_size=64", "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false",
+                 "--checkpoint.every_n_train_steps=1", "--checkpoint.monitor=null", "--divergence.log_grad_norm=true"])
+    msg = str(exit_.value.code)
+    assert msg.startswith("ae-lightning: non-finite loss: train/loss = nan at epoch 0, global step ") and "\n" not in msg
+    step = int(msg.split("global step ")[1].split(";")[0])
+    assert step >= 1 and "last checkpoint was kept" in msg and "fix:" in msg
+    (last,) = tmp_path.glob("runs/conv_ae_mnist/version_0/checkpoints/last.ckpt")
+    ckpt = torch.load(last, weights_only=True)
+    assert ckpt["global_step"] == step and finite(ckpt["state_dict"])  # the step before the blow-up
+
+
+def test_a_checkpoint_with_non_finite_weights_is_refused():
+    """Whatever the loss said, no checkpoint with NaN weights is written over a good one."""
+    from types import SimpleNamespace
+
+    from ae_lightning.callbacks import NonFiniteLossError, StopOnNonFinite
+
+    trainer = SimpleNamespace(current_epoch=3, global_step=40_000)
+    state = {"encoder.weight": torch.tensor([1.0, float("nan")]), "steps": torch.tensor(3)}
+    with pytest.raises(NonFiniteLossError, match="non-finite weights at epoch 3, global step 40000 .encoder.weight."):
+        StopOnNonFinite().on_save_checkpoint(trainer, None, {"state_dict": state})
+    StopOnNonFinite().on_save_checkpoint(trainer, None, {"state_dict": {"w": torch.ones(2)}})  # finite: saved
