@@ -93,6 +93,8 @@ class ImageDataModule(L.LightningDataModule):
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
+        #: images to apply a trained model to (``ae-lightning predict``); None: the test split
+        self.predict_set: Dataset | None = None
 
     def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
         if dataset is None:
@@ -117,6 +119,10 @@ class ImageDataModule(L.LightningDataModule):
         return self._loader(self.test_set, shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
+        if self.predict_set is not None:
+            from ae_lightning.data.predict import predict_loader
+
+            return predict_loader(self.predict_set, self.num_workers)
         return self._loader(self.test_set, shuffle=False)
 
 

@@ -37,6 +37,7 @@ from ae_lightning.data.common import (
     seeded_split,
     take_train_subset,
 )
+from ae_lightning.data.predict import ImageFiles
 
 log = logging.getLogger(__name__)
 
@@ -288,6 +289,9 @@ class XRayDataModule(ImageDataModule):
         image_size: side of the square output images.
         train_size: optional cap on training images (Gondara 2016 trained on ~300).
         hflip: random horizontal flips of training images.
+        predict_root: a folder, image file or ``.npz`` (or a list) that ``ae-lightning predict`` applies the model
+            to, every image at its own size and bit depth (:class:`~ae_lightning.data.predict.ImageFiles`);
+            ``None``: the test split.
     """
 
     def __init__(
@@ -301,12 +305,17 @@ class XRayDataModule(ImageDataModule):
         hflip: bool = False,
         num_workers: int = 0,
         seed: int = 0,
+        predict_root: str | list[str] | None = None,
     ) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
         self.save_hyperparameters()
         self.image_shape = (1, image_size, image_size)
 
     def setup(self, stage: str | None = None) -> None:
+        if stage == "predict" and self.hparams.predict_root is not None:
+            # images to apply a trained model to, at their own size (ae_lightning.data.predict)
+            self.predict_set = ImageFiles(self.hparams.predict_root)
+            return
         if self.train_set is not None:
             return
         hp = self.hparams
