@@ -5,6 +5,8 @@ Examples::
     ae-lightning fit --config configs/dae_xray64.yaml
     ae-lightning fit --config configs/ae_mnist.yaml --config configs/logger/wandb.yaml
     ae-lightning test --config configs/dae_xray64.yaml --ckpt_path runs/dae_xray64/version_0/checkpoints/last.ckpt
+    ae-lightning predict --config configs/dae_xray64.yaml --ckpt_path runs/dae_xray64/version_0/checkpoints/last.ckpt \
+        --data.init_args.predict_root my_xrays/          # denoised copies in runs/dae_xray64/predict/
 
 What every experiment shares is not repeated in its YAML:
 
@@ -15,6 +17,8 @@ What every experiment shares is not repeated in its YAML:
 - checkpoints (best by ``val/loss`` and ``last.ckpt``) and image grids are CLI arguments with
   defaults, ``checkpoint.*`` and ``image_grid.*``, so an experiment's ``trainer.callbacks`` holds
   only its own extras;
+- ``ae-lightning predict`` writes one output per input, codes or samples (``prediction.*``, see
+  :mod:`ae_lightning.callbacks.prediction`) under ``runs/<experiment>/predict/``;
 - every net's ``image_shape`` is the data's (:func:`ae_lightning.config.link_image_shape`): a config
   states the image size once, in its data block, and ``--data.init_args.image_size=128`` resizes the nets too.
 """
@@ -29,7 +33,7 @@ import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
-from ae_lightning.callbacks import ReconstructionGrid
+from ae_lightning.callbacks import PredictionWriter, ReconstructionGrid
 from ae_lightning.config import DEFAULTS, instantiate, link_image_shape
 
 
@@ -50,6 +54,8 @@ class AutoencoderCLI(LightningCLI):
         parser.set_defaults({"image_grid.num_images": 8})
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.monitor": "val/loss", "checkpoint.save_last": True})
+        # `ae-lightning predict` writes its outputs (runs/<experiment>/predict/); inert in the other subcommands
+        parser.add_lightning_class_args(PredictionWriter, "prediction")
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config.get(self.subcommand, self.config) if self.subcommand else self.config

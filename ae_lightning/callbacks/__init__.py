@@ -2,5 +2,6 @@
 
 from ae_lightning.callbacks.generation import GenerationGrids
 from ae_lightning.callbacks.images import ReconstructionGrid, log_image
+from ae_lightning.callbacks.prediction import PredictionWriter
 
-__all__ = ["GenerationGrids", "ReconstructionGrid", "log_image"]
+__all__ = ["GenerationGrids", "PredictionWriter", "ReconstructionGrid", "log_image"]
