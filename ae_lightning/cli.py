@@ -26,6 +26,7 @@ What every experiment shares is not repeated in its YAML:
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -71,6 +72,12 @@ class AutoencoderCLI(LightningCLI):
 
 def main(args=None) -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv[:1] == ["export"]:  # a model file to ship (not a Trainer method, so not a LightningCLI subcommand)
+        from ae_lightning.export import main as export_main
+
+        export_main(argv[1:])
+        return
     AutoencoderCLI(
         L.LightningModule,
         L.LightningDataModule,
