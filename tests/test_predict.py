@@ -95,8 +95,8 @@ def write_images(root: Path) -> dict[str, tuple[int, int, int]]:
                                ("d.pgm", (66, 70), 8), ("e.bmp", (40, 80), 8)]:
         ramp = np.linspace(0.2, 0.8, w)[None, :] * np.ones((h, 1)) + 0.05 * rng.standard_normal((h, w))
         arr = np.clip(ramp, 0, 1)
-        img = Image.fromarray((arr * 65535).astype(np.uint16)) if bits == 16 else Image.fromarray((arr * 255).astype(np.uint8))
-        img.save(root / name)
+        img = (arr * 65535).astype(np.uint16) if bits == 16 else (arr * 255).astype(np.uint8)
+        Image.fromarray(img).save(root / name)
         made[name] = (h, w, bits)
     return made
 

@@ -125,7 +125,8 @@ class PredictionWriter(BasePredictionWriter):
         stem = "codes" if kind == "codes" else "index"
         _write_csv(out / f"{stem}.rank{rank}.csv", self._rows)
         if kind == "codes":
-            np.save(out / f"codes.rank{rank}.npy", np.concatenate(self._codes) if self._codes else np.zeros((0, 0), np.float32))
+            codes = np.concatenate(self._codes) if self._codes else np.zeros((0, 0), np.float32)  # (N_rank, D)
+            np.save(out / f"codes.rank{rank}.npy", codes)
         trainer.strategy.barrier("prediction_writer")  # every rank's share is on disk
         if rank == 0:
             self.merge(out, stem, world, codes=kind == "codes")
