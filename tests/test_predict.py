@@ -188,3 +188,19 @@ def test_predict_writes_samples_of_generative_models(run_cli, tmp_path, config, 
     assert len(files) == 9
     first = [np.asarray(Image.open(f), dtype=np.float64) for f in files[:2]]
     assert first[0].std() > 0 and not np.array_equal(*first)  # images, and different ones
+
+
+def test_predict_codes_ddp_two_processes_merged_in_input_order(run_cli, tmp_path, forked_ranks):
+    """Each rank encodes every other input (the predict sampler interleaves them); rank 0 merges by index."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        pytest.skip("CUDA is initialised in this process: forked ranks cannot use it")
+    run = run_cli(["predict", "--config", str(CONFIGS / "ae_mnist.yaml"), *QUIET, "--prediction.output=codes",
+                   "--trainer.devices=2", "--trainer.strategy=ddp_fork", "--trainer.limit_predict_batches=2",
+                   "--data.init_args.batch_size=8"])
+    out = tmp_path / "runs" / "ae_mnist" / "predict"
+    codes, rows = np.load(out / "codes.npy"), read_index(out / "codes.csv")
+    assert codes.shape[0] == len(rows) == 32 and not list(out.glob("codes.rank*"))
+    run.datamodule.setup("test")  # the ranks set up their own copies
+    x = torch.stack([run.datamodule.test_set[i][0] for i in range(32)])  # 2 ranks × 2 batches × 8, interleaved
+    with torch.no_grad():
+        np.testing.assert_allclose(codes, run.model.encode(x).numpy(), atol=1e-6)

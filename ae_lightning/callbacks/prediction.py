@@ -9,6 +9,8 @@
 - ``output: codes``: ``codes.npy`` (N, D) in input order and ``codes.csv`` (``row, input``);
 - ``output: samples`` (VAE, CVAE, AAE): ``samples/<set>/NNNN.png`` and ``samples/<set>_grid.png`` for each
   set the model generates (``samples``, or one ``label_<k>`` set per label of a conditional model);
+- ``output: progression`` (CAAE, its default): one age-progression grid per input face (input | one column
+  per age group), named after the input's index, and ``index.csv``;
 - ``output: auto``: the model's own :attr:`~ae_lightning.models.Autoencoder.default_prediction`.
 
 Under DDP every rank writes the files of its own inputs (Lightning's predict sampler hands each input
@@ -58,7 +60,7 @@ class PredictionWriter(BasePredictionWriter):
 
     Args:
         output_dir: where to write; ``None``: ``<logger save_dir>/<experiment>/predict``.
-        output: ``auto`` (the model's default), ``reconstruction``, ``codes`` or ``samples``.
+        output: ``auto`` (the model's default), ``reconstruction``, ``codes``, ``samples`` or ``progression`` (CAAE).
         num_samples: images per generated set (``output: samples``).
         seed: seed of the generated samples.
     """
@@ -66,7 +68,7 @@ class PredictionWriter(BasePredictionWriter):
     def __init__(
         self,
         output_dir: str | None = None,
-        output: Literal["auto", "reconstruction", "codes", "samples"] = "auto",
+        output: Literal["auto", "reconstruction", "codes", "samples", "progression"] = "auto",
         num_samples: int = 64,
         seed: int = 0,
     ) -> None:

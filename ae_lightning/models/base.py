@@ -59,7 +59,7 @@ class AutoencoderOutput:
         return self.losses["loss"]
 
 
-PredictionKind = Literal["reconstruction", "codes", "samples"]
+PredictionKind = Literal["reconstruction", "codes", "samples", "progression"]
 
 
 @dataclass
@@ -67,7 +67,8 @@ class Prediction:
     """What ``predict_step`` made of one batch, for :class:`~ae_lightning.callbacks.PredictionWriter`.
 
     ``reconstruction``: ``values`` (B, C, H, W) in [0, 1] at each input's own resolution, one image per
-    input; ``codes``: ``values`` (B, D), the encoder's code of each input (flattened).
+    input; ``codes``: ``values`` (B, D), the encoder's code of each input (flattened); ``progression`` (CAAE):
+    ``values`` (B, 3, H', W'), one age-progression grid per input face.
     """
 
     kind: PredictionKind
