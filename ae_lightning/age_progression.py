@@ -7,6 +7,10 @@ from the ``config.yaml`` that ``ae-lightning fit`` saved beside the checkpoints:
     python -m ae_lightning.age_progression --ckpt runs/caae_utkface/version_0/checkpoints/last.ckpt \\
         --indices 0 1 2 3 --out progression.png
     python -m ae_lightning.age_progression --ckpt last.ckpt --images me.jpg --gender 0
+
+``ae-lightning predict --config configs/caae_utkface.yaml --ckpt_path last.ckpt`` writes the same grid for
+every face of the data (one file per face); this script stays for single files whose gender is given or
+parsed from the name.
 """
 
 from __future__ import annotations

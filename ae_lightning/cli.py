@@ -5,6 +5,8 @@ Examples::
     ae-lightning fit --config configs/dae_xray64.yaml
     ae-lightning fit --config configs/ae_mnist.yaml --config configs/logger/wandb.yaml
     ae-lightning test --config configs/dae_xray64.yaml --ckpt_path runs/dae_xray64/version_0/checkpoints/last.ckpt
+    ae-lightning predict --config configs/dae_xray64.yaml --ckpt_path runs/dae_xray64/version_0/checkpoints/last.ckpt \
+        --data.init_args.predict_root my_xrays/          # denoised copies in runs/dae_xray64/predict/
 
 What every experiment shares is not repeated in its YAML:
 
@@ -19,6 +21,8 @@ What every experiment shares is not repeated in its YAML:
   checkpoint with non-finite weights is written (``divergence.*``, :mod:`ae_lightning.callbacks.divergence`);
 - ``last.ckpt`` is also written every ``resume.every_n_train_steps`` steps and on SIGTERM, so a killed or
   preempted run resumes with ``--ckpt_path last`` to the same weights (:mod:`ae_lightning.callbacks.resume`);
+- ``ae-lightning predict`` writes one output per input, codes or samples (``prediction.*``, see
+  :mod:`ae_lightning.callbacks.prediction`) under ``runs/<experiment>/predict/``;
 - every net's ``image_shape`` is the data's (:func:`ae_lightning.config.link_image_shape`): a config
   states the image size once, in its data block, and ``--data.init_args.image_size=128`` resizes the nets too.
 """
@@ -34,7 +38,13 @@ import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
-from ae_lightning.callbacks import NonFiniteLossError, ReconstructionGrid, ResumeCheckpoint, StopOnNonFinite
+from ae_lightning.callbacks import (
+    NonFiniteLossError,
+    PredictionWriter,
+    ReconstructionGrid,
+    ResumeCheckpoint,
+    StopOnNonFinite,
+)
 from ae_lightning.config import DEFAULTS, instantiate, link_image_shape
 
 
@@ -59,6 +69,8 @@ class AutoencoderCLI(LightningCLI):
                              "checkpoint.enable_version_counter": False})
         parser.add_lightning_class_args(StopOnNonFinite, "divergence")
         parser.add_lightning_class_args(ResumeCheckpoint, "resume")
+        # `ae-lightning predict` writes its outputs (runs/<experiment>/predict/); inert in the other subcommands
+        parser.add_lightning_class_args(PredictionWriter, "prediction")
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
@@ -74,6 +86,12 @@ class AutoencoderCLI(LightningCLI):
 
 def main(args=None) -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv[:1] == ["export"]:  # a model file to ship (not a Trainer method, so not a LightningCLI subcommand)
+        from ae_lightning.export import main as export_main
+
+        export_main(argv[1:])
+        return
     try:
         _run(args)
     except NonFiniteLossError as err:  # a diverged run: one line, exit status 1, the last good checkpoint kept

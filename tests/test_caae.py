@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -104,3 +105,17 @@ def test_age_progression_script_writes_grid(trained_run, tmp_path):
     face = sorted((tmp / "faces").glob("*.jpg"))[0]
     out2 = age_progression(["--ckpt", ckpt, "--images", str(face), "--out", str(tmp_path / "one.png")])
     assert Image.open(out2).size == (11 * 34 + 2, 34 + 2)
+
+
+def test_predict_writes_an_age_progression_grid_per_face(trained_run, tmp_path):
+    """``ae-lightning predict`` on a CAAE run: one grid per test face, as the age_progression script draws it."""
+    tmp, ckpt = trained_run
+    cli(["predict", "--config", "configs/caae_utkface.yaml", "--data.root", str(tmp / "faces"), *TINY,
+         "--ckpt_path", ckpt, "--trainer.limit_predict_batches", "1", "--prediction.output_dir", str(tmp_path / "out"),
+         "--trainer.logger.init_args.save_dir", str(tmp_path / "runs")])
+    grids = sorted((tmp_path / "out").glob("*.png"))
+    assert len(grids) == 24 and grids[0].name == "000000.png"  # one batch of 24 test faces
+    assert Image.open(grids[0]).size == (11 * 34 + 2, 34 + 2)  # input + 10 age groups
+    by_script = age_progression(["--ckpt", ckpt, "--indices", "0", "--out", str(tmp_path / "script.png")])
+    ours, theirs = (np.asarray(Image.open(p), dtype=np.int64) for p in (grids[0], by_script))
+    assert np.abs(ours - theirs).max() <= 1  # the same face's grid (rounding of the 8-bit writes)

@@ -217,8 +217,8 @@ def test_shape_mismatch_between_nets_and_data_fails_in_one_line(tiny_mnist):
 def test_predict_returns_clamped_reconstructions(tiny_mnist):
     model = Autoencoder(ConvEncoder(SHAPE, [4]), ConvDecoder(SHAPE, [4], output_activation=None))
     batches = trainer(limit_predict_batches=1).predict(model, tiny_mnist)
-    assert batches[0].shape == (64, *SHAPE)
-    assert batches[0].min() >= 0 and batches[0].max() <= 1
+    assert batches[0].kind == "reconstruction" and batches[0].values.shape == (64, *SHAPE)
+    assert batches[0].values.min() >= 0 and batches[0].values.max() <= 1
 
 
 class _WithCritic(DenoisingAutoencoder):

@@ -4,6 +4,10 @@ the divergence guard every ``ae-lightning`` run has."""
 from ae_lightning.callbacks.divergence import NonFiniteLossError, StopOnNonFinite
 from ae_lightning.callbacks.generation import GenerationGrids
 from ae_lightning.callbacks.images import ReconstructionGrid, log_image
+from ae_lightning.callbacks.prediction import PredictionWriter
 from ae_lightning.callbacks.resume import ResumeCheckpoint
 
-__all__ = ["GenerationGrids", "NonFiniteLossError", "ReconstructionGrid", "ResumeCheckpoint", "StopOnNonFinite", "log_image"]
+__all__ = [
+    "GenerationGrids", "NonFiniteLossError", "PredictionWriter", "ReconstructionGrid", "ResumeCheckpoint",
+    "StopOnNonFinite", "log_image",
+]

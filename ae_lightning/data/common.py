@@ -122,6 +122,8 @@ class ImageDataModule(L.LightningDataModule):
         self.test_set: Dataset | None = None
         #: ``{split: message}`` for splits the data lack (e.g. a MedMNIST file without test images)
         self.unavailable: dict[str, str] = {}
+        #: images to apply a trained model to (``ae-lightning predict``); None: the test split
+        self.predict_set: Dataset | None = None
 
     def _loader(self, dataset: Dataset | None, shuffle: bool, split: str = "train") -> DataLoader:
         if dataset is None:
@@ -163,6 +165,10 @@ class ImageDataModule(L.LightningDataModule):
         return self._loader(self.test_set, shuffle=False, split="test")
 
     def predict_dataloader(self) -> DataLoader:
+        if self.predict_set is not None:
+            from ae_lightning.data.predict import predict_loader
+
+            return predict_loader(self.predict_set, self.num_workers)
         return self._loader(self.test_set, shuffle=False, split="test")
 
 

@@ -38,6 +38,7 @@ from ae_lightning.data.common import (
     seeded_split,
     take_train_subset,
 )
+from ae_lightning.data.predict import ImageFiles
 
 log = logging.getLogger(__name__)
 
@@ -379,6 +380,9 @@ class XRayDataModule(ImageDataModule):
         image_size: side of the square output images.
         train_size: optional cap on training images (Gondara 2016 trained on ~300).
         hflip: random horizontal flips of training images.
+        predict_root: a folder, image file or ``.npz`` (or a list) that ``ae-lightning predict`` applies the model
+            to, every image at its own size and bit depth (:class:`~ae_lightning.data.predict.ImageFiles`);
+            ``None``: the test split.
         small_images: ``upscale`` images smaller than ``image_size`` (one warning lists them) or
             ``error`` (refuse them; the error lists them).
 
@@ -398,12 +402,17 @@ class XRayDataModule(ImageDataModule):
         small_images: SmallImages = "upscale",
         num_workers: int = 0,
         seed: int = 0,
+        predict_root: str | list[str] | None = None,
     ) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
         self.save_hyperparameters()
         self.image_shape = (1, image_size, image_size)
 
     def setup(self, stage: str | None = None) -> None:
+        if stage == "predict" and self.hparams.predict_root is not None:
+            # images to apply a trained model to, at their own size (ae_lightning.data.predict)
+            self.predict_set = ImageFiles(self.hparams.predict_root)
+            return
         if self.train_set is not None or self.unavailable:
             return
         hp = self.hparams

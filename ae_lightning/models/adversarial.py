@@ -155,6 +155,18 @@ class AdversarialAutoencoder(Autoencoder):
             raise ValueError(f"{self.prior!r} is supervised: the batches must carry labels (image, label)")
         return self.prior.sample(n, labels=labels if self.prior.supervised else None, device=self.device)
 
+    # --- using a trained model: ``ae-lightning predict`` writes decoded prior samples unless told otherwise
+    default_prediction = "samples"
+
+    @torch.no_grad()
+    def generate(self, n: int) -> dict[str, torch.Tensor]:
+        """``{"samples": (n, C, H, W)}`` decoded prior samples, or with a supervised prior one set per
+        component, ``{"label_<k>": (n, C, H, W)}``."""
+        if not self.prior.supervised:
+            return {"samples": self.decode(self.sample_prior(n)).clamp(0, 1)}
+        return {f"label_{k}": self.decode(self.sample_prior(n, torch.full((n,), k, device=self.device))).clamp(0, 1)
+                for k in range(self.prior.num_components)}
+
     # --- manual optimisation ---------------------------------------------------------------
     @contextmanager
     def _phase(self, optimizer):

@@ -15,7 +15,9 @@ so a variant overrides a hook (``condition``, ``corrupt``, ``forward``, ``comput
 
 from __future__ import annotations
 
+import functools
 import inspect
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,11 +25,13 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from ae_lightning.batch import images_of
+from ae_lightning.inference import sliding_window, whole_image
 from ae_lightning.losses import ReconstructionLoss, reconstruction_loss
 from ae_lightning.metrics import image_metrics
 from ae_lightning.noise import NoiseModel
@@ -53,6 +57,22 @@ class AutoencoderOutput:
     @property
     def loss(self) -> torch.Tensor:
         return self.losses["loss"]
+
+
+PredictionKind = Literal["reconstruction", "codes", "samples", "progression"]
+
+
+@dataclass
+class Prediction:
+    """What ``predict_step`` made of one batch, for :class:`~ae_lightning.callbacks.PredictionWriter`.
+
+    ``reconstruction``: ``values`` (B, C, H, W) in [0, 1] at each input's own resolution, one image per
+    input; ``codes``: ``values`` (B, D), the encoder's code of each input (flattened); ``progression`` (CAAE):
+    ``values`` (B, 3, H', W'), one age-progression grid per input face.
+    """
+
+    kind: PredictionKind
+    values: torch.Tensor
 
 
 # --- hyperparameters: one rule, read from the signature's types ------------------------------------
@@ -270,8 +290,63 @@ class Autoencoder(L.LightningModule):
     def test_step(self, batch, batch_idx: int) -> AutoencoderOutput:
         return self.shared_step(batch, "test")
 
-    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self(self.corrupt(images_of(batch)), self.condition(batch)).reconstruction.clamp(0, 1)
+    # --- using a trained model (``ae-lightning predict``) -----------------------------------------
+    #: what ``ae-lightning predict`` writes unless told (:class:`~ae_lightning.callbacks.PredictionWriter` ``output``)
+    default_prediction: PredictionKind = "reconstruction"
+    #: tiles for nets that take one input size only: overlap fraction and blending window (see :mod:`ae_lightning.inference`)
+    tile_overlap: float = 0.5
+    tile_window: str = "gaussian"
+
+    def predict_step(self, batch, batch_idx: int) -> Prediction | None:
+        """The batch's reconstructions at their own resolution, or its codes, as ``prediction_kind`` says
+        (set by the PredictionWriter; else :attr:`default_prediction`). Inputs are used as given: a denoiser
+        denoises them, no noise is added. ``samples`` need no input: the writer asks :meth:`generate` once."""
+        kind = getattr(self, "prediction_kind", None) or self.default_prediction
+        x = images_of(batch)  # (B, C, H, W), any H, W
+        if kind == "reconstruction":
+            return Prediction(kind, self.reconstruct_full(x, self.condition(batch)).clamp(0, 1))
+        if kind == "codes":
+            return Prediction(kind, self.encode(self.fit_to_nets(x), self.condition(batch)).flatten(1))  # (B, D)
+        return None
+
+    def size_multiple(self) -> int | None:
+        """Any H, W divisible by this runs through the nets (fully convolutional); ``None``: only their image_shape."""
+        multiples = [getattr(net, "size_multiple", None) for net in (self.encoder, self.decoder)]
+        return None if None in multiples else math.lcm(*multiples)
+
+    def reconstruct_full(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Reconstructions (B, C, H, W) of images of any size: the whole image for fully convolutional nets,
+        overlapping blended tiles of the nets' image size otherwise (:mod:`ae_lightning.inference`)."""
+        shape = getattr(self.encoder, "image_shape", None)
+        multiple = self.size_multiple()
+        run = functools.partial(self._reconstruct, cond=cond)
+        if shape is None or tuple(x.shape[-2:]) == tuple(shape[1:]):
+            return run(x)
+        if multiple is not None:
+            return whole_image(run, x, multiple)
+        if cond is not None:
+            raise ValueError(f"{type(self).__name__}: tiled inference of a conditional model is not supported; "
+                             f"fix: give it images of its size {list(shape[1:])}")
+        return sliding_window(run, x, tuple(shape[1:]), self.tile_overlap, self.tile_window)
+
+    def _reconstruct(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return self(x, cond).reconstruction
+
+    def fit_to_nets(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` centre-cropped square and resized (antialiased) to the nets' image size, as the training data
+        were; unchanged when it already has that size."""
+        shape = getattr(self.encoder, "image_shape", None)
+        if shape is None or tuple(x.shape[-2:]) == tuple(shape[1:]):
+            return x
+        h, w = x.shape[-2:]
+        side = min(h, w)
+        x = x[..., (h - side) // 2 : (h - side) // 2 + side, (w - side) // 2 : (w - side) // 2 + side]
+        return F.interpolate(x, size=tuple(shape[1:]), mode="bicubic", antialias=True).clamp(0, 1)
+
+    def generate(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Named sets of generated images (k, C, H, W) for ``ae-lightning predict`` with ``output: samples``;
+        generative models override it (prior samples, one set per label for conditional models)."""
+        raise NotImplementedError(f"{type(self).__name__} does not generate images; use output reconstruction or codes")
 
     def grid_rows(self, batch, out: AutoencoderOutput) -> list[tuple[str, torch.Tensor]]:
         """Named rows of the reconstruction grid for a validation step's output: the clean images, the

@@ -37,7 +37,7 @@ from ae_lightning.batch import images_of, labels_of
 from ae_lightning.callbacks.images import log_image
 from ae_lightning.losses import adversarial_loss, reconstruction_loss, total_variation
 from ae_lightning.models.adversarial import AdversarialAutoencoder, AdversarialOutput
-from ae_lightning.models.base import AutoencoderOutput
+from ae_lightning.models.base import AutoencoderOutput, Prediction
 from ae_lightning.optim import OptimizerCallable
 from ae_lightning.priors import Prior, UniformPrior
 
@@ -208,6 +208,22 @@ class ConditionalAdversarialAutoencoder(AdversarialAutoencoder):
         cond = self.make_condition(ages, gender.to(self.device).repeat_interleave(a))  # (N·A, A + G)
         faces = self.decode(z.repeat_interleave(a, dim=0), cond)  # (N·A, C, H, W)
         return faces.view(n, a, *x.shape[1:]).clamp(0, 1)
+
+    #: ``ae-lightning predict`` writes each input face's age-progression grid (input | one column per age group)
+    default_prediction = "progression"
+
+    def predict_step(self, batch, batch_idx: int) -> Prediction | None:
+        """``progression``: one grid (3, H', W') per input face, its gender from the batch's labels; other kinds
+        as :meth:`Autoencoder.predict_step`."""
+        if (getattr(self, "prediction_kind", None) or self.default_prediction) != "progression":
+            return super().predict_step(batch, batch_idx)
+        target = labels_of(batch)
+        if not isinstance(target, dict) or "gender" not in target:
+            raise ValueError("CAAE age progression needs each face's gender: predict on UTKFaceDataModule data "
+                             "(or python -m ae_lightning.age_progression --images ... --gender 0|1)")
+        x = self.fit_to_nets(images_of(batch))  # (B, C, H, W) at the nets' size
+        grids = [self.progression_grid(face[None], g[None]) for face, g in zip(x, target["gender"], strict=True)]
+        return Prediction("progression", torch.stack(grids))  # (B, 3, H', W')
 
     def progression_grid(self, x: torch.Tensor, gender: torch.Tensor) -> torch.Tensor:
         """Grid (3, H', W'): one row per face — the input, then one column per age group."""

@@ -193,9 +193,22 @@ class VAE(Autoencoder):
             self.log(f"test/nll_k{k}", -log_px.mean(), on_epoch=True, sync_dist=True, batch_size=x.shape[0])
         return out
 
-    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
-        cond = self.condition(batch)
-        return self.decode(self.encode(images_of(batch), cond), cond).clamp(0, 1)
+    # --- using a trained model: ``ae-lightning predict`` writes prior samples unless told otherwise ----
+    default_prediction = "samples"
+
+    def _reconstruct(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Deterministic reconstructions for ``predict``: the decoded posterior mean."""
+        return self.decode(self.encode(x, cond), cond)
+
+    @torch.no_grad()
+    def generate(self, n: int) -> dict[str, torch.Tensor]:
+        """``{"samples": (n, C, H, W)}`` decoded prior samples, or for the conditional VAE one set per
+        :meth:`example_conditions` row, ``{"label_<k>": (n, C, H, W)}``, the same codes for every label."""
+        z = self.prior(n).sample()  # (n, D)
+        conds = self.example_conditions()
+        if conds is None:
+            return {"samples": self.decode(z).clamp(0, 1)}
+        return {f"label_{k}": self.decode(z, c.expand(n, -1)).clamp(0, 1) for k, c in enumerate(conds)}
 
     # --- marginal likelihood -----------------------------------------------------------------------
     @_float32

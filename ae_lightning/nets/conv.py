@@ -88,6 +88,8 @@ class ConvEncoder(nn.Module):
         self.features = nn.Sequential(*layers)
         self.feature_shape = (c_in, h, w)
         self.code_dim = code_dim
+        #: any H, W divisible by this runs through the net (full-resolution inference); None: only image_shape
+        self.size_multiple = None if code_dim else 2**depth
         self.project = (
             nn.Sequential(nn.Flatten(), nn.Linear(c_in * h * w, code_dim), make_activation(code_activation))
             if code_dim
@@ -125,6 +127,7 @@ class ConvDecoder(nn.Module):
         h, w = _check_divisible(self.image_shape, depth, type(self).__name__)
         mirrored = list(reversed(channels))
         self.code_dim = code_dim
+        self.size_multiple = None if code_dim else 2**depth  # see ConvEncoder.size_multiple
         self.unproject = (
             nn.Sequential(nn.Linear(code_dim, mirrored[0] * h * w), nn.ReLU(), nn.Unflatten(1, (mirrored[0], h, w)))
             if code_dim
