@@ -133,7 +133,7 @@ EQUIVALENCE = [
 
 
 @pytest.mark.parametrize("config, overrides, rel", EQUIVALENCE)
-def test_two_processes_at_half_batch_match_one_process(config, overrides, rel, forked_ranks):
+def test_two_processes_at_half_batch_match_one_process(config, overrides, rel, forked_ranks, tmp_path):
     """DDP equivalence: after the same steps, 2 processes at batch 16 reach the validation loss (and, for the
     deterministic models, the weights) of 1 process at batch 32."""
     import logging
@@ -151,7 +151,7 @@ def test_two_processes_at_half_batch_match_one_process(config, overrides, rel, f
         trainer = L.Trainer(accelerator="cpu", devices=devices, strategy="ddp_fork" if devices > 1 else "auto",
                              max_epochs=stages, limit_train_batches=4, limit_val_batches=2, num_sanity_val_steps=0,
                              logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                             enable_model_summary=False)
+                             enable_model_summary=False, default_root_dir=tmp_path)
         trainer.fit(model, _InOrder(batch))
         results.append((float(trainer.callback_metrics["val/loss"]), model.state_dict()))
     (loss_1, weights_1), (loss_2, weights_2) = results
