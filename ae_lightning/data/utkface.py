@@ -33,7 +33,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ae_lightning.data.common import DatasetNotFoundError, ImageDataModule, seeded_split
+from ae_lightning.data.common import DatasetNotFoundError, ImageDataModule, random_hflip, seeded_split
 
 log = logging.getLogger(__name__)
 
@@ -215,10 +215,6 @@ class UTKFaceDataset(Dataset):
         return x, self.target(i)
 
 
-def _random_flip(x: torch.Tensor) -> torch.Tensor:
-    return x.flip(-1) if torch.rand(()) < 0.5 else x
-
-
 class UTKFaceDataModule(ImageDataModule):
     """UTKFace faces in [0, 1] at ``image_size``² with age/gender/race targets and a seeded split.
 
@@ -272,7 +268,7 @@ class UTKFaceDataModule(ImageDataModule):
         hp = self.hparams
         common = dict(image_size=hp.image_size, val_fraction=hp.val_fraction, test_fraction=hp.test_fraction,
                       seed=self.seed, races=hp.races, genders=hp.genders, strict=hp.strict)
-        self.train_set = UTKFaceDataset(self.data_root, "train", transform=_random_flip if hp.hflip else None, **common)
+        self.train_set = UTKFaceDataset(self.data_root, "train", transform=random_hflip if hp.hflip else None, **common)
         self.val_set = UTKFaceDataset(self.data_root, "val", **common)
         self.test_set = UTKFaceDataset(self.data_root, "test", **common)
         log.info("UTKFace from %s: %d train / %d val / %d test faces at %dx%d", self.data_root,

@@ -35,6 +35,7 @@ from ae_lightning.data.common import (
     DatasetNotFoundError,
     ImageDataModule,
     as_paths,
+    random_hflip,
     seeded_split,
     take_train_subset,
 )
@@ -367,10 +368,6 @@ class XRayDataset(ArrayImageDataset):
         self.split = split
 
 
-def _random_flip(x: torch.Tensor) -> torch.Tensor:
-    return x.flip(-1) if torch.rand(()) < 0.5 else x
-
-
 class XRayDataModule(ImageDataModule):
     """Grayscale X-rays in [0, 1] at ``image_size``², with seeded train/val/test splits.
 
@@ -418,7 +415,7 @@ class XRayDataModule(ImageDataModule):
         hp = self.hparams
         common = dict(image_size=hp.image_size, val_fraction=hp.val_fraction, test_fraction=hp.test_fraction,
                       seed=self.seed, small_images=hp.small_images)
-        extra = {"train": dict(transform=_random_flip if hp.hflip else None, train_size=hp.train_size)}
+        extra = {"train": dict(transform=random_hflip if hp.hflip else None, train_size=hp.train_size)}
         for split in SPLITS:
             try:
                 setattr(self, f"{split}_set", XRayDataset(hp.root, split, **common, **extra.get(split, {})))
