@@ -9,12 +9,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from skimage.metrics import peak_signal_noise_ratio as sk_psnr
-from skimage.metrics import structural_similarity as sk_ssim
 
 from ae_lightning.config import instantiate, load_config
 from ae_lightning.data.common import EMBEDDED
-from ae_lightning.metrics import psnr_ssim, ssim_skimage_borders
+from ae_lightning.metrics import psnr_ssim
 from ae_lightning.noise import NoiseModel, ScaledGaussian
 from benchmarks import classical, denoising
 
@@ -29,18 +27,6 @@ def xrays() -> torch.Tensor:
 @pytest.fixture(scope="module")
 def noisy(xrays) -> torch.Tensor:
     return ScaledGaussian(p=0.1)(xrays, torch.Generator().manual_seed(0))
-
-
-def test_metrics_agree_with_scikit_image_under_matching_settings(xrays, noisy):
-    ours = ssim_skimage_borders(noisy, xrays)
-    psnr, ssim = psnr_ssim(noisy, xrays)
-    for i in range(len(xrays)):
-        a, b = noisy[i, 0].double().numpy(), xrays[i, 0].double().numpy()
-        ref = sk_ssim(a, b, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
-        assert abs(ours[i].item() - ref) < 1e-3
-        assert abs(psnr[i].item() - sk_psnr(b, a, data_range=1.0)) < 1e-3
-    # the table's SSIM (borders included) is a different number on 64×64 images: say so, don't mix them
-    assert (ssim - ours.float()).abs().mean() > 1e-3
 
 
 def test_noise_grid_is_config_and_matches_the_issue():
