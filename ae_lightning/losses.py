@@ -41,6 +41,9 @@ def kl_sparsity(h: torch.Tensor, target: float = 0.05, eps: float = 1e-6) -> tor
 
     ``ρ̂_j`` is unit j's mean activation over the batch; ``KL(ρ‖ρ̂) = ρ log(ρ/ρ̂) + (1-ρ) log((1-ρ)/(1-ρ̂))``
     is zero when ``ρ̂_j = ρ`` and grows without bound as ``ρ̂_j`` approaches 0 or 1.
+
+    Stateless by design: ``ρ̂`` is this batch's mean (per process under DDP), not a running mean; see
+    :class:`~ae_lightning.models.KLSparsity` for why, and for the small-batch bias that this costs.
     """
     if not 0.0 < target < 1.0:
         raise ValueError(f"sparsity target rho must be in (0, 1), got {target}")

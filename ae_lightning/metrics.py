@@ -4,7 +4,7 @@ SSIM here is torchmetrics' (11×11 Gaussian window, σ = 1.5, K1 = 0.01, K2 = 0.
 borders included in the mean). scikit-image's ``structural_similarity(..., gaussian_weights=True,
 sigma=1.5, use_sample_covariance=False, data_range=1)`` uses the same window but averages only
 over pixels at least 5 px from the border; :func:`ssim_skimage_borders` reproduces that, which
-makes the two agree to float precision (tested in tests/test_denoising_benchmark.py).
+makes the two agree to float precision (tested in tests/test_metrics.py).
 """
 
 from __future__ import annotations

@@ -129,6 +129,9 @@ def load_splits(data: Sequence[str] | None, split: dict) -> dict[str, torch.Tens
     return {s: XRayDataset(root, s, **kw).images for s in ("train", "val", "test")}
 
 
+NOISE_SEEDS = {"val": 100, "test": 200}  # setting i's noisy copy of a split is drawn with seed NOISE_SEEDS[split] + i
+
+
 def noisy_copy(noise: NoiseModel, images: torch.Tensor, seed: int) -> torch.Tensor:
     """The same corrupted copy for every method: noise drawn from a generator seeded per setting."""
     return noise(images, torch.Generator().manual_seed(seed))
@@ -442,8 +445,8 @@ def prepare(cfg: dict, m: dict, data: Sequence[str] | None) -> Setup:
     n_test = len(splits["test"])
     return Setup(
         name=name, data=data, splits=splits, train_sizes=train_sizes, labels=[n.label for n in noises],
-        noisy_val={n.label: noisy_copy(n, splits["val"], 100 + i) for i, n in enumerate(noises)},
-        noisy_test={n.label: noisy_copy(n, splits["test"], 200 + i) for i, n in enumerate(noises)},
+        noisy_val={n.label: noisy_copy(n, splits["val"], NOISE_SEEDS["val"] + i) for i, n in enumerate(noises)},
+        noisy_test={n.label: noisy_copy(n, splits["test"], NOISE_SEEDS["test"] + i) for i, n in enumerate(noises)},
         n_bm3d=n_test if m["bm3d_images"] == "all" else min(int(m["bm3d_images"]), n_test),
     )
 

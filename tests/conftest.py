@@ -10,6 +10,9 @@ Fixtures other test files may use:
 - ``run_cli``: ``run_cli([...])`` runs ``ae-lightning ...`` in this process (imports cost seconds, a
   subprocess per run would pay them again) with run directories under ``tmp_path``; returns the CLI
   object (``.trainer``, ``.model``, ``.datamodule``).
+
+Helpers: ``OptimizerSteps`` (a callback recording, per optimiser step, which optimiser stepped and which
+top-level submodules it moved), used by the adversarial models' phase tests.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ os.environ.setdefault("MKL_NUM_THREADS", "2")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
 
+import lightning as L  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -58,6 +62,40 @@ def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         r, c = 2 + 2 * int(y), 4 + i % 16
         images[i, r : r + 6, c : c + 6] = 255
     return images, labels
+
+
+class OptimizerSteps(L.Callback):
+    """For every ``optimizer.step()`` of a fit, ``(epoch, optimiser index, moved)`` in ``self.steps``: ``moved``
+    is the set of top-level submodules (``encoder``, ``decoder``, ...) whose parameters that one step changed.
+
+    Snapshots are taken by step pre/post hooks on each optimiser, so a phase that steps the wrong optimiser,
+    or an optimiser holding the wrong parameters, shows in its own step instead of hiding in a batch's net change.
+    """
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[int, int, frozenset[str]]] = []
+        self._handles: list = []
+        self._before: dict[str, torch.Tensor] = {}
+
+    def on_train_start(self, trainer, module) -> None:
+        for i, opt in enumerate(trainer.optimizers):
+            self._handles.append(opt.register_step_pre_hook(lambda *_: self._snapshot(module)))
+            self._handles.append(opt.register_step_post_hook(lambda *_, i=i: self._record(module, i)))
+
+    def on_train_end(self, trainer, module) -> None:
+        for h in self._handles:
+            h.remove()
+
+    def _snapshot(self, module) -> None:
+        self._before = {n: p.detach().clone() for n, p in module.named_parameters()}
+
+    def _record(self, module, index: int) -> None:
+        moved = frozenset(n.split(".")[0] for n, p in module.named_parameters() if not torch.equal(p, self._before[n]))
+        self.steps.append((module.current_epoch, index, moved))
+
+    def moves(self, epoch: int | None = None) -> list[tuple[int, set[str]]]:
+        """``(optimiser index, moved submodules)`` per step, in order (only epoch ``epoch``'s if given)."""
+        return [(i, set(m)) for e, i, m in self.steps if epoch is None or e == epoch]
 
 
 @pytest.fixture(scope="session")

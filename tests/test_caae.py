@@ -119,3 +119,65 @@ def test_predict_writes_an_age_progression_grid_per_face(trained_run, tmp_path):
     by_script = age_progression(["--ckpt", ckpt, "--indices", "0", "--out", str(tmp_path / "script.png")])
     ours, theirs = (np.asarray(Image.open(p), dtype=np.int64) for p in (grids[0], by_script))
     assert np.abs(ours - theirs).max() <= 1  # the same face's grid (rounding of the 8-bit writes)
+
+
+class _Faces(torch.utils.data.Dataset):
+    """Random 32×32 faces with UTKFace-style targets ``{"age_group", "gender"}``."""
+
+    def __init__(self, n: int) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.rand(n, 3, 32, 32, generator=g)
+        self.age, self.gender = torch.randint(0, 10, (n,), generator=g), torch.randint(0, 2, (n,), generator=g)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i], {"age_group": self.age[i], "gender": self.gender[i]}
+
+
+def test_three_optimisers_and_adversarial_terms_after_reconstruction_only_epochs():
+    """Two epochs of two batches, ``reconstruction_only_epochs=1``. Around every optimiser step: the E+G optimiser
+    moves encoder + generator only, D_z's the latent discriminator only, D_img's the image discriminator only,
+    in that order. The E+G loss is the reconstruction alone in epoch 0, and gains the adversarial terms
+    (``train/g_loss``, ``train/g_img_loss`` logged) from epoch 1 on."""
+    import lightning as L
+    from conftest import OptimizerSteps
+
+    torch.manual_seed(0)
+    model = ConditionalAdversarialAutoencoder(
+        CAAEEncoder((3, 32, 32), [8, 16], code_dim=CODE), CAAEGenerator((3, 32, 32), CODE, channels=[16, 8, 8]),
+        MLPDiscriminator(CODE, [8]), ImageDiscriminator((3, 32, 32), channels=[8], hidden=8),
+        reconstruction_only_epochs=1, weight_image_adv=1.0, weight_latent_adv=1.0,  # weights large enough to see
+    )
+    eg_losses, logged = [], []  # (epoch, E+G loss) per update; (epoch, logged keys) per batch
+    update = model._update
+
+    def recording_update(optimizer, loss):
+        if getattr(optimizer, "optimizer", optimizer) is model.trainer.optimizers[0]:
+            eg_losses.append((model.current_epoch, float(loss)))
+        update(optimizer, loss)
+
+    model._update = recording_update
+
+    class Grab(L.Callback):
+        def on_train_batch_end(self, trainer, module, *args):
+            logged.append((module.current_epoch, {k: float(v) for k, v in trainer.callback_metrics.items()}))
+
+    steps = OptimizerSteps()
+    trainer = L.Trainer(max_epochs=2, limit_train_batches=2, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[steps, Grab()])
+    trainer.fit(model, torch.utils.data.DataLoader(_Faces(16), batch_size=8))
+
+    eg, dz, dimg = (0, {"encoder", "decoder"}), (1, {"discriminator"}), (2, {"image_discriminator"})  # decoder = G
+    for epoch in (0, 1):
+        assert steps.moves(epoch) == [eg, dz, dimg] * 2, epoch
+    adversarial = {"train/g_loss_step", "train/g_img_loss_step"}
+    for (epoch, loss), (_, metrics) in zip(eg_losses, logged, strict=True):
+        recon = metrics["train/recon_step"]
+        if epoch == 0:  # reconstruction only: no adversarial term logged or added
+            assert not adversarial & set(metrics) and loss == pytest.approx(recon, rel=1e-6), (epoch, metrics)
+        else:
+            assert adversarial <= set(metrics), metrics
+            assert loss == pytest.approx(recon + metrics["train/g_loss_step"] + metrics["train/g_img_loss_step"],
+                                         rel=1e-5)

@@ -53,6 +53,40 @@ def test_kl_sparsity_closed_form():
         kl_sparsity(h, 1.5)
 
 
+def test_kl_penalty_is_per_batch_and_its_small_batch_excess_is_the_convexity_term():
+    """The documented choice (``KLSparsity``): ρ̂ is the current batch's mean, with no state carried between
+    batches, so the penalty of a batch depends on that batch only. KL is convex in ρ̂, so averaging per-batch
+    penalties over a partition of the data (or over DDP ranks' shares of a global batch) gives at least the
+    full-data penalty (Jensen: exact for every partition), in excess by ≈ Σ_j KL''(ρ̂_j) Var(h_j) / (2B)."""
+    torch.manual_seed(0)
+    means = torch.linspace(0.03, 0.3, 8)  # 8 sigmoid-like units, mean activations 0.03 … 0.3
+    h = torch.distributions.Beta(means * 4, (1 - means) * 4).sample((8192,))  # (N, 8) in (0, 1)
+    rho, penalty = 0.05, KLSparsity(target=0.05, beta=1.0)
+
+    def closed_form(rho_hat: torch.Tensor) -> float:
+        return float((rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))).sum())
+
+    a, b = h[:64], h[64:128]
+    first = float(penalty(a))
+    penalty(b)  # another batch in between changes nothing: no running ρ̂
+    assert float(penalty(a)) == first == pytest.approx(closed_form(a.mean(0)), rel=1e-5)
+    # under DDP each rank penalises its own half of a global batch of 128: together they over-penalise
+    assert (float(penalty(a)) + float(penalty(b))) / 2 >= float(penalty(h[:128]))
+
+    full, n = float(penalty(h)), len(h)
+    mu, var = h.mean(0), h.var(0, unbiased=False)
+    curvature = rho / mu**2 + (1 - rho) / (1 - mu) ** 2  # KL''(ρ̂) at the full-data mean, (8,)
+    excess = {}
+    for batch in (16, 64, 256, 1024):
+        per_batch = torch.stack([penalty(c) for c in h.split(batch)]).mean().item()
+        excess[batch] = per_batch - full
+        assert excess[batch] >= 0, batch
+        # second-order (delta-method) prediction, with the finite-population factor of a partition
+        predicted = float((curvature * var).sum()) / (2 * batch) * (n - batch) / (n - 1)
+        assert excess[batch] == pytest.approx(predicted, rel=0.2), (batch, excess[batch], predicted)
+    assert excess[16] > 3 * excess[64] > 9 * excess[256]  # shrinks as 1/B
+
+
 def test_top_k_keeps_k_largest_and_their_gradients():
     h = torch.tensor([[0.1, 0.9, 0.5, 0.3], [0.7, 0.2, 0.8, 0.0]], requires_grad=True)
     kept = top_k(h, 2)

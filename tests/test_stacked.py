@@ -196,8 +196,30 @@ def test_features_benchmark_probes_and_finetunes_the_sdae(tmp_path):
     assert [r["model"] for r in rows] == ["raw pixels", "PCA", "stacked DAE"]
     sdae = rows[-1]
     assert sdae["code_dim"] == cfg["code_dim"] and sdae["train_size"] == 512
-    assert 0.0 <= sdae["finetune_error"] < 0.75 and sdae["probe_accuracy"] > 0.2  # chance: 0.9 error, 0.1 accuracy
+    # smoke bounds only (chance: 0.9 error, 0.1 accuracy): 512 digits and this schedule are too little for the
+    # fine-tuned SDAE to beat raw pixels (≈ 50 % error against an ≈ 83 % pixel probe); that claim is the slow
+    # test_finetuned_sdae_beats_a_linear_probe_on_raw_pixels
+    assert 0.0 <= sdae["finetune_error"] < 0.75 and sdae["probe_accuracy"] > 0.2
     with open(tmp_path / "features_mnist.csv") as f:
         assert next(csv.reader(f)) == features.COLUMNS
     assert "| 1.28 |" in (tmp_path / "features_mnist.md").read_text()  # the paper anchor beside ours
     assert (tmp_path / "features_mnist_embedding.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_finetuned_sdae_beats_a_linear_probe_on_raw_pixels(tmp_path):
+    """What supervised fine-tuning is for: the SDAE config with its own schedule (5 + 5 + 5 pretraining epochs,
+    15 fine-tuning epochs), on the embedded set's 3,000 training digits, classifies the test digits better than
+    the benchmark's linear probe (``benchmarks.features.linear_probe``: logistic regression on standardised raw
+    pixels, L2 chosen on val) trained on the same digits. Slow tier: the fast tier's budget (512 digits, or a
+    quarter of the schedule on 3,000) leaves the fine-tuned net below raw pixels."""
+    import yaml
+
+    from benchmarks import features
+
+    cfg = yaml.safe_load(features.CONFIG.read_text())
+    cfg["models"] = [m for m in cfg["models"] if m["config"] == "stacked_dae_mnist"]
+    rows = features.run("quick", out_dir=tmp_path, config=cfg, overrides={"train_size": 3000, "epoch_scale": 1.0})
+    raw, sdae = rows[0], rows[-1]
+    assert raw["model"] == "raw pixels" and raw["train_size"] == sdae["train_size"] == 3000
+    assert 1 - sdae["finetune_error"] > raw["probe_accuracy"], (sdae["finetune_error"], raw["probe_accuracy"])

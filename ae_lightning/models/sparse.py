@@ -4,7 +4,8 @@
 
 * :class:`L1Sparsity` — ``λ Σ_j |h_j|`` (any activation);
 * :class:`KLSparsity` — ``β Σ_j KL(ρ ‖ ρ̂_j)`` with ``ρ̂_j`` the mean activation of unit j over the
-  batch (Ng, CS294A lecture notes; needs sigmoid hidden units), e.g. ρ = 0.05;
+  batch (Ng, CS294A lecture notes; needs sigmoid hidden units), e.g. ρ = 0.05 (a per-batch, not a
+  running, mean: the class says why);
 
 and optionally the k-sparse constraint (Makhzani & Frey 2013): only the ``k`` largest activations
 of each code are kept, the rest set to zero. Example::
@@ -61,7 +62,18 @@ class L1Sparsity(SparsityPenalty):
 
 
 class KLSparsity(SparsityPenalty):
-    """``beta · Σ_j KL(target ‖ ρ̂_j)`` (Ng's sparse autoencoder); sigmoid hidden units."""
+    """``beta · Σ_j KL(target ‖ ρ̂_j)`` (Ng's sparse autoencoder); sigmoid hidden units.
+
+    ``ρ̂_j`` is unit j's mean activation over the current batch (per process under DDP: no all-gather), not
+    a running mean or the whole training set's mean (Ng's notes, written for full-batch training). Why: the
+    penalty stays a plain function of the batch, so its gradient reaches every example that sets ``ρ̂`` (a
+    running mean's detached history gets none, which rescales β by the momentum), and there is no state to
+    checkpoint, resume or synchronise across ranks. The cost: KL is convex in ``ρ̂``, so (Jensen) the
+    expected per-batch penalty exceeds the full-data one, by ≈ ``Σ_j KL''(ρ̂_j) Var(h_j) / (2B)`` with
+    ``KL''(ρ̂) = ρ/ρ̂² + (1-ρ)/(1-ρ̂)²``: small batches (or small per-rank batches under DDP) are
+    over-penalised, by an excess that shrinks as 1/B (tested in tests/test_sparse.py). Keep the
+    per-process batch in the tens or more.
+    """
 
     unit_interval = True
 
