@@ -43,6 +43,21 @@ def _has_credentials() -> bool:
     return os.path.exists(netrc) and "api.wandb.ai" in open(netrc, encoding="utf-8", errors="ignore").read()
 
 
+def new_run_id() -> str:
+    """A W&B-style run id (8 characters a-z0-9) from ``secrets``, not ``random``: the CLI seeds ``random``
+    first, which would give every run of a config the same id."""
+    return "".join(secrets.choice(_ID_CHARS) for _ in range(8))
+
+
+def offline_safe_mode(mode: str | None = None) -> str | None:
+    """``mode`` as given; without one (nor ``WANDB_MODE``), ``"offline"`` when W&B has no credentials or
+    cannot reach its server (one warning), else ``None`` (W&B's default). For every ``wandb.init`` here."""
+    if mode is None and "WANDB_MODE" not in os.environ and (not _has_credentials() or not _wandb_reachable()):
+        rank_zero_warn("W&B: no credentials or no network; logging offline (upload later with `wandb sync`)")
+        return "offline"
+    return mode
+
+
 class WandbLogger(_LightningWandbLogger):
     """Lightning's ``WandbLogger``, offline-safe, with the run's files in the run's folder (module docstring).
 
@@ -52,18 +67,14 @@ class WandbLogger(_LightningWandbLogger):
 
     def __init__(self, *args, mode: str | None = None, group: str | None = None, tags: list[str] | None = None,
                  **kwargs) -> None:
-        offline = kwargs.get("offline", False)
-        if mode is None and not offline and "WANDB_MODE" not in os.environ:
-            if not _has_credentials() or not _wandb_reachable():
-                rank_zero_warn("W&B: no credentials or no network; logging offline (upload later with `wandb sync`)")
-                mode = "offline"
+        if not kwargs.get("offline", False):
+            mode = offline_safe_mode(mode)
         if mode is not None:
             kwargs["mode"] = mode
         kwargs.update({k: v for k, v in (("group", group), ("tags", tags)) if v is not None})
         if not (kwargs.get("version") or kwargs.get("id")):
-            # the id is the run folder's name: known now, not only once W&B has started. `secrets`, not
-            # `random`: the CLI seeds `random` first, which would give every run of a config the same id
-            kwargs["id"] = os.environ.get("WANDB_RUN_ID") or "".join(secrets.choice(_ID_CHARS) for _ in range(8))
+            # the id is the run folder's name: known now, not only once W&B has started
+            kwargs["id"] = os.environ.get("WANDB_RUN_ID") or new_run_id()
         super().__init__(*args, **kwargs)
 
     def use_folder(self, folder: str | Path) -> None:
