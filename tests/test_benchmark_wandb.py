@@ -19,8 +19,9 @@ wandb = pytest.importorskip("wandb")
 
 
 def test_benchmarks_run_wandb_logs_tables_and_figures_offline(tmp_path, monkeypatch):
-    import benchmarks.run as bench
     from test_wandb import records
+
+    import benchmarks.run as bench
 
     results = tmp_path / "results"
 
