@@ -72,16 +72,21 @@ def run_label(experiment: str, argv) -> str:
     """A run's display name: the experiment and its command-line overrides, each as its last key.
 
     ``run_label("dae_xray64", ["--model.init_args.optimizer.init_args.lr=0.01", "--data.init_args.noise.init_args.std",
-    "0.3"])`` → ``"dae_xray64 lr=0.01 std=0.3"``: a sweep's runs (``${args}``) are told apart in the W&B UI.
+    "0.3"])`` → ``"dae_xray64 lr=0.01 std=0.3"``: a sweep's runs (``${args}``) are told apart in the W&B UI. A
+    ``--config`` after the first (the experiment) that is not a logger fragment adds its stem (``depth3``).
     """
-    parts, argv = [], [str(a) for a in argv or []]
+    parts, argv, configs = [], [str(a) for a in argv or []], 0
     for i, arg in enumerate(argv):
         if not arg.startswith("--"):
             continue
         key, eq, value = arg[2:].partition("=")
         if not eq:
             value = argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else "true"
-        if key and not key.startswith(_NOT_IN_LABEL) and key not in ("seed_everything",):
+        if key == "config":  # a fragment beyond the experiment (a sweep's depth3.yaml) names a choice; a logger does not
+            configs += 1
+            if configs > 1 and Path(value).parent.name != "logger":
+                parts.append(Path(value).stem)
+        elif key and not key.startswith(_NOT_IN_LABEL) and key not in ("seed_everything",):
             parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
     return " ".join([experiment, *parts])
 
