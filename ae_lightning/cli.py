@@ -22,7 +22,11 @@ What every experiment shares is not repeated in its YAML:
 - ``last.ckpt`` is also written every ``resume.every_n_train_steps`` steps and on SIGTERM, so a killed or
   preempted run resumes with ``--ckpt_path last`` to the same weights (:mod:`ae_lightning.callbacks.resume`);
 - ``ae-lightning predict`` writes one output per input, codes or samples (``prediction.*``, see
-  :mod:`ae_lightning.callbacks.prediction`) under ``runs/<experiment>/predict/``;
+  :mod:`ae_lightning.callbacks.prediction`) under ``runs/<experiment>/version_N/predict/``;
+- one run, one folder, whatever the logger (:mod:`ae_lightning.callbacks.run_dir`): the resolved ``config.yaml``,
+  checkpoints, metrics, image grids, predictions (and W&B's own files) all go to the folder where the checkpoints
+  go, ``runs/<experiment>/version_N/`` (CSV) or ``runs/ae_lightning/<run id>/`` (W&B); a W&B run is named after
+  the experiment and its overrides (:func:`run_label`) and grouped by experiment;
 - every net's ``image_shape`` is the data's (:func:`ae_lightning.config.link_image_shape`): a config
   states the image size once, in its data block, and ``--data.init_args.image_size=128`` resizes the nets too.
 """
@@ -43,9 +47,12 @@ from ae_lightning.callbacks import (
     PredictionWriter,
     ReconstructionGrid,
     ResumeCheckpoint,
+    SaveRunConfig,
     StopOnNonFinite,
+    run_dir,
 )
 from ae_lightning.config import DEFAULTS, instantiate, link_image_shape
+from ae_lightning.loggers import WandbLogger
 
 
 def run_name(config_paths) -> str | None:
@@ -57,8 +64,43 @@ def run_name(config_paths) -> str | None:
     return None
 
 
+#: overrides that do not tell runs apart (where files go, how much is printed), left out of run names
+_NOT_IN_LABEL = ("config", "trainer.logger", "trainer.default_root_dir", "trainer.enable_", "ckpt_path")
+
+
+def run_label(experiment: str, argv) -> str:
+    """A run's display name: the experiment and its command-line overrides, each as its last key.
+
+    ``run_label("dae_xray64", ["--model.init_args.optimizer.init_args.lr=0.01", "--data.init_args.noise.init_args.std",
+    "0.3"])`` → ``"dae_xray64 lr=0.01 std=0.3"``: a sweep's runs (``${args}``) are told apart in the W&B UI. A
+    ``--config`` after the first (the experiment) that is not a logger fragment adds its stem (``depth3``).
+    """
+    parts, argv, configs = [], [str(a) for a in argv or []], 0
+    for i, arg in enumerate(argv):
+        if not arg.startswith("--"):
+            continue
+        key, eq, value = arg[2:].partition("=")
+        if not eq:
+            value = argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else "true"
+        if key == "config":  # a fragment beyond the experiment (a sweep's depth3.yaml) names a choice; a logger does not
+            configs += 1
+            if configs > 1 and Path(value).parent.name != "logger":
+                parts.append(Path(value).stem)
+        elif key and not key.startswith(_NOT_IN_LABEL) and key not in ("seed_everything",):
+            parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
+    return " ".join([experiment, *parts])
+
+
+def _logger_specs(logger) -> list:
+    return [spec for spec in (logger if isinstance(logger, list) else [logger]) if getattr(spec, "init_args", None)]
+
+
 class AutoencoderCLI(LightningCLI):
     """Subclass mode for model and data: any LightningModule / DataModule can be named in YAML."""
+
+    def parse_arguments(self, parser, args) -> None:
+        self._argv = list(args) if isinstance(args, list | tuple) else sys.argv[1:] if args is None else []
+        super().parse_arguments(parser, args)
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(ReconstructionGrid, "image_grid")
@@ -69,19 +111,30 @@ class AutoencoderCLI(LightningCLI):
                              "checkpoint.enable_version_counter": False})
         parser.add_lightning_class_args(StopOnNonFinite, "divergence")
         parser.add_lightning_class_args(ResumeCheckpoint, "resume")
-        # `ae-lightning predict` writes its outputs (runs/<experiment>/predict/); inert in the other subcommands
+        # `ae-lightning predict` writes its outputs (<run folder>/predict/); inert in the other subcommands
         parser.add_lightning_class_args(PredictionWriter, "prediction")
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
-        logger = cfg.get("trainer", {}).get("logger")
-        init = getattr(logger, "init_args", None) if logger is not None else None
-        if init is not None and "name" in init and init.get("name") is None:
-            init["name"] = run_name(cfg.get("config")) or "ae_lightning"
+        experiment = run_name(cfg.get("config")) or "ae_lightning"
+        for spec in _logger_specs(cfg.get("trainer", {}).get("logger")):
+            init = spec.init_args
+            wandb = str(spec.class_path).endswith("WandbLogger")
+            if "name" in init and init.get("name") is None:
+                # CSV: the folder (runs/<experiment>/version_N); W&B: the run's display name, its group the experiment
+                init["name"] = run_label(experiment, getattr(self, "_argv", [])) if wandb else experiment
+            if wandb and "group" in init and init.get("group") is None:
+                init["group"] = experiment
         # the nets take the data's image shape: written once, in the data block (image_size, or fixed by the set)
         data_spec = yaml.safe_load(self.parser.dump(self.config, skip_check=True))
         data_spec = (data_spec.get(self.subcommand) if self.subcommand else data_spec)["data"]
         link_image_shape(cfg["model"], instantiate(data_spec, L.LightningDataModule).image_shape)
+
+    def after_instantiate_classes(self) -> None:
+        # W&B's own files into the run's folder too (beside checkpoints/, config.yaml, images/), whatever logger is first
+        for logger in self.trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.use_folder(run_dir(self.trainer))
 
 
 def main(args=None) -> None:
@@ -104,6 +157,7 @@ def _run(args) -> None:
         L.LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
+        save_config_callback=SaveRunConfig,  # config.yaml into the run's own folder, whatever the logger
         save_config_kwargs={"overwrite": True},
         trainer_defaults={"default_root_dir": "runs"},
         parser_kwargs={cmd: {"default_config_files": [str(DEFAULTS)] if DEFAULTS.is_file() else []}

@@ -3,6 +3,7 @@
     python -m benchmarks.run --quick                  # offline on the embedded real data
     python -m benchmarks.run --full                   # paper scale (GPU when present)
     python -m benchmarks.run --quick --only denoising
+    python -m benchmarks.run --quick --wandb          # + each table as a wandb.Table, each figure as a wandb.Image
 """
 
 from __future__ import annotations
@@ -11,11 +12,52 @@ import argparse
 import importlib
 import sys
 import time
+from pathlib import Path
 
 from benchmarks.common import RESULTS
 
+RUNS = "runs"  # where the W&B run of --wandb goes (runs/benchmarks/<run id>/)
+
 # the headline comparison first
 BENCHMARKS = ["denoising", "features", "generation", "adversarial"]
+
+
+def start_wandb(mode: str, names: list[str]):
+    """A W&B run for this benchmark session, its config the environment (device, versions, mode), offline-safe
+    like the training logger; its files in ``runs/benchmarks/<run id>/wandb/``."""
+    import platform
+
+    import lightning
+    import torch
+    import wandb
+
+    from ae_lightning.loggers import new_run_id, offline_safe_mode
+    from benchmarks.common import hardware
+
+    run_id = new_run_id()
+    folder = Path(RUNS) / "benchmarks" / run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"mode": mode, "benchmarks": names, "device": hardware()[2], "python": platform.python_version(),
+              "torch": torch.__version__, "lightning": lightning.__version__, "wandb": wandb.__version__}
+    return wandb.init(project="ae_lightning", job_type="benchmark", group="benchmarks", name=f"benchmarks {mode}",
+                      id=run_id, dir=str(folder), config=config, mode=offline_safe_mode())
+
+
+def log_results(run, name: str, since: float) -> None:
+    """Every results file the benchmark ``name`` wrote (changed since ``since``): ``<name>/<stem>`` as a
+    ``wandb.Table`` (CSV) or a ``wandb.Image`` (PNG)."""
+    import csv
+
+    import wandb
+
+    for path in sorted(Path(RESULTS).glob("*")):
+        if path.stat().st_mtime < since or path.suffix not in (".csv", ".png"):
+            continue
+        if path.suffix == ".csv":
+            header, *rows = list(csv.reader(path.open()))
+            run.log({f"{name}/{path.stem}": wandb.Table(columns=header, data=rows)})
+        else:
+            run.log({f"{name}/{path.stem}": wandb.Image(str(path))})
 
 
 def main(argv=None) -> int:
@@ -24,14 +66,20 @@ def main(argv=None) -> int:
     mode.add_argument("--quick", dest="mode", action="store_const", const="quick")
     mode.add_argument("--full", dest="mode", action="store_const", const="full")
     ap.add_argument("--only", nargs="+", choices=BENCHMARKS, default=BENCHMARKS)
+    ap.add_argument("--wandb", action="store_true", help="log the results to W&B (offline without credentials/network)")
     args = ap.parse_args(argv)
     mode = args.mode or "quick"
+    tracker = start_wandb(mode, args.only) if args.wandb else None
     times = {}
     for name in args.only:
-        t0 = time.perf_counter()
+        t0, started = time.perf_counter(), time.time()
         print(f"\n=== benchmark: {name} ({mode}) ===", flush=True)
         importlib.import_module(f"benchmarks.{name}").run(mode)
         times[name] = time.perf_counter() - t0
+        if tracker is not None:
+            log_results(tracker, name, since=started)
+    if tracker is not None:
+        tracker.finish()
     print("\n" + ", ".join(f"{k} {v / 60:.1f} min" for k, v in times.items()) + f"; results in {RESULTS}/")
     return 0
 

@@ -143,7 +143,8 @@ def test_fit_then_predict_denoises_a_folder_at_full_size(run_cli, tmp_path):
     run_cli(["fit", *DAE, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1"])
     ckpt = tmp_path / "runs" / "dae_xray64" / "version_0" / "checkpoints" / "last.ckpt"
     run = run_cli(["predict", *DAE, "--ckpt_path", str(ckpt), "--data.init_args.predict_root", str(tmp_path / "in")])
-    out = tmp_path / "runs" / "dae_xray64" / "predict"
+    out = tmp_path / "runs" / "dae_xray64" / "version_1" / "predict"  # the predict run's own folder
+    assert (out.parent / "config.yaml").is_file()
     check_outputs(out, tmp_path / "in", made)
     # the written image is the model's full-resolution reconstruction of the input, quantised to its bit depth
     x, meta = ImageFiles(tmp_path / "in")[1]
@@ -168,7 +169,7 @@ def test_predict_ddp_two_processes_each_input_written_once(run_cli, tmp_path, fo
 def test_predict_codes_of_an_autoencoder(run_cli, tmp_path):
     run = run_cli(["predict", "--config", str(CONFIGS / "ae_mnist.yaml"), *QUIET, "--prediction.output=codes",
                    "--trainer.limit_predict_batches=2", "--data.init_args.batch_size=16"])
-    out = tmp_path / "runs" / "ae_mnist" / "predict"
+    out = tmp_path / "runs" / "ae_mnist" / "version_0" / "predict"
     codes = np.load(out / "codes.npy")
     rows = read_index(out / "codes.csv")
     assert codes.shape == (32, run.model.encoder.code_dim) and len(rows) == 32
@@ -182,7 +183,7 @@ def test_predict_codes_of_an_autoencoder(run_cli, tmp_path):
 def test_predict_writes_samples_of_generative_models(run_cli, tmp_path, config, sets):
     run_cli(["predict", "--config", str(CONFIGS / f"{config}.yaml"), *QUIET, "--prediction.num_samples=9",
              "--trainer.limit_predict_batches=1"])
-    out = tmp_path / "runs" / config / "predict" / "samples"
+    out = tmp_path / "runs" / config / "version_0" / "predict" / "samples"
     assert sorted(p.name for p in out.glob("*_grid.png")) == sorted(f"{s}_grid.png" for s in sets)
     files = sorted((out / sets[0]).glob("*.png"))
     assert len(files) == 9
@@ -197,7 +198,7 @@ def test_predict_codes_ddp_two_processes_merged_in_input_order(run_cli, tmp_path
     run = run_cli(["predict", "--config", str(CONFIGS / "ae_mnist.yaml"), *QUIET, "--prediction.output=codes",
                    "--trainer.devices=2", "--trainer.strategy=ddp_fork", "--trainer.limit_predict_batches=2",
                    "--data.init_args.batch_size=8"])
-    out = tmp_path / "runs" / "ae_mnist" / "predict"
+    out = tmp_path / "runs" / "ae_mnist" / "version_0" / "predict"
     codes, rows = np.load(out / "codes.npy"), read_index(out / "codes.csv")
     assert codes.shape[0] == len(rows) == 32 and not list(out.glob("codes.rank*"))
     run.datamodule.setup("test")  # the ranks set up their own copies

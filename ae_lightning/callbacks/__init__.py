@@ -6,8 +6,9 @@ from ae_lightning.callbacks.generation import GenerationGrids
 from ae_lightning.callbacks.images import ReconstructionGrid, log_image
 from ae_lightning.callbacks.prediction import PredictionWriter
 from ae_lightning.callbacks.resume import ResumeCheckpoint
+from ae_lightning.callbacks.run_dir import SaveRunConfig, run_dir
 
 __all__ = [
     "GenerationGrids", "NonFiniteLossError", "PredictionWriter", "ReconstructionGrid", "ResumeCheckpoint",
-    "StopOnNonFinite", "log_image",
+    "SaveRunConfig", "StopOnNonFinite", "log_image", "run_dir",
 ]

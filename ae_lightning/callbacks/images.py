@@ -1,4 +1,5 @@
-"""Image grids written to ``<run dir>/images/`` and to the logger each validation epoch."""
+"""Image grids written to ``<run dir>/images/`` (:func:`~ae_lightning.callbacks.run_dir.run_dir`) and to the
+logger each validation epoch."""
 
 from __future__ import annotations
 
@@ -6,22 +7,11 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torchvision.utils import make_grid, save_image
 
-
-def run_dir(trainer: L.Trainer) -> Path:
-    """The run directory: the logger's versioned folder, else ``default_root_dir``.
-
-    ``trainer.log_dir`` without its broadcast: that is a collective call, which deadlocks DDP when
-    only rank 0 makes it (as :func:`log_image` does); rank 0's own value is the one it would get.
-    """
-    if not trainer.loggers:
-        return Path(trainer.default_root_dir)
-    logger = trainer.loggers[0]
-    path = logger.log_dir if isinstance(logger, TensorBoardLogger | CSVLogger) else logger.save_dir
-    return Path(path or trainer.default_root_dir)
+from ae_lightning.callbacks.run_dir import run_dir
 
 
 @rank_zero_only

@@ -1,7 +1,7 @@
 """``ae-lightning predict`` writes files: one output per input, codes, or generated samples.
 
 :class:`PredictionWriter` is on by default in the CLI (arguments ``--prediction.*``) and writes under
-``runs/<experiment>/predict/`` (or ``--prediction.output_dir``):
+``predict/`` in the run's folder, ``runs/<experiment>/version_N/predict/`` (or ``--prediction.output_dir``):
 
 - ``output: reconstruction`` (autoencoders, denoisers): one image per input, at the input's relative
   path and name, size and bit depth (16-bit in → 16-bit PNG/TIFF out; other formats become ``.png``),
@@ -32,6 +32,7 @@ from PIL import Image
 from torchvision.utils import make_grid
 
 from ae_lightning.batch import labels_of
+from ae_lightning.callbacks.run_dir import run_dir
 
 KEEP_SUFFIXES = {".png", ".tif", ".tiff"}  # formats that hold 16-bit grayscale; others are written as .png
 
@@ -59,7 +60,7 @@ class PredictionWriter(BasePredictionWriter):
     """Writes what ``predict_step`` returned (see the module docstring).
 
     Args:
-        output_dir: where to write; ``None``: ``<logger save_dir>/<experiment>/predict``.
+        output_dir: where to write; ``None``: ``predict/`` in the run's folder (``runs/<experiment>/version_N/predict``).
         output: ``auto`` (the model's default), ``reconstruction``, ``codes``, ``samples`` or ``progression`` (CAAE).
         num_samples: images per generated set (``output: samples``).
         seed: seed of the generated samples.
@@ -79,20 +80,22 @@ class PredictionWriter(BasePredictionWriter):
         self.seed = seed
         self._rows: list[dict] = []
         self._codes: list[np.ndarray] = []
+        self._run_dir: Path | None = None
 
     def directory(self, trainer: L.Trainer) -> Path:
         if self.output_dir is not None:
             return Path(self.output_dir)
-        logger = trainer.loggers[0] if trainer.loggers else None
-        if logger is None or logger.save_dir is None:
-            return Path(trainer.default_root_dir) / "predict"
-        return Path(logger.save_dir) / (logger.name or "") / "predict"
+        if self._run_dir is None:  # setup() was not called: this process's own view of the run folder
+            return run_dir(trainer) / "predict"
+        return self._run_dir / "predict"
 
     def kind(self, pl_module) -> str:
         return getattr(pl_module, "default_prediction", "reconstruction") if self.output == "auto" else self.output
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         if stage == "predict":
+            # every rank writes its own images: all into rank 0's run folder (a W&B run id is rank 0's)
+            self._run_dir = Path(trainer.strategy.broadcast(str(run_dir(trainer))))
             pl_module.prediction_kind = self.kind(pl_module)
             self._rows, self._codes = [], []
 
