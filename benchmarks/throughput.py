@@ -1,0 +1,217 @@
+"""Throughput: the suite's Trainer path against a raw PyTorch loop of the *same* net on the *same* data.
+
+For each workload the model comes from its experiment config; the raw loop uses that model's own
+nets, noise, loss and optimiser settings on the same in-memory images (sliced batches, the fastest
+plain-PyTorch data path), the suite path is ``Trainer.fit`` on the config's DataModule. The two paths
+alternate (raw, suite, raw, suite, …) in one process, and only steady-state steps count (the first
+``warmup`` steps of each measurement are excluded), so a ratio is immune to the machine's speed of
+the day. Workloads (issue: the GPU/multi-GPU path):
+
+- the Gondara conv DAE (``dae_xray64``) on 64×64 X-rays at batch 1024 and at the paper's batch 10;
+- the Hinton deep AE 784-1000-500-250-30 (``deep_ae_mnist``) on MNIST at batch 1024 and 256;
+- a VAE epoch (``vae_mnist``): a training pass plus a validation pass at batch 100.
+
+Writes ``benchmarks/results/throughput_<device>.csv`` / ``.md`` with columns
+``workload,device,precision,batch_size,path,images_per_s,ratio_to_raw``.
+
+    python -m benchmarks.throughput --quick       # CPU-sized step counts
+    python -m benchmarks.throughput --full        # more steps (GPU: bf16 + channels-last rows too)
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from ae_lightning.config import instantiate, load_config
+from benchmarks.common import RESULTS, hardware, markdown_table, quiet, trainer, write_csv
+
+COLUMNS = ["workload", "device", "precision", "batch_size", "path", "images_per_s", "ratio_to_raw"]
+
+
+@dataclass
+class Workload:
+    name: str
+    config: str
+    batch_size: int
+    steps: dict[str, int]  # measured steps per mode
+    with_validation: bool = False  # an epoch = train pass + validation pass (the VAE workload)
+
+
+WORKLOADS = [
+    # batch 1024 of 64×64 conv maps is ~20 s per step on a 2-core CPU: a GPU (full mode) workload only
+    Workload("conv DAE 64x64 (Gondara)", "dae_xray64", 1024, {"full": 50}),
+    Workload("conv DAE 64x64 (Gondara)", "dae_xray64", 10, {"quick": 20, "full": 500}),
+    Workload("deep AE 784-1000-500-250-30", "deep_ae_mnist", 1024, {"quick": 4, "full": 200}),
+    Workload("deep AE 784-1000-500-250-30", "deep_ae_mnist", 256, {"quick": 8, "full": 500}),
+    Workload("VAE epoch (train + val)", "vae_mnist", 100, {"quick": 20, "full": 70}, with_validation=True),
+]
+WARMUP = 2
+REPEATS = {"quick": 2, "full": 3}
+
+
+def build(config: str, batch_size: int) -> tuple[L.LightningModule, L.LightningDataModule]:
+    cfg = load_config(config)
+    cfg["data"]["init_args"]["batch_size"] = batch_size
+    cfg["data"]["init_args"].pop("train_size", None)  # every training image
+    data = instantiate(cfg["data"], L.LightningDataModule)
+    data.setup("fit")
+    train = data.train_set
+    if len(train) < 2 * batch_size:  # a throughput needs full batches: tile the (real) images
+        reps = -(-2 * batch_size // len(train))
+        train.images, train.labels = train.images.repeat(reps, 1, 1, 1), train.labels.repeat(reps)
+    return instantiate(cfg["model"], L.LightningModule), data
+
+
+# --- the raw loop: what a researcher writes by hand ------------------------------------------------
+def raw_images_per_s(model: L.LightningModule, data, w: Workload, steps: int, device: torch.device) -> float:
+    """Plain PyTorch: the model's nets, noise, loss and optimiser; batches sliced from in-memory tensors."""
+    model = model.to(device).train()
+    opt = model.configure_optimizers()
+    opt = opt["optimizer"] if isinstance(opt, dict) else opt
+    images = data.train_set.images.to(device)  # (N, C, H, W)
+    val = data.val_set.images.to(device) if w.with_validation else None
+    gen = torch.Generator(device=device).manual_seed(0)
+    order = torch.randperm(len(images), generator=gen, device=device)
+
+    def train_step(i: int) -> None:
+        idx = order[(i * w.batch_size) % (len(images) - w.batch_size):][: w.batch_size]
+        x = images[idx]  # (B, C, H, W)
+        out = model(model.corrupt(x))
+        loss = model.compute_losses(out, x)["loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    @torch.no_grad()
+    def val_pass() -> None:
+        model.eval()
+        for x in val.split(w.batch_size):
+            model.compute_losses(model(x), x)
+        model.train()
+
+    for i in range(WARMUP):
+        train_step(i)
+    _sync(device)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        train_step(WARMUP + i)
+    if val is not None:
+        val_pass()
+    _sync(device)
+    return _images(w, steps, data) / (time.perf_counter() - t0)
+
+
+# --- the suite: Trainer.fit on the config's DataModule -------------------------------------------------
+class StepClock(L.Callback):
+    """Wall time from the end of the warm-up steps to the end of the fit (validation included, if any)."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.start, self.end = warmup, None, None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.warmup * _optimizer_steps(pl_module) and self.start is None:
+            _sync(pl_module.device)
+            self.start = time.perf_counter()
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        _sync(pl_module.device)
+        self.end = time.perf_counter()
+
+
+def suite_images_per_s(model, data, w: Workload, steps: int, accelerator: str, precision: str) -> float:
+    clock = StepClock(WARMUP)
+    validation = dict(limit_val_batches=1.0, val_check_interval=WARMUP + steps) if w.with_validation else \
+        dict(limit_val_batches=0)
+    fit = trainer(-1, accelerator, precision, callbacks=[clock], max_steps=(WARMUP + steps) * _optimizer_steps(model),
+                  **validation)
+    fit.fit(model, data)
+    return _images(w, steps, data) / (clock.end - clock.start)
+
+
+def _optimizer_steps(model) -> int:
+    """Optimiser steps per batch (global_step counts these): 3 for the adversarial models, else 1."""
+    return 3 if type(model).__name__.endswith("AdversarialAutoencoder") else 1
+
+
+def _images(w: Workload, steps: int, data) -> int:
+    return steps * w.batch_size + (len(data.val_set) if w.with_validation else 0)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+# --- the run ---------------------------------------------------------------------------------------------
+def run(mode: str = "quick", out_dir: Path = RESULTS, workloads: list[Workload] | None = None) -> list[dict]:
+    quiet()
+    accelerator, precision, hw = hardware()
+    device = torch.device("cuda" if accelerator == "gpu" else "cpu")
+    tag = "cpu" if device.type == "cpu" else torch.cuda.get_device_name(0).split()[-1].lower()
+    print(f"throughput ({mode}) on {hw}: raw PyTorch loop vs the suite's Trainer path, alternating", flush=True)
+    rows = []
+    for w in workloads or WORKLOADS:
+        if mode not in w.steps:
+            print(f"  {w.name} at batch {w.batch_size}: {', '.join(w.steps)} mode only", flush=True)
+            continue
+        steps = w.steps[mode]
+        if w.with_validation:  # one whole epoch: every training batch
+            steps = min(steps, len(build(w.config, w.batch_size)[1].train_set) // w.batch_size - WARMUP)
+        speeds: dict[str, list[float]] = {"raw": [], "suite": []}
+        for _ in range(REPEATS[mode]):
+            for path in ("raw", "suite"):  # alternating, each on a fresh model
+                L.seed_everything(0, verbose=False)
+                model, data = build(w.config, w.batch_size)
+                if path == "raw":
+                    speeds[path].append(raw_images_per_s(model, data, w, steps, device))
+                else:
+                    speeds[path].append(suite_images_per_s(model, data, w, steps, accelerator, precision))
+        raw = statistics.median(speeds["raw"])
+        for path in ("raw", "suite"):
+            ips = statistics.median(speeds[path])
+            rows.append(dict(workload=w.name, device=tag, precision=precision, batch_size=w.batch_size, path=path,
+                             images_per_s=ips, ratio_to_raw=ips / raw))
+            print(f"  {w.name:<30} batch {w.batch_size:>5} {path:<6} {ips:10.0f} img/s  ratio {ips / raw:.3f}",
+                  flush=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"throughput_{tag}"
+    write_csv(out_dir / f"{stem}.csv", rows, COLUMNS)
+    table = markdown_table(["workload", "batch", "path", "images/s", "ratio to raw"],
+                           [[r["workload"], r["batch_size"], r["path"], f"{r['images_per_s']:.0f}",
+                             f"{r['ratio_to_raw']:.3f}"] for r in rows])
+    below = [f"{r['workload']} at batch {r['batch_size']} ({r['ratio_to_raw']:.3f})" for r in rows
+             if r["path"] == "suite" and r["ratio_to_raw"] < 0.95]
+    verdict = ("Every suite row is within 5 % of the raw loop." if not below else
+               "Below the 0.95 target: " + "; ".join(below) + ".")
+    (out_dir / f"{stem}.md").write_text(
+        f"# Throughput — {hw} ({mode})\n\n"
+        "Images per second, steady state (the first steps excluded), median of alternating runs of the same "
+        "net from its config: `raw` is a hand-written PyTorch loop over in-memory batches, `suite` is "
+        "`Trainer.fit` on the config's DataModule (no logger, no checkpoints, as the benchmarks run).\n\n"
+        + table + "\n" + verdict + "\n"
+    )
+    print(table + verdict)
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    group = ap.add_mutually_exclusive_group()
+    group.add_argument("--quick", dest="mode", action="store_const", const="quick")
+    group.add_argument("--full", dest="mode", action="store_const", const="full")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+    run(args.mode or "quick", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
