@@ -50,9 +50,12 @@ def new_run_id() -> str:
 
 
 def offline_safe_mode(mode: str | None = None) -> str | None:
-    """``mode`` as given; without one (nor ``WANDB_MODE``), ``"offline"`` when W&B has no credentials or
+    """``mode`` as given, else ``WANDB_MODE``; without either, ``"offline"`` when W&B has no credentials or
     cannot reach its server (one warning), else ``None`` (W&B's default). For every ``wandb.init`` here."""
-    if mode is None and "WANDB_MODE" not in os.environ and (not _has_credentials() or not _wandb_reachable()):
+    if mode is None and "WANDB_MODE" in os.environ:
+        # passed on explicitly: W&B's process-wide settings from an earlier run in this process would win otherwise
+        return os.environ["WANDB_MODE"]
+    if mode is None and (not _has_credentials() or not _wandb_reachable()):
         rank_zero_warn("W&B: no credentials or no network; logging offline (upload later with `wandb sync`)")
         return "offline"
     return mode

@@ -185,13 +185,3 @@ def forked_ranks():
         signal.signal(signal.SIGALRM, previous)
         torch.set_num_threads(threads)
 
-
-@pytest.fixture(autouse=True)
-def _fresh_wandb():
-    """W&B keeps process-wide settings (mode, credentials) from its first run: tear them down after every
-    test that used it, so that one test's offline/disabled choice never leaks into the next."""
-    yield
-    import sys
-
-    if "wandb" in sys.modules:
-        sys.modules["wandb"].teardown()

@@ -188,7 +188,7 @@ def test_a_given_mode_is_respected_without_probing_the_network(how, monkeypatch)
     if how == "env":
         monkeypatch.setenv("WANDB_MODE", "offline")
         logger = WandbLogger(project="ae_lightning_test")
-        assert "mode" not in logger._wandb_init  # wandb reads WANDB_MODE itself
+        assert logger._wandb_init["mode"] == "offline"  # WANDB_MODE, passed on explicitly
     else:
         monkeypatch.delenv("WANDB_MODE", raising=False)
         logger = WandbLogger(project="ae_lightning_test", mode="online")
