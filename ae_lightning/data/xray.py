@@ -34,7 +34,8 @@ from ae_lightning.data.common import (
     DatasetNotFoundError,
     ImageDataModule,
     as_paths,
-    seeded_split,
+    group_keys,
+    grouped_split,
     take_train_subset,
 )
 
@@ -215,12 +216,14 @@ def load_xray_source(root: str | Path | None, image_size: int = 64) -> XRaySourc
 
 
 def split_source(
-    src: XRaySource, val_fraction: float, test_fraction: float, seed: int
+    src: XRaySource, val_fraction: float, test_fraction: float, seed: int, group_by: str = "image"
 ) -> dict[str, np.ndarray]:
-    """Train/val/test indices: the official ones when the source has them, else seeded."""
+    """Train/val/test indices: the official ones when the source has them, else seeded, with no group
+    (``group_by``: ``"image"``, ``"parent"`` folder or a regex over the names, see ``group_keys``) in two splits."""
     if src.official_splits is not None:
         return dict(src.official_splits)
-    tr, va, te = seeded_split(len(src.images), val_fraction, test_fraction, seed, src.path)
+    groups = group_keys(src.names, group_by, src.path)
+    tr, va, te = grouped_split(groups, val_fraction, test_fraction, seed, src.path)
     return {"train": tr, "val": va, "test": te}
 
 
@@ -249,6 +252,7 @@ class XRayDataset(ArrayImageDataset):
         test_fraction: float = 0.2,
         train_size: int | None = None,
         seed: int = 0,
+        group_by: str = "image",
     ) -> None:
         if download:
             raise ValueError(
@@ -261,7 +265,7 @@ class XRayDataset(ArrayImageDataset):
         parts, labels = [], []
         for k, r in enumerate(roots):
             src = load_xray_source(r, image_size)
-            idx = split_source(src, val_fraction, test_fraction, seed)
+            idx = split_source(src, val_fraction, test_fraction, seed, group_by)
             chosen = idx[split]
             if split == "train" and train_size is not None:
                 # cap the union, sharing it across sources in proportion to their sizes
@@ -288,6 +292,9 @@ class XRayDataModule(ImageDataModule):
         image_size: side of the square output images.
         train_size: optional cap on training images (Gondara 2016 trained on ~300).
         hflip: random horizontal flips of training images.
+        group_by: what must not straddle two splits: ``"image"`` (split by image), ``"parent"`` (the
+            parent folder) or a regex over the file names, e.g. ``ae_lightning.data.common.KERMANY_PATIENT``
+            (``person\\d+_|(?:NORMAL2-)?IM-\\d+-``) for a split by patient of the Kermany chest X-rays.
     """
 
     def __init__(
@@ -301,6 +308,7 @@ class XRayDataModule(ImageDataModule):
         hflip: bool = False,
         num_workers: int = 0,
         seed: int = 0,
+        group_by: str = "image",
     ) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
         self.save_hyperparameters()
@@ -311,7 +319,7 @@ class XRayDataModule(ImageDataModule):
             return
         hp = self.hparams
         common = dict(image_size=hp.image_size, val_fraction=hp.val_fraction, test_fraction=hp.test_fraction,
-                      seed=self.seed)
+                      seed=self.seed, group_by=hp.group_by)
         self.train_set = XRayDataset(hp.root, "train", transform=_random_flip if hp.hflip else None,
                                      train_size=hp.train_size, **common)
         self.val_set = XRayDataset(hp.root, "val", **common)
