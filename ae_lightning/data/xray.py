@@ -36,6 +36,7 @@ from ae_lightning.data.common import (
     as_paths,
     group_keys,
     grouped_split,
+    seeded_split,
     take_train_subset,
 )
 
@@ -222,6 +223,7 @@ def split_source(
     (``group_by``: ``"image"``, ``"parent"`` folder or a regex over the names, see ``group_keys``) in two splits."""
     if src.official_splits is not None:
         return dict(src.official_splits)
+    seeded_split(len(src.images), val_fraction, test_fraction, seed, src.path)  # too few images: that error first
     groups = group_keys(src.names, group_by, src.path)
     tr, va, te = grouped_split(groups, val_fraction, test_fraction, seed, src.path)
     return {"train": tr, "val": va, "test": te}
