@@ -32,7 +32,8 @@ def main(argv=None) -> int:
         print(f"\n=== benchmark: {name} ({mode}) ===", flush=True)
         importlib.import_module(f"benchmarks.{name}").run(mode)
         times[name] = time.perf_counter() - t0
-    print("\n" + ", ".join(f"{k} {v / 60:.1f} min" for k, v in times.items()) + f"; results in {RESULTS}/")
+    print("\ntime per benchmark: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in times.items())
+          + f"; total {sum(times.values()) / 60:.1f} min ({mode}); results in {RESULTS}/")
     return 0
 
 
