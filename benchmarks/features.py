@@ -297,6 +297,8 @@ def train_and_probe(entry: dict, cfg: dict, m: dict, d: Digits, probes: Probes, 
 def setup_text(cfg: dict, m: dict) -> str:
     probe, scale = cfg["probe"], m["epoch_scale"]
     schedule = "the configs’ own schedules" if scale == 1 else f"{scale:g}× the configs’ epochs"
+    for name, entries in (m.get("schedules") or {}).items():
+        schedule += f", except {name}: " + ", ".join(f"{k} {v}" for k, v in entries.items())
     return (f"every encoder trained without labels from its experiment config (`config` column; configs/), code "
             f"size set to {cfg['code_dim']}, {schedule}; "
             f"probe: multinomial logistic regression (L-BFGS, ≤ {probe['max_iter']} iterations) on standardised "
