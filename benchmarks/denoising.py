@@ -8,10 +8,11 @@ The methods and schedules are ``benchmarks/denoising.yaml``; the noise settings 
 ``ae_lightning.config`` with only the noise (and, for the quick mode's fine-tune, the learning rate)
 overridden.
 
-    python -m benchmarks.denoising --quick                 # embedded chest X-rays, < 10 min on 2 cores
+    python -m benchmarks.denoising --quick                 # embedded chest X-rays, split by patient (make benchmark)
     python -m benchmarks.denoising --full                  # 100 epochs, one net per setting (GPU if any)
     python -m benchmarks.denoising --data all-mias/        # any folder / .npz the X-ray DataModule reads
     python -m benchmarks.denoising --data all-mias/ --data dental/   # combined: train on the union
+    python -m benchmarks.denoising --data all-mias/ --group-by image # other names: say what a patient is
 
 Writes ``benchmarks/results/denoising_<dataset>.{csv,md,png}``.
 """
