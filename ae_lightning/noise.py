@@ -23,6 +23,11 @@ class NoiseModel:
 
     label = "noise"
 
+    def additive_moments(self) -> tuple[float, float] | None:
+        """``(mean, std)`` of the noise when it is added to the image independently of it (before the clip to
+        [0, 1]), else ``None``: what a classical denoiser may be told (the bias to subtract, the oracle σ)."""
+        return None
+
     def corrupt(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         raise NotImplementedError
 
@@ -63,6 +68,9 @@ class Gaussian(NoiseModel):
         self.sigma = sigma / scale
         self.label = f"AWGN σ={sigma:g}/{scale:g}" if scale != 1 else f"AWGN σ={sigma:g}"
 
+    def additive_moments(self) -> tuple[float, float]:
+        return 0.0, self.sigma
+
     def corrupt(self, x, generator):
         return x + self.sigma * _randn(x, generator)
 
@@ -73,6 +81,9 @@ class ScaledGaussian(NoiseModel):
     def __init__(self, p: float = 0.1, mean: float = 0.0, std: float = 1.0) -> None:
         self.p, self.mean, self.std = p, mean, std
         self.label = f"p={p:g}·N({mean:g},{std:g})"
+
+    def additive_moments(self) -> tuple[float, float]:
+        return self.p * self.mean, abs(self.p) * self.std
 
     def corrupt(self, x, generator):
         return x + self.p * (self.mean + self.std * _randn(x, generator))
@@ -86,6 +97,9 @@ class ScaledPoisson(NoiseModel):
             raise ValueError(f"Poisson rate lam must be > 0, got {lam}")
         self.p, self.lam = p, lam
         self.label = f"p={p:g}·Poisson({lam:g})"
+
+    def additive_moments(self) -> tuple[float, float]:
+        return self.p * self.lam, abs(self.p) * self.lam**0.5  # a known mean offset p·λ
 
     def corrupt(self, x, generator):
         rate = torch.full_like(x, self.lam)

@@ -31,20 +31,42 @@ def median(img: np.ndarray, size: int = 3) -> np.ndarray:
     return median_filter(img, size=size, mode="reflect")
 
 
-def nl_means(img: np.ndarray, h_factor: float = 0.8, patch_size: int = 5, patch_distance: int = 6) -> np.ndarray:
-    """scikit-image NL-means with σ from ``estimate_sigma`` (wavelet MAD) and ``h = h_factor · σ``."""
-    sigma = float(estimate_sigma(img))
-    return denoise_nl_means(
+def nl_means(
+    img: np.ndarray, h_factor: float = 0.8, patch_size: int = 5, patch_distance: int = 6, sigma: float | None = None
+) -> np.ndarray:
+    """scikit-image NL-means with ``h = h_factor · σ``; σ is the known one (oracle) or, when ``None``, from
+    ``estimate_sigma`` (wavelet MAD; blind)."""
+    sigma = float(estimate_sigma(img)) if sigma is None else sigma
+    out = denoise_nl_means(
         img, h=h_factor * sigma, sigma=sigma, fast_mode=True, patch_size=patch_size, patch_distance=patch_distance
     )
+    return np.clip(out, 0.0, 1.0)
 
 
-def bm3d(img: np.ndarray) -> np.ndarray:
-    """BM3D (the reference ``bm3d`` package) with σ from ``estimate_sigma``, as NL-means gets."""
+def bm3d(img: np.ndarray, sigma: float | None = None) -> np.ndarray:
+    """BM3D (the reference ``bm3d`` package) with the known σ (oracle) or, when ``None``, σ from
+    ``estimate_sigma`` (blind), as NL-means gets."""
     if _bm3d is None:
         raise ImportError(BM3D_MISSING)
-    sigma = max(float(estimate_sigma(img)), 1e-3)
+    sigma = max(float(estimate_sigma(img)), 1e-3) if sigma is None else sigma
     return np.clip(_bm3d.bm3d(img, sigma_psd=sigma), 0.0, 1.0)
+
+
+def anscombe_inverse(d: np.ndarray) -> np.ndarray:
+    """The closed-form approximation of the exact unbiased inverse Anscombe transform (Mäkitalo & Foi 2011)."""
+    d = np.maximum(d, 0.8)  # the approximation's domain (below it the counts are ~0)
+    return 0.25 * d**2 + 0.25 * np.sqrt(1.5) / d - 11 / 8 / d**2 + 5 / 8 * np.sqrt(1.5) / d**3 - 1 / 8
+
+
+def bm3d_anscombe(img: np.ndarray, p: float, lam: float) -> np.ndarray:
+    """BM3D on Poisson-type data ``x + p·Poisson(λ)``: the counts ``z = y / p`` through the Anscombe
+    transform ``2·√(z + 3/8)`` (unit variance for Poisson counts), BM3D with σ = 1, the exact unbiased
+    inverse, then the known offset λ removed: ``x̂ = p·(inv − λ)``."""
+    if _bm3d is None:
+        raise ImportError(BM3D_MISSING)
+    a = 2.0 * np.sqrt(np.maximum(img / p, 0.0) + 3 / 8)
+    d = _bm3d.bm3d(a, sigma_psd=1.0)
+    return np.clip(p * (anscombe_inverse(d) - lam), 0.0, 1.0)
 
 
 def bm3d_available() -> bool:

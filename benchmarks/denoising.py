@@ -8,10 +8,11 @@ The methods and schedules are ``benchmarks/denoising.yaml``; the noise settings 
 ``ae_lightning.config`` with only the noise (and, for the quick mode's fine-tune, the learning rate)
 overridden.
 
-    python -m benchmarks.denoising --quick                 # embedded chest X-rays, < 10 min on 2 cores
+    python -m benchmarks.denoising --quick                 # embedded chest X-rays, split by patient (make benchmark)
     python -m benchmarks.denoising --full                  # 100 epochs, one net per setting (GPU if any)
     python -m benchmarks.denoising --data all-mias/        # any folder / .npz the X-ray DataModule reads
     python -m benchmarks.denoising --data all-mias/ --data dental/   # combined: train on the union
+    python -m benchmarks.denoising --data all-mias/ --group-by image # other names: say what a patient is
 
 Writes ``benchmarks/results/denoising_<dataset>.{csv,md,png}``.
 """
@@ -34,7 +35,7 @@ from ae_lightning.config import CONFIGS, instantiate, load_config
 from ae_lightning.data import DatasetNotFoundError, XRayDataset
 from ae_lightning.data.common import ArrayImageDataset
 from ae_lightning.metrics import SSIM_NOTE, psnr_ssim
-from ae_lightning.noise import NoiseModel
+from ae_lightning.noise import NoiseModel, ScaledPoisson
 from benchmarks import classical
 from benchmarks.common import (
     RESULTS,
@@ -56,7 +57,9 @@ TRAINING = {
     "blind+finetune": "trained noise-blind over the whole grid, then fine-tuned briefly per setting",
 }
 COLUMNS = ["dataset", "train_size", "noise", "method", "psnr_mean", "psnr_std", "ssim_mean", "ssim_std", "ms_per_image",
-           "config"]
+           "config", "val_psnr_mean", "selected"]
+SELECTION = ("per setting, the suite's DAE is the DAE with the best mean PSNR on the validation split (CSV column "
+             "`selected`); the test split chooses nothing")
 PAPER = (
     "Gondara (2016): mini-MIAS mammograms (322) and ISBI 2015 dental radiographs (400), resized to 64×64; "
     "~300 training images; noise x + p·N(0,1), p ∈ {0.1, 0.25, 0.5}, and x + p·Poisson(λ); conv DAE "
@@ -76,15 +79,18 @@ class Scores:
     ssim: torch.Tensor  # (N,)
     ms_per_image: float
     images: torch.Tensor = field(repr=False)  # (N, 1, H, W) outputs, for the figure
-    subset: int | None = None  # scored on the first `subset` test images only (BM3D)
+    subset: int | None = None  # scored on the first `subset` test images only (blind BM3D)
     config: str = ""  # the experiment config that produced a DAE's row (configs/...)
+    val_psnr: float | None = None  # a DAE's mean PSNR on the noisy validation copies: what selects it
+    selected: bool = False  # the validation-selected DAE of its setting and training size
 
     def row(self, dataset: str) -> dict:
         return dict(
             dataset=dataset, train_size=self.train_size, noise=self.noise, method=self.method,
             psnr_mean=self.psnr.mean().item(), psnr_std=self.psnr.std().item(),
             ssim_mean=self.ssim.mean().item(), ssim_std=self.ssim.std().item(), ms_per_image=self.ms_per_image,
-            config=self.config,
+            config=self.config, val_psnr_mean="" if self.val_psnr is None else self.val_psnr,
+            selected=str(self.selected).lower(),
         )
 
 
@@ -122,14 +128,25 @@ def dataset_name(data: Sequence[str] | None) -> str:
 
 
 def load_splits(data: Sequence[str] | None, split: dict) -> dict[str, torch.Tensor]:
-    """Clean ``(N, 1, S, S)`` images per split; several sources are pooled (the combined mode)."""
+    """Clean ``(N, 1, S, S)`` images per split; several sources are pooled (the combined mode). No group of
+    ``split["group_by"]`` (the patient, for the Kermany chest X-rays) is in two splits."""
     root = list(data) if data and len(data) > 1 else (data[0] if data else None)
     kw = dict(image_size=split["image_size"], val_fraction=split["val_fraction"],
-              test_fraction=split["test_fraction"], seed=split["seed"])
+              test_fraction=split["test_fraction"], seed=split["seed"], group_by=split.get("group_by", "image"))
     return {s: XRayDataset(root, s, **kw).images for s in ("train", "val", "test")}
 
 
 NOISE_SEEDS = {"val": 100, "test": 200}  # setting i's noisy copy of a split is drawn with seed NOISE_SEEDS[split] + i
+
+
+def split_rule(split: dict) -> str:
+    """The split rule in words, for every table."""
+    rule = split.get("group_by", "image")
+    what = ("by image (no grouping)" if rule == "image" else "by parent folder" if rule == "parent"
+            else f"by patient (patient = the match of `{rule}` in the file name)")
+    return (f"{what}, seeded ({split['seed']}), {1 - split['val_fraction'] - split['test_fraction']:.0%} / "
+            f"{split['val_fraction']:.0%} / {split['test_fraction']:.0%} train / val / test of the images; "
+            "no group in two splits")
 
 
 def noisy_copy(noise: NoiseModel, images: torch.Tensor, seed: int) -> torch.Tensor:
@@ -149,13 +166,16 @@ def run_classical(
     return Scores(method, noise, 0, psnr, ssim, ms, images)
 
 
-def tune_nl_means(pool: classical.Pool, noisy_val: torch.Tensor, clean_val: torch.Tensor, cfg: dict) -> float:
-    """The ``h`` factor with the best mean PSNR on the validation images (the test split is never used)."""
+def tune_nl_means(pool: classical.Pool, noisy_val: torch.Tensor, clean_val: torch.Tensor, cfg: dict,
+                  sigma: float | None = None) -> float:
+    """The ``h`` factor with the best mean PSNR on the validation images (the test split is never used);
+    ``sigma``: the known σ (oracle) or ``None`` (estimated per image, blind)."""
     n = cfg["tune_images"]
     best = max(
         cfg["h_factors"],
         key=lambda h: run_classical(pool, "", classical.nl_means, noisy_val[:n], clean_val[:n], "", h_factor=h,
-                                    patch_size=cfg["patch_size"], patch_distance=cfg["patch_distance"]).psnr.mean(),
+                                    patch_size=cfg["patch_size"], patch_distance=cfg["patch_distance"],
+                                    sigma=sigma).psnr.mean(),
     )
     return float(best)
 
@@ -243,11 +263,11 @@ def run_dae(model, name: str, noisy: torch.Tensor, clean: torch.Tensor, noise: s
 
 
 def dae_scores(
-    dae: dict, ts: int, train: torch.Tensor, m: dict, grid: dict, labels: list[str],
-    noisy_test: dict[str, torch.Tensor], clean_test: torch.Tensor, accelerator: str, precision: str,
+    dae: dict, ts: int, train: torch.Tensor, m: dict, grid: dict, st: Setup, accelerator: str, precision: str,
     progress: bool, train_log: dict[str, list[tuple[str, int, float]]],
 ) -> Iterator[list[Scores]]:
-    """Train one DAE of the config as the mode says and yield its test scores after each trained net.
+    """Train one DAE of the config as the mode says and yield its test scores (with its validation PSNR,
+    which selects the suite's DAE) after each trained net.
 
     ``grid`` is the noise-blind training noise; its ``init_args.noises`` are the settings scored one by one."""
     experiment = load_config(dae["config"])
@@ -266,9 +286,12 @@ def dae_scores(
         train_log.setdefault(f"{dae['name']} (train {ts}, batch {batch_size})", []).append((kind, n_epochs, secs))
         return model
 
+    labels = st.labels
+
     def score(model: L.LightningModule, label: str) -> Scores:
-        scores = run_dae(model, dae["name"], noisy_test[label], clean_test, label, ts, precision)
+        scores = run_dae(model, dae["name"], st.noisy_test[label], st.clean_test, label, ts, precision)
         scores.config = config
+        scores.val_psnr = run_dae(model, "", st.noisy_val[label], st.clean_val, label, ts, precision).psnr.mean().item()
         return scores
 
     per_setting = list(zip(grid["init_args"]["noises"], labels, strict=True))
@@ -292,32 +315,80 @@ def fmt(s: Scores) -> str:
     return f"{s.psnr.mean():.2f} / {s.ssim.mean():.3f}"
 
 
+def is_classical(s: Scores) -> bool:
+    return not s.train_size and s.method != "noisy"
+
+
+def quality_bar_rows(rows: list[Scores]) -> list[Scores]:
+    """What the quality bar compares the suite's DAE with: NL-means (oracle and blind rows) and the median filters."""
+    return [s for s in rows if s.method.startswith(("NL-means", "median")) and not s.train_size]
+
+
+def verdict(dae: Scores, refs: list[Scores]) -> str:
+    """``wins`` (above every ref in PSNR and SSIM), ``loses`` (below the best in both) or ``splits``; a ref
+    scored on a subset of the test images is compared on that subset."""
+    dp = [(dae.psnr[: r.subset or len(dae.psnr)].mean().item(), r.psnr.mean().item()) for r in refs]
+    ds = [(dae.ssim[: r.subset or len(dae.ssim)].mean().item(), r.ssim.mean().item()) for r in refs]
+    if all(a > b for a, b in dp + ds):
+        return "wins"
+    if any(a < b for a, b in dp) and any(a < b for a, b in ds):  # below the best ref in PSNR and in SSIM
+        return "loses"
+    return "splits"
+
+
+def headline(scores: list[Scores], labels: list[str]) -> list[str]:
+    """Per training size, one row per setting: the validation-selected DAE against the best classical method
+    and against BM3D (the stronger of its oracle-σ and Anscombe-VST rows), with the verdicts."""
+    out = []
+    for ts in sorted({s.train_size for s in scores if s.train_size}):
+        rows = []
+        for label in labels:
+            here = [s for s in scores if s.noise == label and s.train_size in (0, ts)]
+            dae = next((s for s in here if s.selected and s.train_size), None)
+            if dae is None:
+                continue
+            full = [s for s in here if is_classical(s) and s.subset is None]
+            best = max(full, key=lambda s: (s.psnr.mean(), s.ssim.mean()))
+            bm3d = [s for s in full if s.method.startswith("BM3D")]
+            strong = max(bm3d, key=lambda s: (s.psnr.mean(), s.ssim.mean())) if bm3d else None
+            bar = verdict(dae, quality_bar_rows(here)) == "wins"
+            rows.append([label, f"{dae.method}: {fmt(dae)}", f"{best.method}: {fmt(best)}", verdict(dae, full),
+                         f"{strong.method}: {fmt(strong)}" if strong else "–",
+                         verdict(dae, bm3d) if bm3d else "–", "met" if bar else "**not met**"])
+        out += [f"**Train {ts}.** The suite's DAE is selected on validation PSNR. \"vs\" verdicts: `wins` = above "
+                "in PSNR and SSIM (against every classical row, or both BM3D rows); `loses` = below in both; `splits` "
+                "otherwise. Quality bar: above NL-means (oracle and blind σ) and both median filters in both metrics.\n",
+                markdown_table(["setting", "suite's DAE (val-selected)", "best classical (PSNR)", "DAE vs classical",
+                                "BM3D (stronger of oracle σ / VST)", "DAE vs BM3D", "quality bar"], rows)]
+    return out
+
+
 def winners(scores: list[Scores], labels: list[str]) -> list[str]:
-    """One sentence per (train size, noise setting): who wins, and where a classical method beats a DAE."""
+    """One sentence per (train size, noise setting): every DAE's verdict against the classical methods."""
     lines = []
     for ts in sorted({s.train_size for s in scores if s.train_size}):
         for label in labels:
             rows = [s for s in scores if s.noise == label and s.train_size in (0, ts) and s.method != "noisy"]
             full = [s for s in rows if s.subset is None]
-            daes = [s for s in full if s.train_size]
+            daes = sorted((s for s in full if s.train_size), key=lambda s: not s.selected)
             if not daes:
                 continue
-            dae = max(daes, key=lambda s: (s.psnr.mean(), s.ssim.mean()))
             best_p = max(full, key=lambda s: s.psnr.mean())
             best_s = max(full, key=lambda s: s.ssim.mean())
             text = f"- **{label}** (train {ts}): best PSNR {best_p.method} ({best_p.psnr.mean():.2f} dB), " \
                    f"best SSIM {best_s.method} ({best_s.ssim.mean():.3f})"
-            beaten = [s.method for s in full if not s.train_size and s.method != "noisy"
-                      and (s.psnr.mean() >= dae.psnr.mean() or s.ssim.mean() >= dae.ssim.mean())]
-            text += f"; {dae.method} beats every classical method in both" if not beaten else \
-                f"; {', '.join(beaten)} ties or beats {dae.method} in PSNR or SSIM"
-            for b in (s for s in rows if s.subset):
-                n = b.subset
-                dp, ds = dae.psnr[:n].mean(), dae.ssim[:n].mean()
-                verdict = "beats" if dp > b.psnr.mean() and ds > b.ssim.mean() else \
-                    "loses to" if dp < b.psnr.mean() and ds < b.ssim.mean() else "splits with"
-                text += f"; on the first {n} test images {dae.method} {verdict} {b.method} " \
-                        f"({dp:.2f}/{ds:.3f} vs {b.psnr.mean():.2f}/{b.ssim.mean():.3f})"
+            for dae in daes:
+                tag = " (selected: best val PSNR" + (f", {dae.val_psnr:.2f} dB)" if dae.val_psnr is not None else ")") \
+                    if dae.selected else f" (val PSNR {dae.val_psnr:.2f} dB)" if dae.val_psnr is not None else ""
+                beaten = [s.method for s in full if is_classical(s)
+                          and (s.psnr.mean() >= dae.psnr.mean() or s.ssim.mean() >= dae.ssim.mean())]
+                text += f"; {dae.method}{tag} beats every classical method in both" if not beaten else \
+                    f"; {', '.join(beaten)} ties or beats {dae.method}{tag} in PSNR or SSIM"
+                for b in (s for s in rows if s.subset and dae.selected):
+                    n = b.subset
+                    dp, ds = dae.psnr[:n].mean(), dae.ssim[:n].mean()
+                    text += f"; on the first {n} test images {dae.method} {verdict(dae, [b])} against " \
+                            f" {b.method} ({dp:.2f}/{ds:.3f} vs {b.psnr.mean():.2f}/{b.ssim.mean():.3f})"
             lines.append(text + ".")
     return lines
 
@@ -329,11 +400,24 @@ def write_markdown(path: Path, dataset: str, scores: list[Scores], labels: list[
         by_noise = {s.noise: s for s in scores if s.method == method and s.train_size == ts}
         subset = next(iter(by_noise.values())).subset
         name = method + (f" (train {ts})" if ts else "") + (f" (first {subset} test images)" if subset else "")
-        rows.append([name] + [fmt(by_noise[n]) if n in by_noise else "–" for n in labels])
+        rows.append([name] + [(fmt(by_noise[n]) + (" ✓" if by_noise[n].selected else "")) if n in by_noise else "–"
+                              for n in labels])
     text = [
         f"# Denoising benchmark — {dataset}\n",
         f"PSNR (dB) / SSIM, mean over {meta['n_test']} test images ({SSIM_NOTE}). "
         f"Mode `{meta['mode']}`, {meta['hardware']}, total {meta['seconds'] / 60:.1f} min.\n",
+        f"- **Split**: {meta['split']}.",
+        f"- **Selection**: {SELECTION}; ✓ marks it below.",
+        "- **Classical baselines**: oracle rows get the noise's known σ (p for p·N(0,1), σ/255 for AWGN, p·√λ for "
+        "p·Poisson(λ)), blind rows estimate σ per image (`estimate_sigma`). On p·Poisson(λ) the noise has a known mean "
+        f"p·λ: rows marked \"{BIAS_CORRECTED.strip()}\" get the bias-corrected input; \"BM3D (Anscombe VST, σ = 1)\" "
+        "runs BM3D with σ = 1 on 2·√(y/p + 3/8) of the raw input and inverts (exact unbiased inverse) before removing "
+        "λ. This noise does not depend on the image, so the VST only approximately stabilises it; both rows are "
+        "reported. Noisy inputs are clipped to [0, 1] before any of this (as the DAEs see them), so p·λ over-corrects "
+        "bright pixels at λ = 5.\n",
+        "## The suite's DAE vs the classical methods\n",
+        *headline(scores, labels),
+        "## All rows\n",
         markdown_table(["method"] + labels, rows),
         "## Setup\n",
         f"- **Ours**: {meta['setup']}",
@@ -341,7 +425,8 @@ def write_markdown(path: Path, dataset: str, scores: list[Scores], labels: list[
         "## Who wins\n",
         *winners(scores, labels),
         "",
-        "Standard deviations and ms/image: the CSV beside this file. Figure: the PNG beside this file.",
+        "Standard deviations, ms/image and the DAEs' validation PSNR: the CSV beside this file. Figure: the PNG "
+        "beside this file.",
     ]
     path.write_text("\n".join(text) + "\n")
 
@@ -354,22 +439,26 @@ def write_figure(path: Path, clean: torch.Tensor, noisy: dict[str, torch.Tensor]
     import matplotlib.pyplot as plt
 
     ts = max(s.train_size for s in scores)
-    methods = [m for m in dict.fromkeys(s.method for s in scores if s.train_size in (0, ts)) if m != "noisy"]
-    cols = ["clean", "noisy", *methods]
-    fig, axes = plt.subplots(len(labels), len(cols), figsize=(1.9 * len(cols), 2.1 * len(labels)), squeeze=False)
-    for r, label in enumerate(labels):
-        for c, col in enumerate(cols):
+    # per setting its own rows (the Poisson settings have bias-corrected and VST rows): clean, then every method
+    per_row = [[s for s in scores if s.noise == label and s.train_size in (0, ts)] for label in labels]
+    n_cols = 1 + max(len(r) for r in per_row)
+    fig, axes = plt.subplots(len(labels), n_cols, figsize=(1.9 * n_cols, 2.1 * len(labels)), squeeze=False)
+    for r, row in enumerate(per_row):
+        for c in range(n_cols):
             ax = axes[r, c]
             ax.axis("off")
-            if col == "clean":
+            if c == 0:
                 img, title = clean[index, 0], "clean"
-            else:
-                s = next(s for s in scores if s.noise == label and s.method == col and s.train_size in (0, ts))
+            elif c <= len(row):
+                s = row[c - 1]
                 img = s.images[index, 0]
-                title = f"{col}\n{s.psnr[index]:.1f} dB / {s.ssim[index]:.2f}"
+                name = s.method.replace(BIAS_CORRECTED, " −pλ").replace("Anscombe VST, σ = 1", "VST")
+                title = f"{name}{' ✓' if s.selected else ''}\n{s.psnr[index]:.1f} dB / {s.ssim[index]:.2f}"
+            else:
+                continue
             ax.imshow(img.numpy(), cmap="gray", vmin=0, vmax=1)
             ax.set_title(title, fontsize=7)
-        axes[r, 0].text(-8, 32, label, rotation=90, va="center", ha="right", fontsize=8)
+        axes[r, 0].text(-8, 32, labels[r], rotation=90, va="center", ha="right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -411,7 +500,9 @@ class Setup:
     labels: list[str]  # one per noise setting
     noisy_val: dict[str, torch.Tensor]
     noisy_test: dict[str, torch.Tensor]
-    n_bm3d: int
+    n_bm3d: int  # test images the blind BM3D row is scored on (the oracle and VST rows: every test image)
+    noises: list[NoiseModel] = field(default_factory=list)  # one per label
+    n_test_split: int = 0  # images in the test split (the mode may score the first `test_images` of them)
 
     @property
     def clean_val(self) -> torch.Tensor:
@@ -442,42 +533,79 @@ def prepare(cfg: dict, m: dict, data: Sequence[str] | None) -> Setup:
             raise ValueError(f"train size {s} > the {n_train_all} training images of {name}; "
                              f"fix: lower train_sizes in {CONFIG.name} or add data")
     noises = [instantiate(spec, NoiseModel) for spec in noise_specs(cfg)]
+    n_test_split = len(splits["test"])
+    if m.get("test_images"):  # the mode scores every method on the same first N test images (a seeded choice)
+        splits["test"] = splits["test"][: int(m["test_images"])]
     n_test = len(splits["test"])
     return Setup(
         name=name, data=data, splits=splits, train_sizes=train_sizes, labels=[n.label for n in noises],
+        noises=noises, n_test_split=n_test_split,
         noisy_val={n.label: noisy_copy(n, splits["val"], NOISE_SEEDS["val"] + i) for i, n in enumerate(noises)},
         noisy_test={n.label: noisy_copy(n, splits["test"], NOISE_SEEDS["test"] + i) for i, n in enumerate(noises)},
         n_bm3d=n_test if m["bm3d_images"] == "all" else min(int(m["bm3d_images"]), n_test),
     )
 
 
+BIAS_CORRECTED = " (input − p·λ)"  # method-name suffix where the classical input is bias-corrected
+
+
 def classical_scores(cfg: dict, st: Setup, progress: bool) -> list[Scores]:
-    """The noisy input, the median filters, NL-means (h tuned on val) and BM3D, per noise setting."""
+    """The noisy input, the median filters, NL-means (h tuned on val) and BM3D, per noise setting.
+
+    Fair settings: where the noise carries a known mean offset (``x + p·Poisson(λ)``: p·λ) every classical
+    method gets the bias-corrected input ``y − p·λ``, and BM3D also runs through the Anscombe VST on the raw
+    input. NL-means and BM3D each get an oracle row (the known σ of the noise) and a blind row (σ from
+    ``estimate_sigma``; BM3D's blind row on the first ``n_bm3d`` test images only)."""
     from tqdm.auto import tqdm
 
     scores: list[Scores] = []
     nl = cfg["nl_means"]
+    nl_kw = dict(patch_size=nl["patch_size"], patch_distance=nl["patch_distance"])
     clean = st.clean_test
     with classical.Pool() as pool:
         bar = tqdm(total=len(st.labels), desc="classical baselines", disable=not progress)
-        for label in st.labels:
+        for noise, label in zip(st.noises, st.labels, strict=True):
             noisy = st.noisy_test[label]
             psnr, ssim = psnr_ssim(noisy, clean)
             scores.append(Scores("noisy", label, 0, psnr, ssim, 0.0, noisy))
+            offset, sigma = noise.additive_moments() or (0.0, None)
+            tag = BIAS_CORRECTED if offset else ""
+            inp, inp_val = noisy - offset, st.noisy_val[label] - offset  # (N, 1, H, W), unclipped
             for k in cfg["median_sizes"]:
-                scores.append(run_classical(pool, f"median {k}×{k}", classical.median, noisy, clean, label, size=k))
-            h = tune_nl_means(pool, st.noisy_val[label], st.clean_val, nl)
-            scores.append(run_classical(pool, "NL-means", classical.nl_means, noisy, clean, label, h_factor=h,
-                                        patch_size=nl["patch_size"], patch_distance=nl["patch_distance"]))
-            if classical.bm3d_available() and st.n_bm3d:
-                b = run_classical(pool, "BM3D", classical.bm3d, noisy[: st.n_bm3d], clean[: st.n_bm3d], label)
-                b.subset = st.n_bm3d if st.n_bm3d < len(clean) else None
+                scores.append(run_classical(pool, f"median {k}×{k}{tag}", classical.median, inp, clean, label, size=k))
+            for kind, sig in (("oracle σ", sigma), ("blind σ", None)):
+                if kind == "oracle σ" and sig is None:
+                    continue
+                h = tune_nl_means(pool, inp_val, st.clean_val, nl, sigma=sig)
+                scores.append(run_classical(pool, f"NL-means ({kind}){tag}", classical.nl_means, inp, clean, label,
+                                            h_factor=h, sigma=sig, **nl_kw))
+            if not classical.bm3d_available():
+                continue
+            if sigma is not None:
+                scores.append(run_classical(pool, f"BM3D (oracle σ){tag}", classical.bm3d, inp, clean, label,
+                                            sigma=sigma))
+            if isinstance(noise, ScaledPoisson):
+                scores.append(run_classical(pool, "BM3D (Anscombe VST, σ = 1)", classical.bm3d_anscombe, noisy, clean,
+                                            label, p=noise.p, lam=noise.lam))
+            if st.n_bm3d:
+                n = st.n_bm3d
+                b = run_classical(pool, f"BM3D (blind σ){tag}", classical.bm3d, inp[:n], clean[:n], label)
+                b.subset = n if n < len(clean) else None
                 scores.append(b)
             bar.update()
         bar.close()
     if not classical.bm3d_available():
         print(classical.BM3D_MISSING)
     return scores
+
+
+def select(scores: list[Scores]) -> None:
+    """Mark, per (training size, setting), the DAE with the best validation PSNR as the suite's DAE."""
+    for key in {(s.train_size, s.noise) for s in scores if s.train_size}:
+        daes = [s for s in scores if (s.train_size, s.noise) == key]
+        best = max(daes, key=lambda s: s.val_psnr)
+        for s in daes:
+            s.selected = s is best
 
 
 class Report:
@@ -511,16 +639,21 @@ class Report:
         configs = ", ".join(f"{config_file(d['config'])} ({d['name']})" for d in cfg["daes"])
         return (
             f"{st.name} = {source}: {len(st.splits['train'])} train / {len(st.clean_val)} val / {len(st.clean_test)} "
-            f"test images at {size}×{size} (seeded split {cfg['split']['seed']}); training sizes {st.train_sizes}; "
+            f"test images at {size}×{size} (split {split_rule(cfg['split'])}"
+            + (f"; every method scored on the first {len(st.clean_test)} of the {st.n_test_split} test-split images "
+               "(in the seeded patient order), to keep BM3D's oracle row on every scored image within the "
+               "2-core budget" if len(st.clean_test) < st.n_test_split else "")
+            + f"); training sizes {st.train_sizes}; "
             f"DAEs from the experiment configs {configs}, noise from configs/noise/denoising_grid.yaml, "
             + TRAINING[m["training"]]
             + (f" on random {m['crop']}×{m['crop']} crops" if m.get("crop") else " on whole images")
             + (f", fine-tune learning rate {m.get('finetune_lr_factor', 1.0):g}× the config's"
                if m["training"] == "blind+finetune" else "")
-            + f" ({self.fits()}); NL-means h tuned on {nl['tune_images']} val images "
-            f"over factors {nl['h_factors']} of estimate_sigma's σ; BM3D "
-            + (f"on the first {st.n_bm3d} test images" if st.n_bm3d < len(st.clean_test) else "on every test image")
-            + " with σ from estimate_sigma; median filters with reflected borders."
+            + f" ({self.fits()}); {SELECTION}; NL-means h tuned on {nl['tune_images']} val images "
+            f"over factors {nl['h_factors']} of σ (oracle and blind rows tuned separately); BM3D oracle σ and Anscombe "
+            "VST rows on every scored test image, the blind-σ row "
+            + (f"on the first {st.n_bm3d} of them" if st.n_bm3d < len(st.clean_test) else "on every one")
+            + "; median filters with reflected borders."
             + ("" if final else " **Run incomplete: cut off before every net was trained.**")
         )
 
@@ -528,10 +661,11 @@ class Report:
         """(Re)write the CSV / Markdown (and, at the end, the figure and the terminal summary)."""
         st, out = self.st, self.out_dir
         seconds = time.perf_counter() - self.t_start
+        select(self.scores)
         rows = [s.row(st.name) for s in self.scores]
         write_csv(out / f"denoising_{st.name}.csv", rows, COLUMNS)
-        meta = dict(n_test=len(st.clean_test), mode=self.mode, hardware=self.hw, seconds=seconds,
-                    setup=self.setup(final))
+        meta = dict(n_test=len(st.clean_test), split=split_rule(self.cfg["split"]), mode=self.mode, hardware=self.hw,
+                    seconds=seconds, setup=self.setup(final))
         write_markdown(out / f"denoising_{st.name}.md", st.name, self.scores, st.labels, meta)
         if final:
             write_figure(out / f"denoising_{st.name}.png", st.clean_test, st.noisy_test, self.scores, st.labels)
@@ -548,11 +682,15 @@ def run(
     config: Path | dict = CONFIG,
     overrides: dict | None = None,
     progress: bool = True,
+    group_by: str | None = None,
 ) -> list[dict]:
-    """Run the comparison; returns the CSV rows. ``overrides`` patches the mode's settings (tests)."""
+    """Run the comparison; returns the CSV rows. ``overrides`` patches the mode's settings (tests);
+    ``group_by`` replaces the config's split rule (``image``, ``parent`` or a regex over the file names)."""
     quiet()
     t_start = time.perf_counter()
     cfg = read_config(config)
+    if group_by:
+        cfg["split"]["group_by"] = group_by
     m = mode_settings(cfg, mode, overrides)
     L.seed_everything(cfg["split"]["seed"], verbose=False)
     accelerator, precision, hw = hardware()
@@ -567,8 +705,7 @@ def run(
     for ts in st.train_sizes:
         train = st.splits["train"][:ts]  # the split is already a seeded permutation
         for dae in cfg["daes"]:
-            for batch in dae_scores(dae, ts, train, m, grid, st.labels, st.noisy_test, st.clean_test, accelerator,
-                                    precision, progress, report.train_log):
+            for batch in dae_scores(dae, ts, train, m, grid, st, accelerator, precision, progress, report.train_log):
                 report.scores.extend(batch)
                 report.write(final=False)
     return report.write(final=True)
@@ -581,11 +718,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     group.add_argument("--full", dest="mode", action="store_const", const="full", help="the paper-scale run")
     ap.add_argument("--mode", dest="mode", help="any mode of the config")
     ap.add_argument("--data", action="append", help="X-ray folder or .npz (repeat for the combined mode)")
+    ap.add_argument("--group-by", help="split rule: 'image', 'parent' (folder per patient) or a regex over the file "
+                    "names whose match is the patient (default: the config's, for the Kermany names)")
     ap.add_argument("--config", type=Path, default=CONFIG)
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     try:
-        run(args.mode or "quick", args.data, args.out, args.config)
+        run(args.mode or "quick", args.data, args.out, args.config, group_by=args.group_by)
     except (DatasetNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

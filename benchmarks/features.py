@@ -105,11 +105,14 @@ def read_config(config: Path | dict) -> dict:
     return yaml.safe_load(Path(config).read_text()) if not isinstance(config, dict) else copy.deepcopy(config)
 
 
-def model_spec_of(entry: dict, code_dim: int, epoch_scale: float) -> tuple[dict, int, dict]:
+def model_spec_of(entry: dict, code_dim: int, epoch_scale: float, schedule: dict | None = None
+                  ) -> tuple[dict, int, dict]:
     """``(model block, epochs, experiment config)`` of one ``models`` entry: the experiment config's
-    model with its code size set to ``code_dim`` and its schedule scaled by ``epoch_scale``."""
+    model with its code size set to ``code_dim`` and its schedule scaled by ``epoch_scale``; ``schedule``
+    (the mode's ``schedules`` entry for this model) then sets schedule entries outright."""
     exp = load_config(entry["config"])
     spec, epochs = scaled_schedule(exp, epoch_scale)
+    spec["init_args"].update(copy.deepcopy(schedule or {}))
     return with_code_dim(spec, code_dim), epochs, exp
 
 
@@ -119,7 +122,7 @@ def models(mode: str = "quick", config: Path | dict = CONFIG) -> dict[str, L.Lig
     m = cfg["modes"][mode]
     out = {}
     for entry in cfg["models"]:
-        spec, _, exp = model_spec_of(entry, cfg["code_dim"], m["epoch_scale"])
+        spec, _, exp = model_spec_of(entry, cfg["code_dim"], m["epoch_scale"], m.get("schedules", {}).get(entry["name"]))
         L.seed_everything(exp.get("seed_everything", 0), verbose=False)
         out[entry["name"]] = build(spec)
     return out
@@ -267,7 +270,7 @@ def train_and_probe(entry: dict, cfg: dict, m: dict, d: Digits, probes: Probes, 
     """Train one config's autoencoder without labels, then probe its frozen codes (a supervised fine-tuning
     stage: probe the codes from before it, and score the fine-tuned head's test error)."""
     name = entry["name"]
-    spec, epochs, exp = model_spec_of(entry, cfg["code_dim"], m["epoch_scale"])
+    spec, epochs, exp = model_spec_of(entry, cfg["code_dim"], m["epoch_scale"], m.get("schedules", {}).get(name))
     L.seed_everything(exp.get("seed_everything", 0), verbose=False)
     model = build(spec)
     epochs = getattr(model, "total_epochs", epochs)  # a staged model runs its own schedule
@@ -294,6 +297,8 @@ def train_and_probe(entry: dict, cfg: dict, m: dict, d: Digits, probes: Probes, 
 def setup_text(cfg: dict, m: dict) -> str:
     probe, scale = cfg["probe"], m["epoch_scale"]
     schedule = "the configs’ own schedules" if scale == 1 else f"{scale:g}× the configs’ epochs"
+    for name, entries in (m.get("schedules") or {}).items():
+        schedule += f", except {name}: " + ", ".join(f"{k} {v}" for k, v in entries.items())
     return (f"every encoder trained without labels from its experiment config (`config` column; configs/), code "
             f"size set to {cfg['code_dim']}, {schedule}; "
             f"probe: multinomial logistic regression (L-BFGS, ≤ {probe['max_iter']} iterations) on standardised "

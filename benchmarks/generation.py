@@ -40,6 +40,7 @@ from torchvision.utils import make_grid
 
 from ae_lightning.callbacks.generation import scalar_labels, scatter_figure
 from ae_lightning.data import DatasetNotFoundError, MNISTDataModule
+from ae_lightning.data.common import ArrayImageDataset
 from ae_lightning.models import VAE, ConditionalVAE
 from benchmarks.common import (
     RESULTS,
@@ -117,11 +118,20 @@ class _Limited(torch.utils.data.Dataset):
         return self.ds[i]
 
 
-def fit_and_score(model: VAE, dm: MNISTDataModule, cfg: dict, accelerator: str) -> dict:
-    """Train on the ELBO, then ``trainer.test``: the module logs ``test/elbo`` and ``test/nll_k{K}``."""
+def binarised_test_set(dm: MNISTDataModule, seed: int = 0) -> ArrayImageDataset:
+    """The test digits binarised once, ``x ~ Bernoulli(x)`` from a seeded generator: every model is scored on
+    the same binary images (the loader's dynamic binarisation would draw new ones for each model)."""
+    images = dm.test_set.images  # (N, 1, 28, 28) grey levels in [0, 1]
+    binary = torch.bernoulli(images, generator=torch.Generator().manual_seed(seed))
+    return ArrayImageDataset(binary, dm.test_set.labels[: len(binary)])
+
+
+def fit_and_score(model: VAE, dm: MNISTDataModule, cfg: dict, accelerator: str, test_set: ArrayImageDataset) -> dict:
+    """Train on the ELBO, then ``trainer.test`` on ``test_set`` (binarised once, the same for every model): the
+    module logs ``test/elbo`` and ``test/nll_k{K}``. No checkpoint: the model after the last epoch is scored."""
     fit = trainer(cfg["epochs"], accelerator=accelerator, precision="32-true", limit_val_batches=0)
     fit.fit(model, dm)
-    test_loader = torch.utils.data.DataLoader(_Limited(dm.test_set, cfg["test_images"]), batch_size=cfg["batch_size"])
+    test_loader = torch.utils.data.DataLoader(_Limited(test_set, cfg["test_images"]), batch_size=cfg["batch_size"])
     tester = trainer(1, accelerator=accelerator, precision="32-true")
     # fp32 on purpose: k-sample log-likelihoods sum 784 Bernoulli terms and log-sum-exp thousands of weights
     metrics = tester.test(model, test_loader, verbose=False)[0]
@@ -251,15 +261,15 @@ def _run(mode: str, cfg: dict, data: str | None, out_dir: Path, download: bool) 
     source = relative(dm.source)
     print(f"generation ({mode}): {source}: {train_size} train / {len(dm.test_set)} test digits, dynamically "
           f"binarised; {cfg['epochs']} epochs, k = {cfg['k']}; {hw.split(',')[0]}, fp32", flush=True)
-    test_x = torch.stack([dm.test_set[i][0] for i in range(min(len(dm.test_set), 2000))])  # binarised draws
-    test_y = dm.test_set.labels[: len(test_x)]
+    test_set = binarised_test_set(dm)  # one seeded binarisation for every model
+    test_x, test_y = test_set.images[:2000], test_set.labels[:2000]
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, trained = [], {}
     for name, latent, config, overridden in MODELS:
         t = time.perf_counter()
         torch.manual_seed(0)
         model = build(spec_of(config, latent if overridden else None, cfg["k"]))
-        scores = fit_and_score(model, dm, cfg, accelerator)
+        scores = fit_and_score(model, dm, cfg, accelerator, test_set)
         rows.append(dict(model=name, latent_dim=latent, train_size=train_size, **scores,
                          config=label_of(config, latent, overridden)))
         trained[(name, latent)] = model
@@ -283,7 +293,8 @@ def _run(mode: str, cfg: dict, data: str | None, out_dir: Path, download: bool) 
     (out_dir / "generation_mnist.md").write_text(
         f"# Generation on dynamically binarised MNIST ({mode})\n\n{source}, {train_size} training digits, "
         f"{cfg['epochs']} epochs, {used} (the configs'), batch {cfg['batch_size']}; test metrics on "
-        f"{cfg['test_images'] or len(dm.test_set)} test digits. {hw}; {seconds / 60:.1f} min.\n\n"
+        f"{cfg['test_images'] or len(dm.test_set)} test digits, binarised once from a seeded generator (the same for "
+        f"every model). {hw}; {seconds / 60:.1f} min.\n\n"
         + "Models: each config's `model` block as is, except `test_samples` = k and, for the 2-D row, the latent "
         "size (encoder's last width 2·latent, decoder's last width latent, `latent_dim`).\n\n"
         + table + f"\n{burda}\nThe CVAE's NLL is the class-conditional −log p(x | y).\n\n"

@@ -190,12 +190,26 @@ def test_adversarial_benchmark_end_to_end_tiny(tmp_path):
     from benchmarks import adversarial
 
     rows = adversarial.run("quick", out_dir=tmp_path, epochs=1, train_size=300)
-    assert [(r["prior"], r["adversarial"]) for r in rows] == [
-        (p, a) for p in ("gaussian", "mixture10_supervised") for a in (True, False)
+    assert [(r["prior"], r["adversarial"], r["codes"]) for r in rows] == [
+        (p, a, c) for p in ("gaussian", "mixture10_supervised")
+        for a, c in ((True, "raw"), (False, "raw"), (False, adversarial.WHITENED))
     ]
     assert all(r["code_dim"] == 2 and r["train_images"] == 300 and r["prior_mmd"] == r["prior_mmd"] for r in rows)
-    assert [r["config"] for r in rows[::2]] == ["configs/aae_mnist.yaml (code 2)", "configs/aae_mog_mnist.yaml"]
+    assert [r["config"] for r in rows[::3]] == ["configs/aae_mnist.yaml (code 2)", "configs/aae_mog_mnist.yaml"]
     with open(tmp_path / "adversarial_mnist.csv") as f:
         assert next(csv.reader(f)) == adversarial.COLUMNS
-    assert "configs/aae_mog_mnist.yaml" in (tmp_path / "adversarial_mnist.md").read_text()
+    md = (tmp_path / "adversarial_mnist.md").read_text()
+    assert "configs/aae_mog_mnist.yaml" in md and "off, codes whitened" in md
     assert (tmp_path / "adversarial_mnist_latent.png").stat().st_size > 10_000
+
+
+def test_whitening_gives_the_codes_the_priors_moments():
+    from ae_lightning.priors import GaussianPrior
+    from benchmarks.adversarial import whiten_to_prior
+
+    g = torch.Generator().manual_seed(0)
+    mix = torch.tensor([[3.0, 0.0], [1.0, 0.5]])
+    z_train = torch.randn(4000, 2, generator=g) @ mix + 7  # far from N(0, I): shifted, scaled, correlated
+    zw = whiten_to_prior(z_train, z_train, GaussianPrior(dim=2))
+    assert zw.mean(0).abs().max() < 0.1
+    assert (torch.cov(zw.T) - torch.eye(2)).abs().max() < 0.1

@@ -456,3 +456,42 @@ def test_bmp_folder_as_the_isbi_dental_set_ships(tmp_path):
     src = load_xray_source(tmp_path, image_size=32)
     assert src.images.shape == (2, 32, 32)
     np.testing.assert_allclose(src.images.mean(axis=(1, 2)), [40 / 255, 160 / 255], atol=1e-3)
+
+
+# --- split by patient ----------------------------------------------------------------------------
+def test_embedded_split_by_patient_keeps_every_patient_in_one_split():
+    """The embedded Kermany names carry patient ids; split by them, no patient is in two splits."""
+    from ae_lightning.data.common import KERMANY_PATIENT, group_keys
+
+    names = [str(n) for n in np.load(EMBEDDED / "chest_xray64.npz")["names"]]
+    keys = group_keys(names, KERMANY_PATIENT, "embedded")
+    assert len(set(keys)) < len(names)  # patients with several images exist: a split by image would leak
+    src = load_xray_source(None)
+    from ae_lightning.data.xray import split_source
+
+    idx = split_source(src, 0.1, 0.2, 0, KERMANY_PATIENT)
+    patients = {s: {keys[i] for i in idx[s]} for s in idx}
+    assert not patients["train"] & patients["val"] and not patients["train"] & patients["test"]
+    assert not patients["val"] & patients["test"]
+    assert sorted(np.concatenate(list(idx.values())).tolist()) == list(range(len(names)))
+    sizes = {s: len(XRayDataset(None, s, group_by=KERMANY_PATIENT)) for s in ("train", "val", "test")}
+    assert sum(sizes.values()) == 800 and abs(sizes["test"] - 160) < 8 and abs(sizes["val"] - 80) < 8
+    # the split by image does put patients in two splits (what the rule prevents)
+    by_image = split_source(src, 0.1, 0.2, 0)
+    assert {keys[i] for i in by_image["train"]} & {keys[i] for i in by_image["test"]}
+    dm = XRayDataModule(group_by=KERMANY_PATIENT)
+    dm.setup("fit")
+    assert len(dm.test_set) == sizes["test"]
+
+
+def test_group_by_parent_folder_and_unmatched_names(tmp_path):
+    from ae_lightning.data.common import group_keys, grouped_split
+
+    names = [f"p{i // 3}/img{i}.png" for i in range(30)]  # 10 patients, 3 images each
+    keys = group_keys(names, "parent", "t")
+    tr, va, te = grouped_split(keys, 0.2, 0.2, 1, "t")
+    assert sorted(np.concatenate([tr, va, te]).tolist()) == list(range(30))
+    assert len({keys[i] for i in tr} & {keys[i] for i in te}) == 0 and len(te) == 6
+    assert group_keys(["a/x_12.png"], r"x_(\d+)", "t") == ["12"]
+    with pytest.raises(ValueError, match="matches no group in 1 of 2"):
+        group_keys(["person1_a.png", "IM-2.png"], r"person\d+_", "t")

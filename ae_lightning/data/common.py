@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -102,6 +103,73 @@ def seeded_split(
         )
     perm = np.random.default_rng(seed).permutation(n)
     return perm[:n_train], perm[n_train : n_train + n_val], perm[n_train + n_val :]
+
+
+KERMANY_PATIENT = r"person\d+_|(?:NORMAL2-)?IM-\d+-"
+"""The patient id in the Kermany chest X-ray file names: ``PNEUMONIA/person23_bacteria_77.jpeg`` (patient
+``person23_``), ``NORMAL/IM-0117-0001.jpeg`` (``IM-0117-``) and ``NORMAL/NORMAL2-IM-0135-0001.jpeg``
+(``NORMAL2-IM-0135-``, a different numbering)."""
+
+
+def group_keys(names: Sequence[str], group_by: str, what: str) -> list[str]:
+    """The group (patient) of every name under ``group_by``: ``"image"`` (each image its own group),
+    ``"parent"`` (the parent folder, e.g. one folder per patient) or a regex whose first match in the name
+    is the key (its first capture group when it has one, else the whole match).
+
+    Example::
+
+        group_keys(["P/person3_virus_1.jpeg", "P/person3_bacteria_2.jpeg"], KERMANY_PATIENT, "x")
+        # ['person3_', 'person3_']
+
+    A name the regex does not match is an error (a guessed group could put one patient in two splits).
+    """
+    if group_by == "image":
+        return [str(i) for i in range(len(names))]
+    if group_by == "parent":
+        return [str(Path(n).parent) for n in names]
+    pattern = re.compile(group_by)
+    keys, missed = [], []
+    for n in names:
+        m = pattern.search(str(n))
+        if m is None:
+            missed.append(str(n))
+            continue
+        keys.append(m.group(1) if pattern.groups and m.group(1) is not None else m.group(0))
+    if missed:
+        raise ValueError(
+            f"{what}: group_by={group_by!r} matches no group in {len(missed)} of {len(names)} names "
+            f"(e.g. {missed[:3]}); fix: a regex that matches every name, 'parent' or 'image'"
+        )
+    return keys
+
+
+def grouped_split(
+    groups: Sequence[str], val_fraction: float, test_fraction: float, seed: int, what: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices ``(train, val, test)`` with no group in two splits: the groups in a seeded order fill the
+    test split up to ``test_fraction`` of the images, then val, the rest is train. With one image per
+    group it is :func:`seeded_split`. Each split lists its images group by group in that seeded order,
+    so its first ``k`` images are a seeded choice of whole groups (``take_train_subset``)."""
+    n = len(groups)
+    tr, va, te = seeded_split(n, val_fraction, test_fraction, seed, what)  # checks fractions and sizes
+    uniq, inverse = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)
+    if len(uniq) == n:
+        return tr, va, te
+    order = np.random.default_rng(seed).permutation(len(uniq))
+    members = [np.flatnonzero(inverse == g) for g in order]
+    targets = [len(te), len(va)]
+    out: list[list[np.ndarray]] = [[], [], []]  # test, val, train
+    filled = [0, 0]
+    for m in members:
+        k = 0 if filled[0] < targets[0] else 1 if filled[1] < targets[1] else 2
+        out[k].append(m)
+        if k < 2:
+            filled[k] += len(m)
+    test, val, train = (np.concatenate(o) if o else np.empty(0, dtype=np.int64) for o in out)
+    if not len(train) or (val_fraction > 0 and not len(val)) or (test_fraction > 0 and not len(test)):
+        raise ValueError(f"{what} has {len(uniq)} groups ({n} images), too few for a split by group with "
+                         f"val_fraction={val_fraction}, test_fraction={test_fraction}")
+    return train, val, test
 
 
 def take_train_subset(idx: np.ndarray, train_size: int | None, what: str) -> np.ndarray:

@@ -35,6 +35,8 @@ from ae_lightning.data.common import (
     DatasetNotFoundError,
     ImageDataModule,
     as_paths,
+    group_keys,
+    grouped_split,
     random_hflip,
     seeded_split,
     take_train_subset,
@@ -305,12 +307,15 @@ def load_xray_source(root: str | Path | None, image_size: int = 64, small_images
 
 
 def split_source(
-    src: XRaySource, val_fraction: float, test_fraction: float, seed: int
+    src: XRaySource, val_fraction: float, test_fraction: float, seed: int, group_by: str = "image"
 ) -> dict[str, np.ndarray]:
-    """Train/val/test indices: the official ones when the source has them, else seeded."""
+    """Train/val/test indices: the official ones when the source has them, else seeded, with no group
+    (``group_by``: ``"image"``, ``"parent"`` folder or a regex over the names, see ``group_keys``) in two splits."""
     if src.official_splits is not None:
         return dict(src.official_splits)
-    tr, va, te = seeded_split(len(src.images), val_fraction, test_fraction, seed, src.path)
+    seeded_split(len(src.images), val_fraction, test_fraction, seed, src.path)  # too few images: that error first
+    groups = group_keys(src.names, group_by, src.path)
+    tr, va, te = grouped_split(groups, val_fraction, test_fraction, seed, src.path)
     return {"train": tr, "val": va, "test": te}
 
 
@@ -340,6 +345,7 @@ class XRayDataset(ArrayImageDataset):
         train_size: int | None = None,
         seed: int = 0,
         small_images: SmallImages = "upscale",
+        group_by: str = "image",
     ) -> None:
         if download:
             raise ValueError(
@@ -352,7 +358,7 @@ class XRayDataset(ArrayImageDataset):
         parts, labels = [], []
         for k, r in enumerate(roots):
             src = load_xray_source(r, image_size, small_images)
-            idx = split_source(src, val_fraction, test_fraction, seed)
+            idx = split_source(src, val_fraction, test_fraction, seed, group_by)
             if split not in idx:
                 raise MissingSplitError((src.missing_splits or {}).get(split, f"{src.path} has no {split} split"))
             chosen = idx[split]
@@ -377,6 +383,9 @@ class XRayDataModule(ImageDataModule):
         image_size: side of the square output images.
         train_size: optional cap on training images (Gondara 2016 trained on ~300).
         hflip: random horizontal flips of training images.
+        group_by: what must not straddle two splits: ``"image"`` (split by image), ``"parent"`` (the
+            parent folder) or a regex over the file names, e.g. ``ae_lightning.data.common.KERMANY_PATIENT``
+            (``person\\d+_|(?:NORMAL2-)?IM-\\d+-``) for a split by patient of the Kermany chest X-rays.
         predict_root: a folder, image file or ``.npz`` (or a list) that ``ae-lightning predict`` applies the model
             to, every image at its own size and bit depth (:class:`~ae_lightning.data.predict.ImageFiles`);
             ``None``: the test split.
@@ -400,6 +409,7 @@ class XRayDataModule(ImageDataModule):
         num_workers: int = 0,
         seed: int = 0,
         predict_root: str | list[str] | None = None,
+        group_by: str = "image",
     ) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
         self.save_hyperparameters()
@@ -414,7 +424,7 @@ class XRayDataModule(ImageDataModule):
             return
         hp = self.hparams
         common = dict(image_size=hp.image_size, val_fraction=hp.val_fraction, test_fraction=hp.test_fraction,
-                      seed=self.seed, small_images=hp.small_images)
+                      seed=self.seed, small_images=hp.small_images, group_by=hp.group_by)
         extra = {"train": dict(transform=random_hflip if hp.hflip else None, train_size=hp.train_size)}
         for split in SPLITS:
             try:
