@@ -185,3 +185,15 @@ def forked_ranks():
         signal.signal(signal.SIGALRM, previous)
         torch.set_num_threads(threads)
 
+
+
+@pytest.fixture(autouse=True)
+def _finish_wandb_runs():
+    """Lightning's WandbLogger leaves its run open after ``fit`` (a command-line process ends there; a test
+    process goes on): finish it, or the next test's logger silently reuses it and writes into its folder."""
+    yield
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
