@@ -7,12 +7,19 @@ steps (in the middle of an epoch too) in the same folder as the best-by-``val/lo
 - on SIGTERM (how SLURM and Kubernetes preempt a job) Lightning stops at the next batch boundary
   with ``SIGTERMException``; this callback then writes ``last.ckpt`` and the process exits with
   status 0, so a requeued job resumes with ``--ckpt_path last``;
-- it stores the global RNG states (torch, numpy, random) in the checkpoint and restores them, so
-  training noise drawn from the global generator continues where it stopped.
+- it stores the global RNG states (torch, numpy, random) in the checkpoint and restores them just
+  before the first training batch of the resumed run (not when the checkpoint is loaded: creating the
+  DataLoader iterators and the sanity check draw from the global generator in between), so training
+  noise drawn from the global generator (a denoiser's corruption, an adversarial prior's samples)
+  continues where it stopped.
 
 The train data order is a function of (seed, epoch) and skips the batches already trained
 (:class:`ae_lightning.data.common.EpochSampler`), so a killed run resumed from ``last.ckpt`` ends
-with the same weights as the uninterrupted one.
+with the same weights as the uninterrupted one (bit for bit on the CPU; ``tests/test_resume.py`` kills
+and resumes a plain, an adversarial and a stacked autoencoder). One exception: a random training
+*augmentation* (``hflip: true``) draws from the global generator while the loader prefetches the next
+batch, before this callback can restore it, so a resumed run flips a different subset of the first two
+batches and matches the uninterrupted run only statistically.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ class ResumeCheckpoint(ModelCheckpoint):
         super().__init__(dirpath=dirpath, save_top_k=0, save_last=True, every_n_train_steps=every_n_train_steps,
                          enable_version_counter=False)
         self.save_on_sigterm = save_on_sigterm
+        self._rng_to_restore: dict[str, Any] | None = None
 
     @property
     def state_key(self) -> str:
@@ -44,17 +52,24 @@ class ResumeCheckpoint(ModelCheckpoint):
         # plain types and tensors only: checkpoints load with weights_only=True
         name, keys, pos, has_gauss, gauss = np.random.get_state()
         numpy_state = [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)]
-        return {**super().state_dict(),
-                "rng": {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}}
+        rng = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
+        if torch.cuda.is_available():  # noise drawn on the GPU (a DAE's corruption, a prior's samples)
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {**super().state_dict(), "rng": rng}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        rng = state_dict.pop("rng", None)
+        self._rng_to_restore = state_dict.pop("rng", None)  # applied at the first training batch
         super().load_state_dict(state_dict)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        rng, self._rng_to_restore = self._rng_to_restore, None
         if rng is not None:
             torch.set_rng_state(rng["torch"])
             name, keys, pos, has_gauss, gauss = rng["numpy"]
             np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
             random.setstate(rng["python"])
+            if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(rng["cuda"])
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if self.save_on_sigterm and isinstance(exception, SIGTERMException) and self.dirpath is not None:
