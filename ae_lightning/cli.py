@@ -40,7 +40,7 @@ from pathlib import Path
 import lightning as L
 import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from ae_lightning.callbacks import (
     NonFiniteLossError,
@@ -93,6 +93,67 @@ def run_label(experiment: str, argv) -> str:
 
 def _logger_specs(logger) -> list:
     return [spec for spec in (logger if isinstance(logger, list) else [logger]) if getattr(spec, "init_args", None)]
+
+
+def _init_parameters(class_path: str) -> list[str]:
+    """The constructor arguments ``class_path`` accepts, following ``**kwargs`` up its base classes."""
+    import importlib
+    import inspect
+
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return []
+    names: list[str] = []
+    for klass in getattr(cls, "__mro__", [cls]):
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters.values()
+        names += [p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name != "self"]
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return names
+
+
+def did_you_mean(message: str, parser) -> str:
+    """A "did you mean …?" line for each misspelled key in a jsonargparse error ``message``.
+
+    Two shapes of error: an unknown option of the (sub)command (``--trainer.max_epoks=1`` on the command
+    line, ``trainer: {max_epoks: 1}`` in a YAML file) is matched against every option the parser has; an
+    argument a class does not take (``Option 'widht' is not accepted`` under ``class_path
+    'ae_lightning.nets.MLPEncoder'``) against that class's constructor arguments.
+    """
+    import difflib
+    import re
+
+    options = {a.dest for a in getattr(parser, "_actions", []) if a.dest and a.dest != "help"}
+    hints = []
+    for key in re.findall(r"unrecognized arguments: (.*)", message):
+        for arg in key.split():
+            hints.append((arg.lstrip("-").split("=")[0], options))
+    hints += [(key, options) for key in re.findall(r"does not accept option '([^']+)'", message)]
+    # nested: the innermost class_path named before each rejected option
+    class_path = None
+    for line in message.splitlines():
+        if found := re.search(r"class_path '([^']+)'", line):
+            class_path = found.group(1)
+        if (found := re.search(r"Option '([^']+)' is not accepted", line)) and class_path:
+            hints.append((found.group(1), _init_parameters(class_path)))
+    lines = []
+    for key, candidates in hints:
+        close = difflib.get_close_matches(key, sorted(candidates), n=3, cutoff=0.6)
+        if close and f"instead of {key!r}" not in message + "".join(lines):  # a nested parser's error already says it
+            lines.append(f"did you mean {' or '.join(repr(c) for c in close)} instead of {key!r}?")
+    return "".join(f"\n  {line}" for line in lines)
+
+
+class SuggestingParser(LightningArgumentParser):
+    """Lightning's parser, whose errors end with a "did you mean …?" for each misspelled key."""
+
+    def error(self, message: str, ex: Exception | None = None):
+        parser = getattr(ex, "subcommand_parser", None) or self
+        return super().error(message + did_you_mean(message, parser), ex)
 
 
 class AutoencoderCLI(LightningCLI):
@@ -157,6 +218,7 @@ def _run(args) -> None:
         L.LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
+        parser_class=SuggestingParser,
         save_config_callback=SaveRunConfig,  # config.yaml into the run's own folder, whatever the logger
         save_config_kwargs={"overwrite": True},
         trainer_defaults={"default_root_dir": "runs"},

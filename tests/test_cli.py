@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+from pathlib import Path
 
 import pytest
 import torch
@@ -95,3 +96,29 @@ def test_net_that_cannot_take_the_image_shape_names_shape_and_rule():
         main(["fit", "--config", CONV, "--model.init_args.encoder.init_args.channels=[8,16,32]",
               "--trainer.fast_dev_run=1"])
     assert "1x28x28" in str(err.value) and "divisible by 2**depth = 8" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "override, suggestion",
+    [
+        ("--trainer.max_epoks=1", "did you mean 'trainer.max_epochs'"),  # an unknown option of the subcommand
+        ("--model.init_args.los=mse", "did you mean 'loss'"),  # an argument the model class does not take
+        ("--model.init_args.encoder.init_args.chanels=[8]", "did you mean 'channels'"),  # a net's argument, nested
+        ("--model.init_args.resdual=true", "did you mean 'residual'"),  # Autoencoder's, through DAE's **kwargs
+    ],
+)
+def test_misspelled_key_gets_a_did_you_mean(override, suggestion, capsys):
+    config = CONV if "resdual" not in override else str(CONFIGS / "dae_mnist.yaml")
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--config", config, override, "--trainer.fast_dev_run=1"])
+    err = capsys.readouterr().err
+    assert exit_.value.code != 0
+    assert suggestion in err and err.count("did you mean") == 1, err[-2000:]
+
+
+def test_misspelled_key_in_a_yaml_file_gets_a_did_you_mean(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(Path(CONV).read_text().replace("max_epochs", "max_epoks"))
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(bad)])
+    assert "did you mean 'trainer.max_epochs'" in capsys.readouterr().err
