@@ -40,3 +40,39 @@ def test_a_checkpoint_with_non_finite_weights_is_refused():
     with pytest.raises(NonFiniteLossError, match="non-finite weights at epoch 3, global step 40000 .encoder.weight."):
         StopOnNonFinite().on_save_checkpoint(trainer, None, {"state_dict": state})
     StopOnNonFinite().on_save_checkpoint(trainer, None, {"state_dict": {"w": torch.ones(2)}})  # finite: saved
+
+
+def test_the_check_reads_the_device_only_every_n_steps_and_names_the_first_bad_step(monkeypatch):
+    """With check_every_n_steps=4 the callback reads nothing on the host in between (on a GPU each read
+    waits for the queued kernels); a NaN at batch 6 is reported at batch 8 as step 6, with its term."""
+    import sys
+    from types import SimpleNamespace
+
+    from ae_lightning.callbacks import NonFiniteLossError, StopOnNonFinite
+
+    reads: list[int] = []
+    batch = [0]
+    for name in ("__bool__", "item", "tolist", "__float__"):
+        original = getattr(torch.Tensor, name)
+
+        def spy(t, *a, _original=original, **k):
+            if sys._getframe(1).f_code.co_filename.endswith("divergence.py"):
+                reads.append(batch[0])
+            return _original(t, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    guard = StopOnNonFinite(check_every_n_steps=4)
+    trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cpu")), current_epoch=0,
+                              global_step=0, callback_metrics={})
+    guard.setup(trainer, None, "fit")
+    with pytest.raises(NonFiniteLossError) as err:
+        for batch[0] in range(1, 13):
+            trainer.global_step = batch[0]
+            loss = torch.tensor(float("nan") if batch[0] == 6 else 1.0 / batch[0])
+            trainer.callback_metrics = {"train/loss": loss, "train/kl_step": torch.tensor(0.5),
+                                        "train/loss_epoch": torch.tensor(2.0)}
+            guard.on_train_batch_end(trainer, None, None, None, batch[0])
+    assert batch[0] == 8 and set(reads) == {4, 8}, reads  # read at batches 4 and 8 only
+    msg = str(err.value)
+    assert msg.startswith("non-finite loss: train/loss = nan at epoch 0, global step 6 (seen at step 8")
+    assert "train/kl" not in msg and "no checkpoint was written after it" in msg
