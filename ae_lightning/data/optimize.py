@@ -33,7 +33,6 @@ no partial set is ever streamed).
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
 import multiprocessing as mp
@@ -155,7 +154,8 @@ def list_utkface(src: Path, val_fraction: float, test_fraction: float, seed: int
 
 def list_celeba(src: Path, attributes: Sequence[str] | None, verify_md5: bool) -> Listing:
     """CelebA: the official partition and attribute table read by :class:`~ae_lightning.data.celeba.CelebAFaces`."""
-    from ae_lightning.data.celeba import IMAGE_DIR, SPLITS as CELEBA_SPLITS, CelebAFaces
+    from ae_lightning.data.celeba import IMAGE_DIR, CelebAFaces
+    from ae_lightning.data.celeba import SPLITS as CELEBA_SPLITS
 
     records, chosen = {}, None
     for s in SPLITS:
