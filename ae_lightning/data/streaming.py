@@ -26,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 from dataclasses import dataclass
@@ -117,6 +118,35 @@ def streaming_dataset(root: str, split: str, decode: DecodeItem, *, shuffle: boo
                                     transform=decode, storage_options=storage_options or {}, **extra)
 
 
+@functools.cache
+def resumable_loader_class():
+    """``litdata.StreamingDataLoader`` that also resumes right when Lightning drives it (created on first use:
+    LitData is optional).
+
+    After ``load_state_dict`` LitData sets ``restore`` and clears it only when an iteration runs to its
+    end. Lightning ends an epoch by count (it knows the loader's length), so the resumed epoch's iterator is
+    never exhausted, ``restore`` stays set, and the *next* epoch would continue the stale position (a batch
+    or two, then stop) instead of starting a new shuffled epoch (litData#770). Here only the first
+    iteration after ``load_state_dict`` resumes; every later one starts a fresh epoch.
+    """
+    from litdata import StreamingDataLoader
+
+    class ResumableStreamingDataLoader(StreamingDataLoader):
+        _resuming = False
+
+        def load_state_dict(self, obj: dict[str, Any]) -> None:
+            super().load_state_dict(obj)
+            self._resuming = True
+
+        def __iter__(self):
+            if not self._resuming:
+                self.restore = False  # left set by a resumed epoch that was not iterated to its end
+            self._resuming = False
+            return super().__iter__()
+
+    return ResumableStreamingDataLoader
+
+
 class StreamingImageDataModule(ImageDataModule):
     """Images streamed from LitData chunks (:mod:`ae_lightning.data.optimize`), batches as the folder DataModules'.
 
@@ -177,11 +207,12 @@ class StreamingImageDataModule(ImageDataModule):
                  " / ".join(f"{len(getattr(self, f'{s}_set'))} {s}" for s in SPLITS))
 
     def _loader(self, dataset, shuffle: bool, split: str = "train"):
-        """A ``litdata.StreamingDataLoader`` (stateful: Lightning checkpoints its position); the dataset was
+        """A ``litdata.StreamingDataLoader`` (stateful: Lightning's fit loop saves its position in every
+        checkpoint and restores it on resume; see :func:`resumable_loader_class`); the dataset was
         built with its shuffle and drop_last, the collation is PyTorch's, as for the folder DataModules."""
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() has not been called")
-        litdata = require_litdata()
-        return litdata.StreamingDataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
+        require_litdata()
+        return resumable_loader_class()(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
                                            collate_fn=default_collate, pin_memory=torch.cuda.is_available(),
                                            persistent_workers=self.num_workers > 0)
