@@ -266,3 +266,21 @@ def test_config_fits_from_streamed_chunks(chunks, run_cli):
                    "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"])
     assert run.trainer.state.finished and run.trainer.global_step == 2
     assert np.isfinite(float(run.trainer.callback_metrics["val/loss"]))
+
+
+def test_utkface_items_equal_the_folder_dataset(tmp_path):
+    """Faces are stored as their JPEG bytes and decoded as UTKFaceDataset decodes the file: same pixels, same target."""
+    from ae_lightning.data.optimize import list_utkface
+    from ae_lightning.data.synthetic_faces import write_synthetic_utkface
+    from ae_lightning.data.utkface import UTKFaceDataset
+
+    root = tmp_path / "utk"
+    write_synthetic_utkface(str(root), 24, image_size=64, seed=0)
+    convert(list_utkface(root, 0.25, 0.25, 0, strict=False), str(tmp_path / "out"), num_workers=1)
+    folder = UTKFaceDataset(root, "train", image_size=32, val_fraction=0.25, test_fraction=0.25)
+    expected = {str(f.relative_to(root)): folder[i] for i, f in enumerate(folder.files)}
+    ds = streaming_dataset(str(tmp_path / "out"), "train", DecodeItem("utkface", 32, with_name=True))
+    assert len(ds) == len(folder)
+    for i in range(len(ds)):
+        x, target, name = ds[i]
+        assert x.shape == (3, 32, 32) and torch.equal(x, expected[name][0]) and target == expected[name][1]
