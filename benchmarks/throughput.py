@@ -9,7 +9,11 @@ the day. Workloads (issue: the GPU/multi-GPU path):
 
 - the Gondara conv DAE (``dae_xray64``) on 64×64 X-rays at batch 1024 and at the paper's batch 10;
 - the Hinton deep AE 784-1000-500-250-30 (``deep_ae_mnist``) on MNIST at batch 1024 and 256;
-- a VAE epoch (``vae_mnist``): a training pass plus a validation pass at batch 100.
+- a VAE epoch (``vae_mnist``): a training pass plus a validation pass at batch 100;
+- data loading alone (no model): one training epoch from a cold DataModule, decode included, of the
+  800 embedded real chest X-rays as a folder of PNG files (``XRayDataModule``) against the same images
+  streamed from LitData chunks (``StreamingImageDataModule``; needs ``ae_lightning[stream]``), same split
+  and batch size; the one-off conversion (``python -m ae_lightning.data.optimize``) is a row of its own.
 
 Writes ``benchmarks/results/throughput_<device>.csv`` / ``.md`` with columns
 ``workload,device,precision,batch_size,path,images_per_s,ratio_to_raw``.
@@ -23,11 +27,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 
 from ae_lightning.config import instantiate, load_config
@@ -150,6 +156,86 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+# --- data loading: a folder of image files against LitData chunks of the same images ----------------------
+LOADING = "X-ray loading 64x64, 800 PNGs"
+LOADING_BATCH = 32
+LOADING_REPEATS = {"quick": 3, "full": 5}
+
+
+def write_png_folder(root: Path) -> Path:
+    """The 800 embedded real chest X-rays as ``CLASS/name.png`` files (how a downloaded set sits on disk)."""
+    from PIL import Image
+
+    from ae_lightning.data.common import EMBEDDED
+
+    data = np.load(EMBEDDED / "chest_xray64.npz")
+    for img, name in zip(data["images"], data["names"], strict=True):
+        path = root / str(name).replace(".jpeg", ".png")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(path)
+    return root
+
+
+def epoch_images_per_s(make_data) -> tuple[float, float]:
+    """images/s of a cold DataModule's first training epoch (``setup`` included: the folder DataModule decodes
+    every file of every split there) and of a second, warm epoch over the same loader."""
+    t0 = time.perf_counter()
+    data = make_data()
+    data.setup("fit")
+    loader = data.train_dataloader()
+    n = sum(len(batch[0]) for batch in loader)
+    t1 = time.perf_counter()
+    n_warm = sum(len(batch[0]) for batch in loader)
+    return n / (t1 - t0), n_warm / (time.perf_counter() - t1)
+
+
+def loading_rows(mode: str, tag: str) -> list[dict]:
+    """images/s of folder vs streamed loading (alternating, median), and of the conversion, on the CPU."""
+    try:
+        import litdata  # noqa: F401
+    except ImportError:
+        print(f"  {LOADING}: skipped, LitData is not installed (pip install 'ae_lightning[stream]')", flush=True)
+        return []
+    from ae_lightning.data import StreamingImageDataModule, XRayDataModule, xray
+    from ae_lightning.data.optimize import convert, list_xray
+
+    with tempfile.TemporaryDirectory(prefix="ae_loading_") as tmp:
+        folder = write_png_folder(Path(tmp) / "xrays")
+        t0 = time.perf_counter()
+        counts = convert(list_xray(folder, 64, 0.1, 0.2, 0, "image", "upscale"), f"{tmp}/chunks", num_workers=2)
+        convert_ips = sum(counts.values()) / (time.perf_counter() - t0)
+
+        def folder_data():
+            xray._load_cached.cache_clear()  # cold: every file decoded again, as in a new process
+            return XRayDataModule(str(folder), batch_size=LOADING_BATCH)
+
+        def streamed_data():
+            return StreamingImageDataModule(f"{tmp}/chunks", kind="xray", batch_size=LOADING_BATCH)
+
+        speeds: dict[str, list[tuple[float, float]]] = {"folder": [], "streamed": []}
+        # one intra-op thread, as in a DataLoader worker: a 32-image gather from memory takes 15 ms with 2 threads
+        # on a busy 2-core machine (thread hand-off), 0.05 ms with one
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            for repeat in range(LOADING_REPEATS[mode]):
+                for path in ("folder", "streamed")[:: 1 if repeat % 2 == 0 else -1]:
+                    speeds[path].append(epoch_images_per_s(folder_data if path == "folder" else streamed_data))
+        finally:
+            torch.set_num_threads(threads)
+    cold = {p: statistics.median(s[0] for s in v) for p, v in speeds.items()}
+    warm = {p: statistics.median(s[1] for s in v) for p, v in speeds.items()}
+    base = cold["folder"]
+    rows = [("folder", base), ("streamed", cold["streamed"]), ("folder, warm epoch", warm["folder"]),
+            ("streamed, warm epoch", warm["streamed"]), ("convert (once)", convert_ips)]
+    out = []
+    for path, ips in rows:
+        out.append(dict(workload=LOADING, device="cpu", precision="-", batch_size=LOADING_BATCH, path=path,
+                        images_per_s=ips, ratio_to_raw=ips / base))
+        print(f"  {LOADING:<30} batch {LOADING_BATCH:>5} {path:<20} {ips:10.0f} img/s  ratio {ips / base:.3f}", flush=True)
+    return out
+
+
 # --- the run ---------------------------------------------------------------------------------------------
 def run(mode: str = "quick", out_dir: Path = RESULTS, workloads: list[Workload] | None = None) -> list[dict]:
     quiet()
@@ -181,10 +267,12 @@ def run(mode: str = "quick", out_dir: Path = RESULTS, workloads: list[Workload] 
                              images_per_s=ips, ratio_to_raw=ips / raw))
             print(f"  {w.name:<30} batch {w.batch_size:>5} {path:<6} {ips:10.0f} img/s  ratio {ips / raw:.3f}",
                   flush=True)
+    if workloads is None:  # the loading rows need no model: measured on the CPU whatever the device
+        rows += loading_rows(mode, tag)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"throughput_{tag}"
     write_csv(out_dir / f"{stem}.csv", rows, COLUMNS)
-    table = markdown_table(["workload", "batch", "path", "images/s", "ratio to raw"],
+    table = markdown_table(["workload", "batch", "path", "images/s", "ratio to raw (loading: to folder)"],
                            [[r["workload"], r["batch_size"], r["path"], f"{r['images_per_s']:.0f}",
                              f"{r['ratio_to_raw']:.3f}"] for r in rows])
     below = [f"{r['workload']} at batch {r['batch_size']} ({r['ratio_to_raw']:.3f})" for r in rows
@@ -196,6 +284,16 @@ def run(mode: str = "quick", out_dir: Path = RESULTS, workloads: list[Workload] 
         "Images per second, steady state (the first steps excluded), median of alternating runs of the same "
         "net from its config: `raw` is a hand-written PyTorch loop over in-memory batches, `suite` is "
         "`Trainer.fit` on the config's DataModule (no logger, no checkpoints, as the benchmarks run).\n\n"
+        f"`{LOADING}` rows time data loading alone on the CPU (no model), median of alternating runs, same split, "
+        "same batch size, local disk, no worker processes, one thread; the ratio is to `folder`. `folder` is "
+        "`XRayDataModule` "
+        "on the PNG files, first epoch from a cold DataModule: its `setup` decodes every file of all three splits "
+        "up front (then holds them in memory), so this row pays decoding the val/test files too; `streamed` is "
+        "`StreamingImageDataModule` on LitData chunks of the same images, first epoch: it reads only the training "
+        "items, already decoded and resized by the conversion. The `warm epoch` rows are a second epoch over the "
+        "same loader: there the folder DataModule serves batches from memory and streaming is slower — streaming "
+        "is for sets that do not fit in memory or on the disk, not for 800 small images. `convert (once)` is "
+        "`python -m ae_lightning.data.optimize` with 2 workers (process start-up included).\n\n"
         + table + "\n" + verdict + "\n"
     )
     print(table + verdict)
