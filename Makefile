@@ -13,7 +13,7 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e '.[dev,bm3d]'
+	$(BIN)/pip install -e '.[dev,bm3d,stream]'
 	@touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install the suite (re-runs only when pyproject.toml changed)

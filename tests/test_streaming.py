@@ -23,6 +23,8 @@ from PIL import Image
 from ae_lightning.data.common import EMBEDDED, KERMANY_PATIENT
 from ae_lightning.data.optimize import list_xray, pack_pixels, unpack_pixels
 
+STREAMING = CONFIGS / "data" / "xray64_streaming.yaml"  # the data fragment: give it after an X-ray experiment
+
 litdata = pytest.importorskip("litdata")
 
 from ae_lightning.data import XRayDataModule  # noqa: E402
@@ -200,10 +202,13 @@ class RecordBatches(L.Callback):
 
 
 def build(root: Path, batch_size: int = 4):
-    """The Gondara DAE of configs/dae_xray64_streaming.yaml (tiny channels) on the chunks."""
+    """The Gondara DAE of configs/dae_xray64.yaml (tiny channels) on the chunks (configs/data/xray64_streaming.yaml)."""
+    import yaml
+
     from ae_lightning.config import instantiate, load_config
 
-    cfg = load_config(CONFIGS / "dae_xray64_streaming.yaml")
+    cfg = load_config(CONFIGS / "dae_xray64.yaml")
+    cfg["data"] = yaml.safe_load(STREAMING.read_text())["data"]
     cfg["data"]["init_args"].update(root=str(root), batch_size=batch_size)
     for net in ("encoder", "decoder"):
         cfg["model"]["init_args"][net]["init_args"]["channels"] = [4, 4]
@@ -258,13 +263,16 @@ def test_fit_with_two_ddp_ranks_trains_each_item_once(chunks, tmp_path, forked_r
 
 
 def test_config_fits_from_streamed_chunks(chunks, run_cli):
-    """configs/dae_xray64_streaming.yaml through ``ae-lightning fit`` (a few steps, validation included)."""
+    """configs/dae_xray64.yaml with the streaming data fragment through ``ae-lightning fit`` (a few steps,
+    validation included): the fragment's DataModule replaces the folder one."""
     _, root = chunks
-    run = run_cli(["fit", "--config", str(CONFIGS / "dae_xray64_streaming.yaml"), f"--data.init_args.root={root}",
+    run = run_cli(["fit", "--config", str(CONFIGS / "dae_xray64.yaml"), "--config", str(STREAMING),
+                   f"--data.init_args.root={root}",
                    "--data.init_args.batch_size=8", "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
                    "--trainer.limit_val_batches=1",
                    "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"])
     assert run.trainer.state.finished and run.trainer.global_step == 2
+    assert type(run.datamodule).__name__ == "StreamingImageDataModule"
     assert np.isfinite(float(run.trainer.callback_metrics["val/loss"]))
 
 

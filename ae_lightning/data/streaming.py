@@ -21,7 +21,8 @@ What LitData does for us: under DDP each rank streams its own share of the chunk
 Example::
 
     python -m ae_lightning.data.optimize --kind xray --src data/chest_xray --out data/chest_xray64
-    ae-lightning fit --config configs/dae_xray64_streaming.yaml --data.root data/chest_xray64
+    ae-lightning fit --config configs/dae_xray64.yaml --config configs/data/xray64_streaming.yaml \
+        --data.init_args.root data/chest_xray64
 """
 
 from __future__ import annotations
