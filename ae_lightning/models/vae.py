@@ -175,7 +175,8 @@ class VAE(Autoencoder):
             "recon": recon,
             "kl": kl,
             "elbo": -(recon + kl),
-            "kl_weight": recon.new_tensor(weight),  # on the module's device: NCCL syncs no CPU tensors
+            # on the module's device (NCCL syncs no CPU tensors), filled there: new_tensor would copy from the host
+            "kl_weight": torch.full_like(recon, weight),
         }
 
     # --- evaluation: the shared step, plus active units and the importance-weighted NLL ------------
