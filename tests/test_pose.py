@@ -232,6 +232,8 @@ def test_mismatched_nets_and_data_fail_clearly():
     with pytest.raises(ValueError, match="mapping output vs the pose code"):
         MultimodalAutoencoder(ConvEncoder(SHAPE, [4], code_dim=16), ConvDecoder(SHAPE, [4], code_dim=16),
                               MLP(48, [32, 12]), MLP(12, [32, 48]), MLP(16, [32, 10]))
+    with pytest.raises(ValueError, match="set in_features to 45"):
+        MLP(48, [4])(torch.zeros(2, 15, 3))  # a pose net fed 15 joints
     with pytest.raises(ValueError, match=r"\[image, pose, map\]"):
         tiny_mmae(pretrain_epochs=[1, 1])
     with pytest.raises(ValueError, match="3 × joints"):

@@ -22,7 +22,7 @@ The target is the 3-D pose in camera coordinates, root-relative (the pelvis is a
 what the image shows, turned with the camera. Samples are a function of ``(seed, split, index)`` only
 (``numpy`` generator seeded with the triple), so index ``i`` is the same sample in any set size, and the
 splits draw from disjoint seed triples. Drawing is vectorised in torch (distance of every pixel to every
-bone, in chunks), not a Python loop over pixels: 5,000 images take about a second on a CPU.
+bone, in windows around the bones), not a Python loop over pixels: 4,000 images take 2-3 CPU-seconds.
 
 Example::
 
@@ -248,7 +248,7 @@ class SyntheticPoseDataset(ArrayImageDataset):
 class PoseDataModule(ImageDataModule):
     """SYNTHETIC stick-figure images and their root-relative 3-D poses: batches ``(images (B, 1, S, S), poses (B, 16, 3))``.
 
-    Train, val and test are generated at ``setup`` (in memory, about a second for 5,000 samples) from disjoint
+    Train, val and test are generated at ``setup`` (in memory, 2-3 CPU-seconds for 4,000 samples) from disjoint
     seeds; loaders follow :class:`~ae_lightning.data.common.ImageDataModule` (seeded per-epoch shuffle, one
     gather per batch). ``image_shape`` is ``(1, image_size, image_size)``; ``pose_dim`` = 16 × 3 = 48 is what a
     pose net takes (the configs' ``in_features``).
