@@ -18,7 +18,7 @@ import yaml
 
 from ae_lightning.config import CONFIGS, instantiate, load_config
 from ae_lightning.data import MNISTDataModule
-from benchmarks import adversarial, common, denoising, features, generation
+from benchmarks import adversarial, common, denoising, features, generation, pose
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -108,8 +108,20 @@ def test_adversarial_trains_aae_mnist_and_aae_mog_mnist_with_and_without_the_pha
     assert built[("mixture10_supervised", True)].prior.supervised
 
 
+def test_pose_trains_the_pose_configs_with_the_modes_schedule():
+    cfg = yaml.safe_load(pose.CONFIG.read_text())
+    for mode in ("quick", "full"):
+        built = pose.models(mode)
+        schedule = cfg["modes"][mode]["schedule"] or {}
+        assert_same(built["mmae"], direct(cfg["models"]["mmae"], lambda a, s=schedule: a.update(s)))
+        assert_same(built["regressor"], direct(cfg["models"]["regressor"]))
+    assert pose.models("quick")["mmae"].pretrain_epochs == cfg["modes"]["quick"]["schedule"]["pretrain_epochs"]
+    assert pose.models("full")["mmae"].pretrain_epochs == load_config("pose_mmae_synthetic")["model"]["init_args"][
+        "pretrain_epochs"]  # full mode: the config's own schedule
+
+
 def test_every_results_table_names_its_config():
-    for mod in (denoising, features, generation, adversarial):
+    for mod in (denoising, features, generation, adversarial, pose):
         assert "config" in mod.COLUMNS, mod.__name__
     assert common.config_file("vae_mnist") == "configs/vae_mnist.yaml"
     labels = [generation.label_of(c, latent, o) for _, latent, c, o in generation.MODELS]

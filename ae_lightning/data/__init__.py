@@ -3,6 +3,7 @@
 from ae_lightning.data.celeba import CelebADataModule, CelebAFaces
 from ae_lightning.data.common import DatasetNotFoundError
 from ae_lightning.data.mnist import MNISTDataModule
+from ae_lightning.data.pose import PoseDataModule, SyntheticPoseDataset
 from ae_lightning.data.streaming import StreamingImageDataModule
 from ae_lightning.data.utkface import UTKFaceDataModule, UTKFaceDataset
 from ae_lightning.data.xray import XRayDataModule, XRayDataset
@@ -12,7 +13,9 @@ __all__ = [
     "CelebAFaces",
     "DatasetNotFoundError",
     "MNISTDataModule",
+    "PoseDataModule",
     "StreamingImageDataModule",
+    "SyntheticPoseDataset",
     "UTKFaceDataModule",
     "UTKFaceDataset",
     "XRayDataModule",

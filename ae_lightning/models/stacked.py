@@ -15,7 +15,8 @@ the stage follows from ``current_epoch``, so a run resumed from a checkpoint con
 right stage with the right frozen set, and the module ends the fit after its last stage (no
 ``trainer.max_epochs`` to keep in step with the schedule). Each stage has its own optimiser (``configure_optimizers``
 returns one per stage; manual optimisation steps the current one), so a stage starts with fresh
-optimiser state and every optimiser's state is checkpointed. Example::
+optimiser state and every optimiser's state is checkpointed. The schedule mechanism is
+:class:`~ae_lightning.models.staged.StagedTraining`, shared with the multimodal pose autoencoder. Example::
 
     sdae = StackedAutoencoder(MLPEncoder((1, 28, 28), [1000, 1000, 1000]), MLPDecoder((1, 28, 28), [1000, 1000, 1000]),
                               pretrain_epochs=[10, 10, 10], finetune_epochs=30, finetune="supervised",
@@ -30,13 +31,13 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from ae_lightning.batch import images_of, labels_of
 from ae_lightning.losses import ReconstructionLoss, reconstruction_loss
 from ae_lightning.models.base import Autoencoder, AutoencoderOutput
 from ae_lightning.models.sparse import SparsityPenalty, activation_stats
+from ae_lightning.models.staged import StagedTraining
 from ae_lightning.nets import MLPDecoder, MLPEncoder
 from ae_lightning.noise import NoiseModel
 from ae_lightning.optim import OptimizerCallable
@@ -56,7 +57,7 @@ class StackedOutput(AutoencoderOutput):
     stack_reconstruction: torch.Tensor | None = None
 
 
-class StackedAutoencoder(Autoencoder):
+class StackedAutoencoder(StagedTraining, Autoencoder):
     """Greedy layer-wise pretrained deep MLP autoencoder (optionally denoising and/or sparse per layer).
 
     Args:
@@ -79,9 +80,6 @@ class StackedAutoencoder(Autoencoder):
     ``{split}/layer{i}_loss`` (1-based) and ``{split}/finetune_loss`` (plus ``{split}/accuracy`` when
     supervised), and ``{split}/loss``, the current stage's loss.
     """
-
-    # a pretraining stage trains one layer, the others are frozen: see Autoencoder.setup
-    every_parameter_in_each_step = False
 
     def __init__(
         self,
@@ -124,31 +122,18 @@ class StackedAutoencoder(Autoencoder):
         self.pretrain_epochs = epochs
         self.head = nn.Linear(encoder.code_dim, num_classes) if finetune == "supervised" else None
 
-    # --- the schedule ------------------------------------------------------------------------
+    # --- the schedule (StagedTraining runs it) -------------------------------------------------------
     @property
-    def num_stages(self) -> int:
-        return self.depth + (1 if self.hparams.finetune_epochs > 0 else 0)
-
-    @property
-    def total_epochs(self) -> int:
-        return sum(self.pretrain_epochs) + self.hparams.finetune_epochs
-
-    def stage_at(self, epoch: int) -> int:
-        """Stage of ``epoch``: ``i < depth`` pretrains layer ``i``, ``depth`` fine-tunes; epochs past the
-        schedule stay in the last stage."""
-        end = 0
-        for i, n in enumerate(self.pretrain_epochs):
-            end += n
-            if epoch < end:
-                return i
-        return self.num_stages - 1
-
-    @property
-    def stage(self) -> int:
-        return self.stage_at(self.current_epoch)
+    def stage_epochs(self) -> list[int]:
+        """One pretraining stage per layer, then fine-tuning when ``finetune_epochs > 0``."""
+        finetune = self.hparams.finetune_epochs
+        return [*self.pretrain_epochs, *([finetune] if finetune > 0 else [])]
 
     def stage_name(self, stage: int) -> str:
         return f"layer{stage + 1}" if stage < self.depth else "finetune"
+
+    def stage_optimizers(self) -> list[OptimizerCallable]:
+        return [self.optimizer] * self.depth + ([self.finetune_optimizer] if self.hparams.finetune_epochs > 0 else [])
 
     def stage_parameters(self, stage: int) -> list[nn.Parameter]:
         """What stage ``stage`` optimises: encoder layer ``i`` and its mirror decoder layer, or everything."""
@@ -161,9 +146,7 @@ class StackedAutoencoder(Autoencoder):
 
     def apply_stage(self, stage: int) -> None:
         """Freeze everything but ``stage``'s parameters: no gradient, eval mode (frozen layers stay bit-identical)."""
-        trainable = {id(p) for p in self.stage_parameters(stage)}
-        for p in self.parameters():
-            p.requires_grad_(id(p) in trainable)
+        self.freeze_all_but(self.stage_parameters(stage))
         for i in range(self.depth):
             active = stage >= self.depth or i == stage
             j = self.depth - 1 - i
@@ -173,25 +156,6 @@ class StackedAutoencoder(Autoencoder):
                 module.train(active)
         if self.head is not None:
             self.head.train(stage >= self.depth)
-
-    def on_fit_start(self) -> None:
-        max_epochs = self.trainer.max_epochs
-        if max_epochs not in (None, -1) and max_epochs < self.total_epochs and not self.trainer.fast_dev_run:
-            rank_zero_warn(
-                f"the stage schedule (pretrain_epochs={self.pretrain_epochs}, finetune_epochs="
-                f"{self.hparams.finetune_epochs}) takes {self.total_epochs} epochs but trainer.max_epochs={max_epochs}: "
-                "the run stops before the schedule ends; fix: leave trainer.max_epochs unset (the module stops the fit "
-                "after its last stage) or shorten the schedule"
-            )
-
-    def on_train_epoch_end(self) -> None:
-        if self.current_epoch + 1 >= self.total_epochs:
-            self.trainer.should_stop = True  # the schedule is the model's: the fit ends with its last stage
-
-    def on_train_batch_start(self, batch, batch_idx: int) -> None:
-        # every batch rather than every epoch: Lightning switches modules back to train mode after
-        # validation, and a run resumed mid-epoch must freeze the right layers before its first step
-        self.apply_stage(self.stage)
 
     # --- the layers -----------------------------------------------------------------------------
     def encode_layer(self, i: int, h: torch.Tensor) -> torch.Tensor:
@@ -298,18 +262,9 @@ class StackedAutoencoder(Autoencoder):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         out = self.shared_step(batch, "train")
-        optimizers = self.optimizers()
-        opt = optimizers[min(self.stage, len(optimizers) - 1)] if isinstance(optimizers, list) else optimizers
-        opt.zero_grad(set_to_none=True)
-        self.manual_backward(out.loss)
-        opt.step()
+        self.step_stage(out.loss)
         return out.loss.detach()
 
     def grid_rows(self, batch, out: StackedOutput) -> list[tuple[str, torch.Tensor]]:
         """Clean images and their reconstruction through the layers trained so far (what PSNR/SSIM score)."""
         return [("clean", images_of(batch)), ("reconstruction (stack so far)", out.stack_reconstruction)]
-
-    def configure_optimizers(self):
-        """One optimiser per stage, each over that stage's parameters only: a new stage starts with fresh state."""
-        makers = [self.optimizer] * self.depth + ([self.finetune_optimizer] if self.hparams.finetune_epochs > 0 else [])
-        return [make(self.stage_parameters(s)) for s, make in enumerate(makers)]

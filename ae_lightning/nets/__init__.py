@@ -13,10 +13,10 @@ from ae_lightning.nets.adversarial import (
 )
 from ae_lightning.nets.conditional import ConditionalDecoder, ConditionalEncoder, as_condition
 from ae_lightning.nets.conv import ConvDecoder, ConvEncoder
-from ae_lightning.nets.mlp import MLPDecoder, MLPEncoder
+from ae_lightning.nets.mlp import MLP, MLPDecoder, MLPEncoder
 
 __all__ = [
     "CAAEEncoder", "CAAEGenerator", "ImageDiscriminator", "MLPDiscriminator",
     "ConditionalDecoder", "ConditionalEncoder", "as_condition",
-    "ConvDecoder", "ConvEncoder", "MLPDecoder", "MLPEncoder",
+    "ConvDecoder", "ConvEncoder", "MLP", "MLPDecoder", "MLPEncoder",
 ]

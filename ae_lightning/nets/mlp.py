@@ -118,3 +118,44 @@ class MLPDecoder(nn.Module):
             h = act(F.linear(h, weight, bias))
         return h.view(-1, *self.image_shape)  # (B, C, H, W)
 
+
+
+class MLP(nn.Module):
+    """Vectors ``(B, in_features)`` (any ``(B, ...)``, flattened) → ``(B, widths[-1])`` through fully connected layers.
+
+    For modalities that are not images (3-D poses as ``(B, J, 3)`` joint positions) and for maps between code
+    spaces. It takes no ``image_shape`` on purpose: the configs' nets get the data's image shape
+    (:func:`ae_lightning.config.link_image_shape`), which a pose or code net must not. Example (a pose
+    autoencoder for 16 joints with a 24-d code, and a map from 128-d image codes to it)::
+
+        pose_encoder = MLP(48, [128, 24])
+        pose_decoder = MLP(24, [128, 48])
+        mapping = MLP(128, [256, 24])
+    """
+
+    def __init__(
+        self,
+        in_features: int = 64,
+        widths: Sequence[int] = (64,),
+        activation: str = "relu",
+        output_activation: str | None = None,
+    ) -> None:
+        super().__init__()
+        if in_features < 1:
+            raise ValueError(f"MLP needs in_features >= 1, got {in_features}")
+        self.in_features = int(in_features)
+        self.widths = _check_widths(widths)
+        self.out_features = self.code_dim = self.widths[-1]
+        sizes = [self.in_features, *self.widths]
+        layers: list[nn.Module] = []
+        for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+            last = k == len(self.widths) - 1
+            layers += [nn.Linear(a, b), make_activation(output_activation if last else activation)]
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.flatten(1)  # (B, in_features)
+        if h.shape[1] != self.in_features:
+            raise ValueError(f"MLP built for {self.in_features} input features got {h.shape[1]} "
+                             f"(input shape {list(x.shape)}); fix: set in_features to {h.shape[1]}")
+        return self.body(h)  # (B, widths[-1])
