@@ -198,7 +198,9 @@ def write_markdown(path: Path, rows: list[dict], meta: dict, cfg: dict) -> None:
         f"- **Papers**: {cfg['paper_setup']}",
         f"- **Where ours stands**: {meta['verdict']}",
         "",
-        f"Figure: `{meta['figure']}` (the SS-AAE's decoder: one row per class, the same style code down each column).",
+        f"Figure: `{meta['figure']}` (the SS-AAE's decoder at its best-val-epoch weights: one row per class, the same "
+        "style code down each column; after a quick run's epoch or two the rows barely differ: the decoder has not yet "
+        "separated class from style, which the paper's Fig. 8 shows after full training).",
     ]
     path.write_text("\n".join(text) + "\n")
 
