@@ -18,7 +18,7 @@ import yaml
 
 from ae_lightning.config import CONFIGS, instantiate, load_config
 from ae_lightning.data import MNISTDataModule
-from benchmarks import adversarial, common, denoising, features, generation, pose
+from benchmarks import adversarial, common, denoising, features, generation, pose, semisupervised
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -120,8 +120,27 @@ def test_pose_trains_the_pose_configs_with_the_modes_schedule():
         "pretrain_epochs"]  # full mode: the config's own schedule
 
 
+def test_semisupervised_trains_vae_m2_and_ssaae_configs_with_the_quick_mode_nets():
+    built = semisupervised.models("quick")
+    assert list(built) == ["M1 + probe", "M2", "SS-AAE"]
+    assert_same(built["M1 + probe"], direct("vae_mnist"))
+    overrides = yaml.safe_load(semisupervised.CONFIG.read_text())["modes"]["quick"]["overrides"]
+
+    def apply(name):
+        def edit(args):
+            for dotted, value in overrides[name].items():
+                semisupervised.set_path(args, dotted, value)
+        return edit
+
+    assert_same(built["M2"], direct("m2_mnist", apply("M2")))
+    assert_same(built["SS-AAE"], direct("ssaae_mnist", apply("SS-AAE")))
+    assert n_params(built["M2"]) < n_params(direct("m2_mnist"))  # the overrides took effect
+    with pytest.raises(ValueError, match="no 'widht'"):
+        semisupervised.set_path({"encoder": {}}, "encoder.widht", 1)
+
+
 def test_every_results_table_names_its_config():
-    for mod in (denoising, features, generation, adversarial, pose):
+    for mod in (denoising, features, generation, adversarial, pose, semisupervised):
         assert "config" in mod.COLUMNS, mod.__name__
     assert common.config_file("vae_mnist") == "configs/vae_mnist.yaml"
     labels = [generation.label_of(c, latent, o) for _, latent, c, o in generation.MODELS]
@@ -166,7 +185,7 @@ def test_committed_paths_are_relative_to_the_project():
             assert str(common.REPO) not in text and str(common.SHARED_DATA) not in text, name
 
 
-@pytest.mark.parametrize("module", [features, generation], ids=["features", "generation"])
+@pytest.mark.parametrize("module", [features, generation, semisupervised], ids=["features", "generation", "semisupervised"])
 def test_full_mode_refuses_the_test_digits(module, monkeypatch, tmp_path, capsys):
     """--full must not call a run "full" when it found only the 10k test digits (here: the embedded 3k)."""
     monkeypatch.setattr(module, "find_mnist", lambda data=None, mode="quick": None)

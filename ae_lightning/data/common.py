@@ -206,6 +206,56 @@ class EpochSampler(Sampler[int]):
         return self.n
 
 
+class MixedBatches(Sampler[list[int]]):
+    """Semi-supervised batches: ``labelled_per_batch`` indices from a small labelled pool, the rest unlabelled.
+
+    Each batch holds ``labelled_per_batch`` images drawn from ``labelled`` (the pool is cycled in fresh
+    seeded permutations: 100 labels are seen many times per epoch) followed by ``batch_size -
+    labelled_per_batch`` images from ``unlabelled``; an epoch is one pass over the unlabelled images. This is
+    how the papers' code fed their models: Kingma et al.'s M2 (``learn_yz_x_ss.py``) pairs a slice of the
+    labelled set with a slice of the unlabelled set in every minibatch; Makhzani et al.'s semi-supervised
+    AAE takes a labelled and an unlabelled minibatch per iteration.
+
+    The sampler yields whole batches (lists of indices): the DataLoader takes it as its ``sampler`` with
+    ``batch_size=None``, so ``dataset[indices]`` gathers each batch at once (:class:`BatchGather`), and under
+    DDP Lightning's distributed wrapper deals whole batches to the processes. Like :class:`EpochSampler` the
+    order is a function of ``(seed, epoch)`` and ``position()`` skips the batches already trained after a resume.
+    """
+
+    def __init__(self, labelled: Sequence[int], unlabelled: Sequence[int], batch_size: int, labelled_per_batch: int,
+                 seed: int, position: Callable[[], tuple[int, int]] = lambda: (0, 0)) -> None:
+        if not 1 <= labelled_per_batch < batch_size:
+            raise ValueError(f"labelled_per_batch={labelled_per_batch} must be in [1, batch_size={batch_size}): "
+                             "each batch mixes labelled and unlabelled images")
+        if not len(labelled) or not len(unlabelled):
+            raise ValueError(f"a semi-supervised split needs labelled and unlabelled images, got {len(labelled)} "
+                             f"labelled and {len(unlabelled)} unlabelled")
+        self.labelled = torch.as_tensor(np.asarray(labelled), dtype=torch.long)
+        self.unlabelled = torch.as_tensor(np.asarray(unlabelled), dtype=torch.long)
+        self.batch_size, self.labelled_per_batch = batch_size, labelled_per_batch
+        self.seed, self.position = seed, position
+
+    @property
+    def unlabelled_per_batch(self) -> int:
+        return self.batch_size - self.labelled_per_batch
+
+    def __len__(self) -> int:
+        return -(-len(self.unlabelled) // self.unlabelled_per_batch)  # ceil: every unlabelled image once
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        """Epoch ``epoch``'s batches, labelled indices first in each."""
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        unl = self.unlabelled[torch.randperm(len(self.unlabelled), generator=gen)]  # (U,)
+        k, m, n = self.labelled_per_batch, self.unlabelled_per_batch, len(self)
+        cycles = -(-n * k // len(self.labelled))
+        lab = torch.cat([self.labelled[torch.randperm(len(self.labelled), generator=gen)] for _ in range(cycles)])
+        return [lab[b * k : (b + 1) * k].tolist() + unl[b * m : (b + 1) * m].tolist() for b in range(n)]
+
+    def __iter__(self):
+        epoch, done = self.position()
+        yield from self.batches(epoch)[done:]
+
+
 class ImageDataModule(L.LightningDataModule):
     """Loaders over ``self.train_set`` / ``val_set`` / ``test_set``, which subclasses fill in ``setup``."""
 
@@ -247,6 +297,21 @@ class ImageDataModule(L.LightningDataModule):
             pin_memory=torch.cuda.is_available(),
             drop_last=drop_last,
             collate_fn=BatchGather.collate if in_memory else None,
+        )
+
+    def _mixed_loader(self, dataset: ArrayImageDataset, labelled: Sequence[int], unlabelled: Sequence[int],
+                      labelled_per_batch: int) -> DataLoader:
+        """Training batches that mix ``labelled_per_batch`` images of the labelled pool with unlabelled ones
+        (:class:`MixedBatches`); the batch size is this module's."""
+        sampler = MixedBatches(labelled, unlabelled, self.batch_size, labelled_per_batch, self.seed, self._train_position)
+        return DataLoader(
+            BatchGather(dataset),
+            batch_size=None,  # the sampler yields whole batches; BatchGather gathers each in one step
+            sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            collate_fn=BatchGather.collate,
         )
 
     def _train_position(self) -> tuple[int, int]:

@@ -9,6 +9,17 @@ Where the data may come from, in order:
    or ``root/MNIST/raw``, as in ``../shared/data/mnist``): they are split into train/val/test with
    ``seed``, and a warning says so.
 3. no ``root``: the embedded 3,000 real test digits, split the same way.
+
+Semi-supervised option (``labelled_per_class=N``): after the split, ``N`` training images per class keep
+their labels (a seeded choice); every other training image gets the label **-1** ("unlabelled": one tensor
+of labels, no separate mask, the convention :class:`~ae_lightning.data.common.ArrayImageDataset` uses for
+data without labels and the models' ``labels >= 0`` tests read). Each training batch then holds
+``round(labelled_batch_share * batch_size)`` images from the small labelled pool (at least 1, at most
+``batch_size - 1``) and unlabelled images for the rest; an epoch is one pass over the unlabelled images.
+Validation and test images keep their labels. Models that need every label (the conditional VAE) stop on
+the first batch with "class labels must lie in [0, 10)"; unconditional ones ignore the labels::
+
+    dm = MNISTDataModule(root="~/mnist", labelled_per_class=10, labelled_batch_share=0.5)  # 100 labels
 """
 
 from __future__ import annotations
@@ -29,6 +40,9 @@ from ae_lightning.data.common import (
     seeded_split,
     take_train_subset,
 )
+
+#: the labelled pool is drawn with ``seed + LABELLED_SEED_OFFSET``: another draw than the split's permutation
+LABELLED_SEED_OFFSET = 7919
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +122,10 @@ class MNISTDataModule(ImageDataModule):
         train_size: optional cap on the number of training images.
         binarize: resample binary pixels ``x ~ Bernoulli(x)`` every time an image is drawn
             (dynamically binarised MNIST, for Bernoulli likelihoods).
+        labelled_per_class: semi-supervised training: keep the labels of this many training images per
+            class (seeded), mark the rest -1; ``None`` keeps every label.
+        labelled_batch_share: with ``labelled_per_class``, the share of each training batch drawn from the
+            labelled pool.
     """
 
     image_shape = (1, 28, 28)
@@ -122,11 +140,21 @@ class MNISTDataModule(ImageDataModule):
         test_fraction: float = 0.2,
         train_size: int | None = None,
         binarize: bool = False,
+        labelled_per_class: int | None = None,
+        labelled_batch_share: float = 0.5,
         num_workers: int = 0,
         seed: int = 0,
     ) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
         self.save_hyperparameters()
+        if labelled_per_class is not None and labelled_per_class < 1:
+            raise ValueError(f"labelled_per_class must be >= 1 (or null for fully labelled data), got {labelled_per_class}")
+        if not 0 < labelled_batch_share < 1:
+            raise ValueError(f"labelled_batch_share must be in (0, 1), got {labelled_batch_share}: each batch mixes "
+                             "labelled and unlabelled images")
+        #: indices into ``train_set`` of the labelled pool and of the unlabelled images (semi-supervised option)
+        self.labelled_indices: np.ndarray | None = None
+        self.unlabelled_indices: np.ndarray | None = None
         self.root = Path(root).expanduser() if root else None
         self.download = download
         self.source = ""
@@ -187,10 +215,44 @@ class MNISTDataModule(ImageDataModule):
         if self.train_set is not None or (self.test_set is not None and stage in ("test", "predict")):
             return
         arrays, self.source = self._load(stage)
+        if self.hparams.labelled_per_class is not None and "train" in arrays:
+            images, labels = arrays["train"]
+            arrays["train"] = images, self._hide_labels(labels)
         for split, (images, labels) in arrays.items():
             x, y = _to_tensors(images, labels)
             transform = _bernoulli if self.hparams.binarize else None
             setattr(self, f"{split}_set", ArrayImageDataset(x, y, transform=transform))
+
+
+    def _hide_labels(self, labels: np.ndarray) -> np.ndarray:
+        """``labels`` with all but ``labelled_per_class`` per class (a seeded choice) set to -1."""
+        n = self.hparams.labelled_per_class
+        rng = np.random.default_rng(self.seed + LABELLED_SEED_OFFSET)
+        counts = np.bincount(labels, minlength=self.num_classes)
+        if counts.min() < n + 1:
+            raise ValueError(
+                f"labelled_per_class={n} but the MNIST training split ({self.source}) has only {counts.min()} images "
+                f"of digit {int(counts.argmin())}, and some must stay unlabelled; fix: lower labelled_per_class or "
+                "raise train_size"
+            )
+        keep = np.sort(np.concatenate([rng.choice(np.flatnonzero(labels == c), n, replace=False)
+                                       for c in range(self.num_classes)]))
+        self.labelled_indices = keep
+        self.unlabelled_indices = np.setdiff1d(np.arange(len(labels)), keep)
+        hidden = np.full(len(labels), -1, dtype=np.int64)
+        hidden[keep] = labels[keep]
+        return hidden
+
+    @property
+    def labelled_per_batch(self) -> int:
+        """Labelled images in each training batch: ``labelled_batch_share`` of it, at least 1, at most all but one."""
+        return min(max(1, round(self.hparams.labelled_batch_share * self.batch_size)), self.batch_size - 1)
+
+    def train_dataloader(self):
+        if self.labelled_indices is None:
+            return super().train_dataloader()
+        return self._mixed_loader(self.train_set, self.labelled_indices, self.unlabelled_indices,
+                                  self.labelled_per_batch)
 
 
 def _bernoulli(x: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,7 @@ from ae_lightning.models.adversarial import AdversarialAutoencoder, AdversarialO
 from ae_lightning.models.base import Autoencoder, AutoencoderOutput, DenoisingAutoencoder
 from ae_lightning.models.caae import CAAEOutput, ConditionalAdversarialAutoencoder
 from ae_lightning.models.multimodal import MultimodalAutoencoder, MultimodalOutput, PoseRegressor
+from ae_lightning.models.semisupervised import M2, M2Output, SemiSupervisedAAE
 from ae_lightning.models.sparse import KLSparsity, L1Sparsity, SparseAutoencoder, SparsityPenalty
 from ae_lightning.models.stacked import StackedAutoencoder, StackedOutput
 from ae_lightning.models.vae import VAE, ConditionalVAE, VAEOutput, kl_warmup_weight
@@ -19,9 +20,12 @@ __all__ = [
     "DenoisingAutoencoder",
     "KLSparsity",
     "L1Sparsity",
+    "M2",
+    "M2Output",
     "MultimodalAutoencoder",
     "MultimodalOutput",
     "PoseRegressor",
+    "SemiSupervisedAAE",
     "SparseAutoencoder",
     "SparsityPenalty",
     "StackedAutoencoder",

@@ -217,7 +217,7 @@ class AdversarialAutoencoder(Autoencoder):
         return {"g_loss": g_loss.detach()}
 
     def training_step(self, batch, batch_idx: int) -> None:
-        opt_ae, opt_d, opt_g = self.optimizers()
+        opt_ae, opt_d, opt_g, *_ = self.optimizers()  # a subclass may add phases (the semi-supervised AAE)
         # phase 1: reconstruction (shared_step logs train/loss and train/recon)
         with self._phase(opt_ae):
             out = self.shared_step(batch, "train")
