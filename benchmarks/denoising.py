@@ -210,6 +210,12 @@ def dae_spec(model_spec: dict, noise_spec: dict, lr_factor: float = 1.0) -> dict
     return spec
 
 
+def daes_of(cfg: dict, mode: str) -> list[dict]:
+    """The DAEs a mode trains: every ``daes`` entry, unless it names its ``modes`` (a net too slow for the
+    2-core CPU's quick mode, e.g. the 17-layer DnCNN, is ``modes: [full]``)."""
+    return [d for d in cfg["daes"] if mode in d.get("modes", cfg["modes"])]
+
+
 def models(mode: str = "quick", config: Path | dict = CONFIG) -> dict[str, L.LightningModule]:
     """The untrained DAEs the benchmark trains first, keyed by name: noise-blind over the grid (the quick
     mode's pretraining) or with the grid's first setting (the full mode's per-setting nets)."""
@@ -217,7 +223,7 @@ def models(mode: str = "quick", config: Path | dict = CONFIG) -> dict[str, L.Lig
     m = cfg["modes"][mode]
     noise = blind_noise(cfg) if m["training"] != "per_setting" else noise_specs(cfg)[0]
     out = {}
-    for dae in cfg["daes"]:
+    for dae in daes_of(cfg, mode):
         L.seed_everything(cfg["split"]["seed"], verbose=False)
         out[dae["name"]] = build(dae_spec(load_config(dae["config"])["model"], noise))
     return out
@@ -636,7 +642,7 @@ class Report:
         nl, size = cfg["nl_means"], cfg["split"]["image_size"]
         source = ("the embedded real chest X-rays (Kermany et al. 2018)" if not st.data
                   else ", ".join(relative(str(Path(d).resolve())) for d in st.data))
-        configs = ", ".join(f"{config_file(d['config'])} ({d['name']})" for d in cfg["daes"])
+        configs = ", ".join(f"{config_file(d['config'])} ({d['name']})" for d in daes_of(cfg, self.mode))
         return (
             f"{st.name} = {source}: {len(st.splits['train'])} train / {len(st.clean_val)} val / {len(st.clean_test)} "
             f"test images at {size}×{size} (split {split_rule(cfg['split'])}"
@@ -704,7 +710,7 @@ def run(
     grid = blind_noise(cfg)
     for ts in st.train_sizes:
         train = st.splits["train"][:ts]  # the split is already a seeded permutation
-        for dae in cfg["daes"]:
+        for dae in daes_of(cfg, mode):
             for batch in dae_scores(dae, ts, train, m, grid, st, accelerator, precision, progress, report.train_log):
                 report.scores.extend(batch)
                 report.write(final=False)

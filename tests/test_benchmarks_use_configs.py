@@ -42,8 +42,10 @@ def assert_same(built: L.LightningModule, expected: L.LightningModule) -> None:
 
 def test_denoising_trains_the_dae_configs_with_the_grid_noise():
     built = denoising.models("quick")
-    daes = yaml.safe_load(denoising.CONFIG.read_text())["daes"]
+    cfg = yaml.safe_load(denoising.CONFIG.read_text())
+    daes = denoising.daes_of(cfg, "quick")
     assert set(built) == {d["name"] for d in daes} == {"Gondara DAE", "residual DAE"}
+    assert {d["name"] for d in denoising.daes_of(cfg, "full")} == {"Gondara DAE", "residual DAE", "DnCNN-17"}
     grid = load_config(CONFIGS / "noise" / "denoising_grid.yaml")
     for dae in daes:
         assert_same(built[dae["name"]], direct(dae["config"], lambda a: a.update(noise=grid)))
