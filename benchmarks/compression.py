@@ -352,21 +352,22 @@ def jpeg_at(rate: float, jpeg: list[RatePoint], attr: str = "bpp") -> tuple[floa
 
 def outcome(ae: RatePoint, jpeg: list[RatePoint], attr: str = "bpp") -> str:
     """``beats`` (higher PSNR and SSIM than JPEG at the AE's rate), ``loses`` (lower in both), ``splits``; outside
-    JPEG's range of rates: ``beats`` when the AE is below JPEG's lowest rate with better quality than it there,
-    ``loses`` when above JPEG's highest rate with worse quality, else ``below JPEG's lowest rate (…)`` /
-    ``above JPEG's highest rate (…)`` with the PSNR / SSIM differences to JPEG's point there."""
+    JPEG's range of rates: ``beats (below JPEG's lowest rate; …)`` when the AE has better quality than JPEG's
+    lowest-rate point, ``loses (above JPEG's highest rate; …)`` when worse than its highest, else ``below JPEG's
+    lowest rate (…)`` / ``above JPEG's highest rate (…)``; the brackets give the differences to that JPEG point."""
     p, s = ae.psnr.mean().item(), ae.ssim.mean().item()
     at = jpeg_at(ae.bpp, jpeg, attr)
     if at is None:
         pts = sorted(jpeg, key=lambda x: getattr(x, attr))
         edge = pts[0] if ae.bpp < getattr(pts[0], attr) else pts[-1]
         ep, es = edge.psnr.mean().item(), edge.ssim.mean().item()
-        if edge is pts[0] and p > ep and s > es:
-            return "beats"
-        if edge is pts[-1] and p < ep and s < es:
-            return "loses"
         where = "below JPEG's lowest rate" if edge is pts[0] else "above JPEG's highest rate"
-        return f"{where} (vs JPEG q={edge.quality}: {p - ep:+.2f} dB, SSIM {s - es:+.3f})"
+        detail = f"vs JPEG q={edge.quality}: {p - ep:+.2f} dB, SSIM {s - es:+.3f}"
+        if edge is pts[0] and p > ep and s > es:
+            return f"beats ({where}; {detail})"
+        if edge is pts[-1] and p < ep and s < es:
+            return f"loses ({where}; {detail})"
+        return f"{where} ({detail})"
     if p > at[0] and s > at[1]:
         return "beats"
     if p < at[0] and s < at[1]:
@@ -379,7 +380,7 @@ def verdict(ae: list[RatePoint], jpeg: list[RatePoint], attr: str, what: str) ->
     groups: dict[str, list[str]] = {}
     for a in sorted(ae, key=lambda x: x.bpp):
         o = outcome(a, jpeg, attr)
-        key, detail = (o, "") if o in ("beats", "loses", "splits") else (o.split(" (")[0], " (" + o.split(" (", 1)[1])
+        key, detail = (o, "") if " (" not in o else (o.split(" (")[0], " (" + o.split(" (", 1)[1])
         groups.setdefault(key, []).append(f"{a.bpp:.3f} bpp (code {a.code_dim}){detail}")
     lowest = min(jpeg, key=lambda x: getattr(x, attr))
     parts = [f"{key} JPEG at {', '.join(v)}" if key in ("beats", "loses", "splits") else
@@ -431,7 +432,7 @@ def write_figure(path: Path, title: str, jpeg: list[RatePoint], ae: list[RatePoi
         ax.set_ylabel(name)
         ax.grid(alpha=0.3, which="both")
         if col == 0:
-            ax.legend(fontsize=7, loc="lower right")
+            ax.legend(fontsize=7, loc="upper left")
     # one test image: the original, the AE at each code size, JPEG at the quality nearest each AE rate
     strip = [("original", clean[0])]
     for a in aes:
@@ -502,7 +503,7 @@ def print_summary(name: str, jpeg: list[RatePoint], ae: list[RatePoint]) -> None
     print(f"\ncompression on {name}:")
     for p in sorted(jpeg, key=lambda x: x.bpp) + sorted(ae, key=lambda x: x.bpp):
         print(f"  {p.label:<20} {p.bpp:7.3f} bpp (file {p.bpp_file:7.3f})  {p.psnr.mean():6.2f} dB  SSIM "
-              f"{p.ssim.mean():.3f}" + (f"  {outcome(p, jpeg)} JPEG" if p.method != "JPEG" else ""))
+              f"{p.ssim.mean():.3f}" + (f"  vs JPEG: {outcome(p, jpeg)}" if p.method != "JPEG" else ""))
 
 
 # --- the run -------------------------------------------------------------------------------------------
@@ -530,7 +531,7 @@ def run_dataset(cfg: dict, m: dict, mode: str, dataset: str, out_dir: Path, acce
         p.val_psnr, p.val_psnr_unquantised = val_psnr, reference
         p.train_images, p.epochs, p.config = len(d.dm.train_set), epochs, config + f" (code {code_dim})"
         ae.append(p)
-        print(f"  code {code_dim}: step {step:.4g}, {p.bpp:.3f} bpp, {p.psnr.mean():.2f} dB, {outcome(p, jpeg)} JPEG",
+        print(f"  code {code_dim}: step {step:.4g}, {p.bpp:.3f} bpp, {p.psnr.mean():.2f} dB, vs JPEG: {outcome(p, jpeg)}",
               flush=True)
     rows = [p.row(d.name) for p in sorted(jpeg, key=lambda x: x.bpp) + sorted(ae, key=lambda x: x.bpp)]
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -124,11 +124,13 @@ def test_outcome_compares_at_the_same_rate_and_says_when_jpeg_cannot_reach_it():
     assert bench.outcome(_point(0.4, 26, 0.75, code_dim=8), jpeg) == "beats"
     assert bench.outcome(_point(0.4, 24, 0.65, code_dim=8), jpeg) == "loses"
     assert bench.outcome(_point(0.4, 26, 0.65, code_dim=8), jpeg) == "splits"
-    assert bench.outcome(_point(0.1, 21, 0.6, code_dim=8), jpeg) == "beats"  # lower rate, better than JPEG's lowest
+    low_win = bench.outcome(_point(0.1, 21, 0.6, code_dim=8), jpeg)  # lower rate, better than JPEG's lowest point
+    assert low_win == "beats (below JPEG's lowest rate; vs JPEG q=1: +1.00 dB, SSIM +0.100)"
     low = bench.outcome(_point(0.1, 19, 0.6, code_dim=8), jpeg)
     assert low.startswith("below JPEG's lowest rate") and "-1.00 dB" in low and "+0.100" in low
     sentence = bench.verdict([_point(0.1, 21, 0.6, code_dim=4), _point(0.4, 24, 0.65, code_dim=16)], jpeg, "bpp", "JPEG")
-    assert "beats JPEG at 0.100 bpp (code 4)" in sentence and "loses JPEG at 0.400 bpp (code 16)" in sentence
+    assert "beats JPEG at 0.100 bpp (code 4) (below JPEG's lowest rate" in sentence
+    assert "loses JPEG at 0.400 bpp (code 16)" in sentence
 
 
 # --- the benchmark -----------------------------------------------------------------------------------
