@@ -20,7 +20,7 @@ from benchmarks.common import RESULTS
 RUNS = "runs"  # where the W&B run of --wandb goes (runs/benchmarks/<run id>/)
 
 # the headline comparison first
-BENCHMARKS = ["denoising", "features", "generation", "adversarial", "semisupervised", "pose", "throughput"]
+BENCHMARKS = ["denoising", "features", "generation", "adversarial", "semisupervised", "pose", "compression", "throughput"]
 
 
 def start_wandb(mode: str, names: list[str]):

@@ -18,7 +18,7 @@ import yaml
 
 from ae_lightning.config import CONFIGS, instantiate, load_config
 from ae_lightning.data import MNISTDataModule
-from benchmarks import adversarial, common, denoising, features, generation, pose, semisupervised
+from benchmarks import adversarial, common, compression, denoising, features, generation, pose, semisupervised
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -141,8 +141,24 @@ def test_semisupervised_trains_vae_m2_and_ssaae_configs_with_the_quick_mode_nets
         semisupervised.set_path({"encoder": {}}, "encoder.widht", 1)
 
 
+def test_compression_trains_the_conv_ae_configs_at_each_code_size():
+    built = compression.models("quick")
+    cfg = yaml.safe_load(compression.CONFIG.read_text())
+    sizes = cfg["modes"]["quick"]["code_dims"]
+    assert set(built) == {(d, c) for d in cfg["datasets"] for c in sizes[d]}
+
+    def code(n: int):
+        def edit(a: dict) -> None:
+            for net in ("encoder", "decoder"):
+                a[net]["init_args"]["code_dim"] = n
+        return edit
+
+    for (dataset, n), model in built.items():
+        assert_same(model, direct(cfg["datasets"][dataset]["config"], code(n)))
+
+
 def test_every_results_table_names_its_config():
-    for mod in (denoising, features, generation, adversarial, pose, semisupervised):
+    for mod in (denoising, features, generation, adversarial, pose, semisupervised, compression):
         assert "config" in mod.COLUMNS, mod.__name__
     assert common.config_file("vae_mnist") == "configs/vae_mnist.yaml"
     labels = [generation.label_of(c, latent, o) for _, latent, c, o in generation.MODELS]
