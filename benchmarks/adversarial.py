@@ -20,7 +20,7 @@ Data: :func:`benchmarks.common.find_mnist` (``--data``, ``$AE_MNIST_ROOT``, ``da
 
 from __future__ import annotations
 
-import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -32,7 +32,9 @@ from ae_lightning.data import MNISTDataModule
 from ae_lightning.models import AdversarialAutoencoder
 from ae_lightning.priors import Prior, prior_match
 from benchmarks.common import (
+    MNIST_DATA_HELP,
     RESULTS,
+    benchmark_parser,
     build,
     config_file,
     find_mnist,
@@ -41,6 +43,7 @@ from benchmarks.common import (
     model_spec,
     quiet,
     relative,
+    run_main,
     trainer,
     with_code_dim,
     write_csv,
@@ -234,12 +237,12 @@ def figure(codes: dict, labels: torch.Tensor, path: Path, ps: dict[str, Prior] |
     plt.close(fig)
 
 
+def main(argv=None) -> int:
+    ap = benchmark_parser(__doc__, "longer, GPU when present")
+    ap.add_argument("--data", help=MNIST_DATA_HELP)
+    args = ap.parse_args(argv)
+    return run_main(lambda: run(args.mode, args.data, args.out))
+
+
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    group = ap.add_mutually_exclusive_group()
-    group.add_argument("--quick", action="store_true", help="offline, <= 2.5 min on 2 CPU cores (default)")
-    group.add_argument("--full", action="store_true", help="longer, GPU when present")
-    ap.add_argument("--data", help="MNIST root (default: see benchmarks.common.find_mnist)")
-    ap.add_argument("--out", type=Path, default=RESULTS)
-    args = ap.parse_args()
-    run("full" if args.full else "quick", args.data, args.out)
+    sys.exit(main())

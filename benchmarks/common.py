@@ -3,14 +3,16 @@ MNIST data are, and models from the experiment configs (``configs/``) with a ben
 
 from __future__ import annotations
 
+import argparse
 import copy
 import csv
 import logging
 import math
 import os
 import platform
+import sys
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import lightning as L
@@ -52,6 +54,35 @@ def trainer(max_epochs: int, accelerator: str = "auto", precision: str = "32-tru
     )
     defaults.update(kwargs)
     return L.Trainer(max_epochs=max_epochs, accelerator=accelerator, precision=precision, **defaults)
+
+
+# --- every benchmark script's command line ---------------------------------------------------------
+MNIST_DATA_HELP = ("MNIST root (torchvision layout, or the t10k files only); default: $AE_MNIST_ROOT, data/mnist, "
+                   "../shared/data/mnist (quick) or ../shared/data/mnist_full (full), else the embedded digits")
+
+
+def benchmark_parser(doc: str, full_help: str) -> argparse.ArgumentParser:
+    """The options every ``python -m benchmarks.<name>`` takes (``--quick`` (default) / ``--full``, ``--out``);
+    each script adds its own."""
+    ap = argparse.ArgumentParser(description=doc.strip().split("\n")[0])
+    group = ap.add_mutually_exclusive_group()
+    group.add_argument("--quick", dest="mode", action="store_const", const="quick", help="the make-benchmark run")
+    group.add_argument("--full", dest="mode", action="store_const", const="full", help=full_help)
+    ap.add_argument("--out", type=Path, default=RESULTS, help="where the tables and figures go")
+    ap.set_defaults(mode="quick")
+    return ap
+
+
+def run_main(call: Callable[[], object]) -> int:
+    """Run a benchmark: missing data or a bad setting is one line on stderr and exit status 2."""
+    from ae_lightning.data import DatasetNotFoundError
+
+    try:
+        call()
+    except (DatasetNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def write_csv(path: Path, rows: Iterable[Mapping], columns: Sequence[str]) -> Path:

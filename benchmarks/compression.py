@@ -37,7 +37,6 @@ the 60k training set. Writes ``benchmarks/results/compression_<dataset>.{csv,md,
 
 from __future__ import annotations
 
-import argparse
 import copy
 import io
 import sys
@@ -62,11 +61,12 @@ from ae_lightning.compression import (
     unpack,
 )
 from ae_lightning.config import instantiate, load_config
-from ae_lightning.data import DatasetNotFoundError
 from ae_lightning.metrics import SSIM_NOTE, psnr_ssim
 from benchmarks.common import (
+    MNIST_DATA_HELP,
     RESULTS,
     SHARED_DATA,
+    benchmark_parser,
     build,
     config_file,
     find_mnist,
@@ -76,6 +76,7 @@ from benchmarks.common import (
     quiet,
     relative,
     require_full_mnist,
+    run_main,
     trainer,
     with_code_dim,
     write_csv,
@@ -579,26 +580,16 @@ def run(mode: str = "quick", data: str | None = None, mnist: str | None = None, 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    group = ap.add_mutually_exclusive_group()
-    group.add_argument("--quick", dest="mode", action="store_const", const="quick", help="the make-benchmark run")
-    group.add_argument("--full", dest="mode", action="store_const", const="full", help="longer, more code sizes")
+    ap = benchmark_parser(__doc__, "longer, more code sizes")
     ap.add_argument("--data", help="X-ray folder or .npz (default: the embedded 800; full mode: the shared 1,564)")
-    ap.add_argument("--mnist", help="MNIST folder (default: benchmarks.common.find_mnist)")
+    ap.add_argument("--mnist", help=MNIST_DATA_HELP)
     ap.add_argument("--group-by", help="X-ray split rule: 'image', 'parent' or a regex over the file names")
     ap.add_argument("--only", action="append", help="one dataset of the config (repeatable)")
     ap.add_argument("--progress", action="store_true", help="show the training progress bars")
     ap.add_argument("--config", type=Path, default=CONFIG)
-    ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
-    try:
-        run(args.mode or "quick", args.data, args.mnist, args.out, args.config, args.only, progress=args.progress,
-            group_by=args.group_by)
-    except (DatasetNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
+    return run_main(lambda: run(args.mode, args.data, args.mnist, args.out, args.config, args.only,
+                                progress=args.progress, group_by=args.group_by))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -19,7 +19,6 @@ Writes ``benchmarks/results/denoising_<dataset>.{csv,md,png}``.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
 import time
@@ -32,19 +31,21 @@ import torch
 from torch.utils.data import DataLoader
 
 from ae_lightning.config import CONFIGS, instantiate, load_config
-from ae_lightning.data import DatasetNotFoundError, XRayDataset
+from ae_lightning.data import XRayDataset
 from ae_lightning.data.common import ArrayImageDataset
 from ae_lightning.metrics import SSIM_NOTE, psnr_ssim
 from ae_lightning.noise import NoiseModel, ScaledPoisson
 from benchmarks import classical
 from benchmarks.common import (
     RESULTS,
+    benchmark_parser,
     build,
     config_file,
     hardware,
     markdown_table,
     quiet,
     relative,
+    run_main,
     scaled_lr,
     trainer,
     write_csv,
@@ -718,24 +719,14 @@ def run(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    group = ap.add_mutually_exclusive_group()
-    group.add_argument("--quick", dest="mode", action="store_const", const="quick", help="the make-benchmark run")
-    group.add_argument("--full", dest="mode", action="store_const", const="full", help="the paper-scale run")
+    ap = benchmark_parser(__doc__, "the paper-scale run")
     ap.add_argument("--mode", dest="mode", help="any mode of the config")
     ap.add_argument("--data", action="append", help="X-ray folder or .npz (repeat for the combined mode)")
     ap.add_argument("--group-by", help="split rule: 'image', 'parent' (folder per patient) or a regex over the file "
                     "names whose match is the patient (default: the config's, for the Kermany names)")
     ap.add_argument("--config", type=Path, default=CONFIG)
-    ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
-    try:
-        run(args.mode or "quick", args.data, args.out, args.config, group_by=args.group_by)
-    except (DatasetNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
+    return run_main(lambda: run(args.mode, args.data, args.out, args.config, group_by=args.group_by))
 
 if __name__ == "__main__":
     sys.exit(main())

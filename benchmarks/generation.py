@@ -29,7 +29,6 @@ shared copy. The quick mode trains on the 10k real test digits in ``../shared/da
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Sequence
@@ -39,11 +38,13 @@ import torch
 from torchvision.utils import make_grid
 
 from ae_lightning.callbacks.generation import scalar_labels, scatter_figure
-from ae_lightning.data import DatasetNotFoundError, MNISTDataModule
+from ae_lightning.data import MNISTDataModule
 from ae_lightning.data.common import ArrayImageDataset
 from ae_lightning.models import VAE, ConditionalVAE
 from benchmarks.common import (
+    MNIST_DATA_HELP,
     RESULTS,
+    benchmark_parser,
     build,
     config_file,
     find_mnist,
@@ -53,6 +54,7 @@ from benchmarks.common import (
     quiet,
     relative,
     require_full_mnist,
+    run_main,
     trainer,
     with_latent_dim,
     write_csv,
@@ -308,24 +310,13 @@ def _run(mode: str, cfg: dict, data: str | None, out_dir: Path, download: bool) 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    group = ap.add_mutually_exclusive_group()
-    group.add_argument("--quick", dest="mode", action="store_const", const="quick", help="the make-benchmark run")
-    group.add_argument("--full", dest="mode", action="store_const", const="full", help="Burda et al.'s setting")
-    ap.add_argument("--data", help="MNIST root (torchvision layout); default: $AE_MNIST_ROOT, data/mnist, "
-                    "../shared/data/mnist (quick) or ../shared/data/mnist_full (full), else the embedded digits")
+    ap = benchmark_parser(__doc__, "Burda et al.'s setting")
+    ap.add_argument("--data", help=MNIST_DATA_HELP)
     ap.add_argument("--download", action="store_true", help="download MNIST into --data (needs internet)")
-    ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--epochs", type=int, help="override the mode's number of epochs")
     ap.add_argument("-k", type=int, help="override the mode's number of importance samples")
     args = ap.parse_args(argv)
-    try:
-        run(args.mode or "quick", args.data, args.out, args.download, epochs=args.epochs, k=args.k)
-    except (DatasetNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
+    return run_main(lambda: run(args.mode, args.data, args.out, args.download, epochs=args.epochs, k=args.k))
 
 if __name__ == "__main__":
     sys.exit(main())

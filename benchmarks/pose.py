@@ -27,7 +27,6 @@ comparable with the paper's (real mocap, mm). Writes ``benchmarks/results/pose_s
 
 from __future__ import annotations
 
-import argparse
 import copy
 import resource
 import sys
@@ -44,7 +43,19 @@ from ae_lightning.data import PoseDataModule
 from ae_lightning.data.pose import PARENTS
 from ae_lightning.models import MultimodalAutoencoder, PoseRegressor
 from ae_lightning.models.multimodal import mpjpe
-from benchmarks.common import RESULTS, build, config_file, hardware, markdown_table, model_spec, quiet, trainer, write_csv
+from benchmarks.common import (
+    RESULTS,
+    benchmark_parser,
+    build,
+    config_file,
+    hardware,
+    markdown_table,
+    model_spec,
+    quiet,
+    run_main,
+    trainer,
+    write_csv,
+)
 
 CONFIG = Path(__file__).with_name("pose.yaml")
 COLUMNS = ["method", "val_mpjpe", "test_mpjpe", "test_ci95", "params_inference", "params_trained", "epochs",
@@ -290,20 +301,9 @@ def _cpu_seconds() -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    group = ap.add_mutually_exclusive_group()
-    group.add_argument("--quick", dest="mode", action="store_const", const="quick", help="the make-benchmark run")
-    group.add_argument("--full", dest="mode", action="store_const", const="full", help="the configs' own schedules")
-    ap.add_argument("--data", help="unused: the data are generated (accepted for the common benchmark CLI)")
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap = benchmark_parser(__doc__, "the configs' own schedules")
     args = ap.parse_args(argv)
-    try:
-        run(args.mode or "quick", args.out)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
+    return run_main(lambda: run(args.mode, args.out))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -28,7 +28,6 @@ other modes: ``semisupervised_mnist_<mode>.*``.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
 import time
@@ -40,9 +39,11 @@ import yaml
 from torchvision.utils import make_grid, save_image
 
 from ae_lightning.config import load_config
-from ae_lightning.data import DatasetNotFoundError, MNISTDataModule
+from ae_lightning.data import MNISTDataModule
 from benchmarks.common import (
+    MNIST_DATA_HELP,
     RESULTS,
+    benchmark_parser,
     build,
     config_file,
     find_mnist,
@@ -53,6 +54,7 @@ from benchmarks.common import (
     quiet,
     relative,
     require_full_mnist,
+    run_main,
     trainer,
     write_csv,
 )
@@ -279,20 +281,10 @@ def run(mode: str = "quick", data: str | None = None, out_dir: Path = RESULTS, c
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    group = ap.add_mutually_exclusive_group()
-    group.add_argument("--quick", dest="mode", action="store_const", const="quick", help="the make-benchmark run")
-    group.add_argument("--full", dest="mode", action="store_const", const="full", help="the configs' nets, 60k set")
-    ap.add_argument("--data", help="MNIST root (full set in torchvision layout, or the t10k files only)")
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap = benchmark_parser(__doc__, "the configs' nets, 60k set")
+    ap.add_argument("--data", help=MNIST_DATA_HELP)
     args = ap.parse_args(argv)
-    try:
-        run(args.mode or "quick", args.data, args.out)
-    except (DatasetNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
+    return run_main(lambda: run(args.mode, args.data, args.out))
 
 if __name__ == "__main__":
     sys.exit(main())

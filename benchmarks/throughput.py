@@ -26,7 +26,6 @@ Writes ``benchmarks/results/throughput_<device>.csv`` / ``.md`` with columns
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -39,7 +38,16 @@ import numpy as np
 import torch
 
 from ae_lightning.config import instantiate, load_config
-from benchmarks.common import RESULTS, hardware, markdown_table, quiet, trainer, write_csv
+from benchmarks.common import (
+    RESULTS,
+    benchmark_parser,
+    hardware,
+    markdown_table,
+    quiet,
+    run_main,
+    trainer,
+    write_csv,
+)
 
 COLUMNS = ["workload", "device", "precision", "batch_size", "path", "images_per_s", "ratio_to_raw"]
 
@@ -308,15 +316,8 @@ def run(mode: str = "quick", out_dir: Path = RESULTS, workloads: list[Workload] 
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    group = ap.add_mutually_exclusive_group()
-    group.add_argument("--quick", dest="mode", action="store_const", const="quick")
-    group.add_argument("--full", dest="mode", action="store_const", const="full")
-    ap.add_argument("--out", type=Path, default=RESULTS)
-    args = ap.parse_args(argv)
-    run(args.mode or "quick", args.out)
-    return 0
-
+    args = benchmark_parser(__doc__, "more steps (GPU: bf16 autocast)").parse_args(argv)
+    return run_main(lambda: run(args.mode, args.out))
 
 if __name__ == "__main__":
     sys.exit(main())
