@@ -67,17 +67,30 @@ def test_defaults_give_every_run_its_seed_logger_and_checkpoints():
     assert defaults["trainer"]["logger"]["init_args"] == {"save_dir": "runs", "name": None}
 
 
-@pytest.mark.parametrize("config", EXPERIMENTS, ids=lambda p: p.stem)
-def test_config_fast_dev_run(config, run_cli, tmp_path):
-    args = ["fit", "--config", str(config), "--trainer.fast_dev_run=1", *QUIET]
+def fit_or_skip(run_cli, config: Path, *args: str, batch_size: int = 8, offline: bool = False):
+    """``ae-lightning fit --config <config> <args>`` with a small batch (these runs check wiring, not learning);
+    skipped with the DataModule's message when the config's real data are absent. ``offline``: a config's
+    offline stand-in data (``OFFLINE_DATA``) instead."""
+    cmd = ["fit", "--config", str(config), *args, *QUIET]
     if "batch_size" in yaml.safe_load(config.read_text())["data"].get("init_args", {}):
-        args.append("--data.init_args.batch_size=8")  # one small batch: this checks wiring, not learning
+        cmd.append(f"--data.init_args.batch_size={batch_size}")
+    if offline:
+        cmd += OFFLINE_DATA.get(config.stem, [])
     try:
-        run = run_cli(args)
+        return run_cli(cmd)
     except Exception as err:
         if (absent := data_absent(err)) is not None:
             pytest.skip(f"{config.name}: data absent: {absent}")
         raise
+
+
+# the CAAE's manual optimisation under DDP or on a GPU matters more than its real faces: the offline cartoon faces
+OFFLINE_DATA = {"caae_utkface": ["--data.init_args.synthetic_demo=true"]}
+
+
+@pytest.mark.parametrize("config", EXPERIMENTS, ids=lambda p: p.stem)
+def test_config_fast_dev_run(config, run_cli, tmp_path):
+    run = fit_or_skip(run_cli, config, "--trainer.fast_dev_run=1")
     trainer = run.trainer
     assert trainer.state.finished and trainer.state.fn == "fit"
     assert trainer.global_step >= 1  # at least one optimiser step
@@ -168,10 +181,6 @@ def test_nets_take_the_image_shape_from_the_data(run_cli, tmp_path):
         "image_shape"] == [1, 28, 28]
 
 
-# the CAAE's manual optimisation under DDP matters more than its real faces: the offline cartoon faces
-OFFLINE_DATA = {"caae_utkface": ["--data.init_args.synthetic_demo=true"]}
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("config", EXPERIMENTS, ids=lambda p: p.stem)
 def test_config_fits_under_ddp_with_two_cpu_processes(config, run_cli, tmp_path, forked_ranks):
@@ -180,18 +189,9 @@ def test_config_fits_under_ddp_with_two_cpu_processes(config, run_cli, tmp_path,
     logs, each fail here. Validation included, one checkpoint written by rank 0."""
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         pytest.skip("CUDA is initialised in this process: forked ranks cannot use it")
-    args = ["fit", "--config", str(config), "--trainer.accelerator=cpu", "--trainer.devices=2",
-            "--trainer.strategy=ddp_fork", "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
-            "--trainer.limit_val_batches=1", *QUIET]
-    if "batch_size" in yaml.safe_load(config.read_text())["data"].get("init_args", {}):
-        args.append("--data.init_args.batch_size=8")
-    args += OFFLINE_DATA.get(config.stem, [])
-    try:
-        run = run_cli(args)
-    except Exception as err:
-        if (absent := data_absent(err)) is not None:
-            pytest.skip(f"{config.name}: data absent: {absent}")
-        raise
+    run = fit_or_skip(run_cli, config, "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp_fork",
+                      "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
+                      offline=True)
     assert run.trainer.world_size == 2 and run.trainer.state.finished
     (last,) = tmp_path.glob(f"runs/{config.stem}/version_0/checkpoints/last.ckpt")
     ckpt = torch.load(last, weights_only=True)

@@ -11,8 +11,7 @@ import warnings
 import lightning as L
 import pytest
 import torch
-import yaml
-from test_configs import EXPERIMENTS, OFFLINE_DATA, QUIET, data_absent
+from test_configs import EXPERIMENTS, fit_or_skip
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -45,18 +44,9 @@ class SyncWatch(L.Callback):
 
 @pytest.mark.parametrize("config", EXPERIMENTS, ids=lambda p: p.stem)
 def test_config_trains_under_bf16_on_a_gpu_without_host_syncs(config, run_cli):
-    args = ["fit", "--config", str(config), "--trainer.callbacks+=test_gpu.SyncWatch",
-            "--trainer.accelerator=gpu", "--trainer.devices=1",
-            "--trainer.precision=bf16-mixed", "--trainer.max_epochs=1", "--trainer.limit_train_batches=4",
-            "--trainer.limit_val_batches=2", *QUIET, *OFFLINE_DATA.get(config.stem, [])]
-    if "batch_size" in yaml.safe_load(config.read_text())["data"].get("init_args", {}):
-        args.append("--data.init_args.batch_size=16")
-    try:
-        run = run_cli(args)
-    except Exception as err:
-        if (absent := data_absent(err)) is not None:
-            pytest.skip(f"{config.name}: data absent: {absent}")
-        raise
+    run = fit_or_skip(run_cli, config, "--trainer.callbacks+=test_gpu.SyncWatch", "--trainer.accelerator=gpu",
+                      "--trainer.devices=1", "--trainer.precision=bf16-mixed", "--trainer.max_epochs=1",
+                      "--trainer.limit_train_batches=4", "--trainer.limit_val_batches=2", batch_size=16, offline=True)
     (watch,) = [c for c in run.trainer.callbacks if type(c).__name__ == "SyncWatch"]
     assert run.trainer.state.finished and next(run.model.parameters()).is_cuda
     train = {k: float(v) for k, v in run.trainer.callback_metrics.items() if k.startswith("train/")}
