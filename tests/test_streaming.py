@@ -292,3 +292,30 @@ def test_utkface_items_equal_the_folder_dataset(tmp_path):
     for i in range(len(ds)):
         x, target, name = ds[i]
         assert x.shape == (3, 32, 32) and torch.equal(x, expected[name][0]) and target == expected[name][1]
+
+
+def test_celeba_items_equal_the_folder_dataset(tmp_path):
+    """CelebA (the synthetic set in the official layout, header line with its trailing space): faces stored as their
+    JPEG bytes, decoded with the folder DataModule's transform: same pixels, same chosen attributes, official
+    partition kept."""
+    from test_celeba import ATTRS, write_synthetic_celeba
+
+    from ae_lightning.data import CelebADataModule
+    from ae_lightning.data.optimize import list_celeba
+
+    attrs = write_synthetic_celeba(tmp_path, partition=(0, 0, 0, 1, 1, 2))
+    chosen = ["Male", "Smiling"]
+    convert(list_celeba(tmp_path, chosen, verify_md5=False), str(tmp_path / "out"), num_workers=1)
+    folder = CelebADataModule(root=str(tmp_path), attributes=chosen, image_size=32, crop_size=148, verify_md5=False)
+    folder.setup("fit")
+    columns = [ATTRS.index(a) for a in chosen]
+    for split, first in (("train", 0), ("val", 3), ("test", 5)):
+        ds = streaming_dataset(str(tmp_path / "out"), split, DecodeItem("celeba", 32, with_name=True))
+        expected = getattr(folder, f"{split}_set")
+        assert len(ds) == len(expected)
+        for i in range(len(ds)):
+            x, target, name = ds[i]
+            j = int(name.removesuffix(".jpg")) - 1  # 000001.jpg is image 0
+            k = j - first
+            assert x.shape == (3, 32, 32) and torch.equal(x, expected[k][0])
+            assert torch.equal(target, torch.as_tensor((attrs[j, columns] + 1) // 2, dtype=torch.float32))
