@@ -160,9 +160,9 @@ def test_three_optimisers_and_adversarial_terms_after_reconstruction_only_epochs
 
     model._update = recording_update
 
-    class Grab(L.Callback):
+    class Grab(L.Callback):  # the step's terms (Autoencoder.log_terms keeps every one, every step)
         def on_train_batch_end(self, trainer, module, *args):
-            logged.append((module.current_epoch, {k: float(v) for k, v in trainer.callback_metrics.items()}))
+            logged.append((module.current_epoch, {k: float(v) for k, v in module.train_terms.items()}))
 
     steps = OptimizerSteps()
     trainer = L.Trainer(max_epochs=2, limit_train_batches=2, logger=False, enable_checkpointing=False,
@@ -172,12 +172,12 @@ def test_three_optimisers_and_adversarial_terms_after_reconstruction_only_epochs
     eg, dz, dimg = (0, {"encoder", "decoder"}), (1, {"discriminator"}), (2, {"image_discriminator"})  # decoder = G
     for epoch in (0, 1):
         assert steps.moves(epoch) == [eg, dz, dimg] * 2, epoch
-    adversarial = {"train/g_loss_step", "train/g_img_loss_step"}
+    adversarial = {"train/g_loss", "train/g_img_loss"}
     for (epoch, loss), (_, metrics) in zip(eg_losses, logged, strict=True):
-        recon = metrics["train/recon_step"]
+        recon = metrics["train/recon"]
         if epoch == 0:  # reconstruction only: no adversarial term logged or added
             assert not adversarial & set(metrics) and loss == pytest.approx(recon, rel=1e-6), (epoch, metrics)
         else:
             assert adversarial <= set(metrics), metrics
-            assert loss == pytest.approx(recon + metrics["train/g_loss_step"] + metrics["train/g_img_loss_step"],
+            assert loss == pytest.approx(recon + metrics["train/g_loss"] + metrics["train/g_img_loss"],
                                          rel=1e-5)

@@ -58,7 +58,7 @@ class Recorder(L.Callback):
 
     def on_train_epoch_end(self, trainer, model) -> None:
         self.epochs[-1]["end"] = {i: layer_params(model, i) for i in range(model.depth)}
-        self.epochs[-1]["logged_stage"] = float(trainer.callback_metrics["train/stage"])
+        self.epochs[-1]["logged_stage"] = float(model.train_terms["train/stage"])  # the epoch's last step
 
 
 def _opt_steps(opt: torch.optim.Optimizer) -> int:

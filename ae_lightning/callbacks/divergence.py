@@ -122,15 +122,19 @@ class StopOnNonFinite(Callback):
 
     # --- hooks ------------------------------------------------------------------------------------
     @staticmethod
-    def logged_terms(trainer: L.Trainer) -> dict[str, torch.Tensor]:
-        """Every ``train/*`` term logged so far in this step (automatic or manual optimisation: all models
-        log through ``self.log``; ``callback_metrics`` includes the current step's values)."""
-        return {key.removesuffix("_step"): value for key, value in trainer.callback_metrics.items()
-                if key.startswith("train/") and not key.endswith("_epoch") and key != "train/grad_norm"
-                and isinstance(value, torch.Tensor) and value.numel() == 1}
+    def logged_terms(trainer: L.Trainer, pl_module: L.LightningModule | None = None) -> dict[str, torch.Tensor]:
+        """Every ``train/*`` term of this step so far: the suite's models keep them all in ``train_terms``
+        (:meth:`~ae_lightning.models.Autoencoder.log_terms`: most reach Lightning's logger only every
+        ``log_every_n_steps``); any other module, what it logged (``callback_metrics`` holds this step's values)."""
+        terms = getattr(pl_module, "train_terms", None)
+        if terms is None:
+            terms = {key.removesuffix("_step"): value for key, value in trainer.callback_metrics.items()
+                     if key.startswith("train/") and not key.endswith("_epoch")}
+        return {k: v for k, v in terms.items()
+                if k != "train/grad_norm" and isinstance(v, torch.Tensor) and v.numel() == 1}
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
-        self._note(trainer, self.logged_terms(trainer))  # a term logged after the optimiser step too
+        self._note(trainer, self.logged_terms(trainer, pl_module))  # a term logged after the optimiser step too
         self._batches += 1
         if self._batches % self._every == 0:
             self._check(trainer)
@@ -143,7 +147,8 @@ class StopOnNonFinite(Callback):
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
         if self.log_grad_norm:
             pl_module.log("train/grad_norm", norm, on_step=True, on_epoch=False)
-        self._note(trainer, {**self.logged_terms(trainer), self.GRADIENT: norm})  # the loss first, if it is the cause
+        # the loss terms first: if one is the cause, it is named
+        self._note(trainer, {**self.logged_terms(trainer, pl_module), self.GRADIENT: norm})
         if self._every == 1:
             self._check(trainer)
 

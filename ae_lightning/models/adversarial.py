@@ -229,7 +229,7 @@ class AdversarialAutoencoder(Autoencoder):
         for _ in range(self.hparams.discriminator_steps):
             logs = self.discriminator_phase(opt_d, x, labels)
         logs |= self.generator_phase(opt_g, x, labels)
-        self.log_dict({f"train/{k}": v for k, v in logs.items()}, on_step=True, on_epoch=True, batch_size=len(x))
+        self.log_terms("train", logs, len(x))
 
     def configure_optimizers(self):
         return [

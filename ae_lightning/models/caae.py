@@ -175,8 +175,7 @@ class ConditionalAdversarialAutoencoder(AdversarialAutoencoder):
         # phase 2: the discriminators, on this batch's codes and faces (trained while pretraining too, as in the release)
         logs |= self.discriminator_phase(opt_dz, x, None, fake=out.code)
         logs |= self.image_discriminator_phase(opt_dimg, to_net(x), out.generated, cond)
-        self.log_dict({f"train/{k}": v.detach() for k, v in logs.items()}, on_step=True, on_epoch=True,
-                      batch_size=len(x))
+        self.log_terms("train", logs, len(x))
 
     def image_discriminator_phase(self, optimizer, real: torch.Tensor, fake: torch.Tensor, cond: torch.Tensor):
         """One D_img update: (face, labels) real, (G's face, same labels) fake; images in [-1, 1]."""

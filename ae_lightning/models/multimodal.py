@@ -216,8 +216,7 @@ class MultimodalAutoencoder(StagedTraining, Autoencoder):
         name = self.stage_name(s)
         if train:  # the current stage only
             loss = self.stage_loss(x, pose, s)
-            self.log_dict({f"train/{name}_loss": loss.detach(), "train/loss": loss.detach(), "train/stage": float(s)},
-                          on_step=True, on_epoch=True, prog_bar=False, batch_size=x.shape[0])
+            self.log_terms("train", {f"{name}_loss": loss, "loss": loss, "stage": float(s)}, x.shape[0])
             return loss
         # evaluation: every stage's loss from one pass, the chain's pose error and the image autoencoder's quality
         out = self(x)

@@ -320,7 +320,7 @@ class SemiSupervisedAAE(AdversarialAutoencoder):
             raise ValueError("SemiSupervisedAAE needs (image, label) batches (label -1: unlabelled)")
         x = images_of(batch)
         logs = self.supervised_phase(self.optimizers()[3], x, labels)
-        self.log_dict({f"train/{k}": v for k, v in logs.items()}, on_step=True, on_epoch=True, batch_size=len(x))
+        self.log_terms("train", logs, len(x))
 
     def configure_optimizers(self):
         return [

@@ -153,5 +153,4 @@ class SparseAutoencoder(Autoencoder):
     def log_step(self, out: AutoencoderOutput, x: torch.Tensor, stage: str) -> None:
         super().log_step(out, x, stage)
         stats = activation_stats(out.code.flatten(1), self.hparams.active_threshold)
-        self.log_dict({f"{stage}/{k}": v for k, v in stats.items()}, on_step=stage == "train", on_epoch=True,
-                      sync_dist=stage != "train", batch_size=out.code.shape[0])
+        self.log_terms(stage, stats, out.code.shape[0])

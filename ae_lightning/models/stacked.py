@@ -239,18 +239,14 @@ class StackedAutoencoder(StagedTraining, Autoencoder):
         if self.sparsity is not None and s < self.depth and self.global_step == 0 and train:
             self.sparsity.check(out.code)
         name = self.stage_name(s)
-        logged = {f"{stage}/{name}_{k}": v.detach() for k, v in out.losses.items() if k != "accuracy"}
+        logged = {f"{name}_{k}": v for k, v in out.losses.items() if k != "accuracy"}
         if "accuracy" in out.losses:
-            logged[f"{stage}/accuracy"] = out.losses["accuracy"]
+            logged["accuracy"] = out.losses["accuracy"]
         if s < self.depth:
-            logged.update({f"{stage}/{name}_{k}": v for k, v in
-                           activation_stats(out.code, self.hparams.active_threshold).items()})
+            logged.update({f"{name}_{k}": v for k, v in activation_stats(out.code, self.hparams.active_threshold).items()})
         if train:
-            logged["train/stage"] = float(s)  # Lightning puts it on the module's device
-        self.log_dict(logged, on_step=train, on_epoch=True, prog_bar=False, sync_dist=not train,
-                      batch_size=x.shape[0])
-        self.log(f"{stage}/loss", out.loss.detach(), prog_bar=True, on_step=train, on_epoch=True,
-                 sync_dist=not train, batch_size=x.shape[0])
+            logged["stage"] = float(s)
+        self.log_terms(stage, {**logged, "loss": out.loss}, x.shape[0])
         if not train:
             # image quality of the stack trained so far (clean input), comparable within a stage
             with torch.no_grad():

@@ -101,10 +101,12 @@ class StagedTraining:
             )
 
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         if self.current_epoch + 1 >= self.total_epochs:
             self.trainer.should_stop = True  # the schedule is the model's: the fit ends with its last stage
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        super().on_train_batch_start(batch, batch_idx)
         # every batch rather than every epoch: Lightning switches modules back to train mode after
         # validation, and a run resumed mid-epoch must freeze the right parts before its first step
         self.apply_stage(self.stage)
