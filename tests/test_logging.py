@@ -1,0 +1,47 @@
+"""Training terms cost one Lightning ``self.log`` call per step (``train/loss``); the others stay on the device
+and reach the logger every ``log_every_n_steps`` steps and as exact epoch means (Autoencoder.log_terms)."""
+
+from __future__ import annotations
+
+import csv
+
+import lightning as L
+import pytest
+import torch
+
+from ae_lightning.config import instantiate, load_config
+
+
+def test_vae_terms_reach_the_logger_every_n_steps_and_as_exact_epoch_means(tmp_path, monkeypatch):
+    cfg = load_config("vae_mnist")
+    cfg["data"]["init_args"].update(batch_size=50, train_size=300)  # 6 steps per epoch
+    L.seed_everything(0, verbose=False)
+    model = instantiate(cfg["model"], L.LightningModule)
+    data = instantiate(cfg["data"], L.LightningDataModule)
+    calls, steps = [], []
+    original = L.LightningModule.log
+
+    def counting_log(self, name, *args, **kwargs):
+        calls.append((self.trainer.global_step, name))
+        return original(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(L.LightningModule, "log", counting_log)
+
+    class Record(L.Callback):
+        def on_train_batch_end(self, trainer, module, *args):
+            steps.append({k: float(v) for k, v in module.train_terms.items()})
+
+    trainer = L.Trainer(max_epochs=1, limit_val_batches=0, log_every_n_steps=3, enable_progress_bar=False,
+                        enable_checkpointing=False, enable_model_summary=False, callbacks=[Record()],
+                        logger=L.pytorch.loggers.CSVLogger(tmp_path, name="run", version=0))
+    trainer.fit(model, data)
+    assert len(steps) == 6 and {"train/loss", "train/recon", "train/kl", "train/elbo"} <= set(steps[0])
+    per_step = [sum(1 for s, n in calls if s == step and n.startswith("train/")) for step in range(6)]
+    assert per_step == [1, 1, 5, 1, 1, 5], per_step  # train/loss every step; the 4 other terms on steps 3 and 6
+    rows = list(csv.DictReader((tmp_path / "run" / "version_0" / "metrics.csv").open()))
+    logged_steps = [int(r["step"]) for r in rows if r.get("train/kl_step")]
+    assert logged_steps == [2, 5]
+    (epoch_row,) = [r for r in rows if r.get("train/kl")]
+    assert float(epoch_row["train/kl"]) == pytest.approx(sum(s["train/kl"] for s in steps) / 6, rel=1e-5)
+    assert float(epoch_row["train/recon"]) == pytest.approx(sum(s["train/recon"] for s in steps) / 6, rel=1e-5)
+    assert torch.isfinite(torch.tensor(float(epoch_row["train/elbo"])))
