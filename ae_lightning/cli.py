@@ -48,6 +48,7 @@ from ae_lightning.callbacks import (
     ReconstructionGrid,
     ResumeCheckpoint,
     SaveRunConfig,
+    Speed,
     StopOnNonFinite,
     run_dir,
 )
@@ -174,6 +175,8 @@ class AutoencoderCLI(LightningCLI):
         parser.add_lightning_class_args(ResumeCheckpoint, "resume")
         # `ae-lightning predict` writes its outputs (<run folder>/predict/); inert in the other subcommands
         parser.add_lightning_class_args(PredictionWriter, "prediction")
+        # channels-last, torch.compile, device-resident in-memory data (all off by default)
+        parser.add_lightning_class_args(Speed, "speed")
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config.get(self.subcommand, self.config) if self.subcommand else self.config

@@ -52,3 +52,18 @@ def test_config_trains_under_bf16_on_a_gpu_without_host_syncs(config, run_cli):
     train = {k: float(v) for k, v in run.trainer.callback_metrics.items() if k.startswith("train/")}
     assert train and all(math.isfinite(v) for v in train.values()), train
     assert not watch.found, "host syncs in training steps after the first:\n" + "\n".join(watch.found)
+
+
+@pytest.mark.parametrize("config", ["dae_xray64", "deep_ae_mnist", "vae_mnist"])
+def test_speed_options_train_on_a_gpu_with_device_resident_batches(config, run_cli):
+    """bf16 + channels-last + compiled nets + in-memory splits gathered on the GPU, as the throughput benchmark's
+    best suite path: the fit runs, its losses are finite, and the training batches never left the device."""
+    from test_configs import CONFIGS
+
+    run = fit_or_skip(run_cli, CONFIGS / f"{config}.yaml", "--trainer.accelerator=gpu", "--trainer.devices=1",
+                      "--trainer.precision=bf16-mixed", "--trainer.max_epochs=1", "--trainer.limit_train_batches=6",
+                      "--trainer.limit_val_batches=2", "--speed.channels_last=true", "--speed.compile=true",
+                      "--speed.device_resident_data=true", batch_size=64)
+    gather = run.trainer.train_dataloader.dataset
+    assert gather.device.type == "cuda" and gather.dataset.images.is_cuda
+    assert math.isfinite(float(run.trainer.callback_metrics["train/loss"]))

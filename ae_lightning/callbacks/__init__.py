@@ -7,8 +7,9 @@ from ae_lightning.callbacks.images import ReconstructionGrid, log_image
 from ae_lightning.callbacks.prediction import PredictionWriter
 from ae_lightning.callbacks.resume import ResumeCheckpoint
 from ae_lightning.callbacks.run_dir import SaveRunConfig, run_dir
+from ae_lightning.callbacks.speed import Speed
 
 __all__ = [
     "GenerationGrids", "NonFiniteLossError", "PredictionWriter", "ReconstructionGrid", "ResumeCheckpoint",
-    "SaveRunConfig", "StopOnNonFinite", "log_image", "run_dir",
+    "SaveRunConfig", "Speed", "StopOnNonFinite", "log_image", "run_dir",
 ]

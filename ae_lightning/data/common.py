@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,7 +25,7 @@ def random_hflip(x: torch.Tensor) -> torch.Tensor:
     """Flip each image left-right with probability 1/2: one ``(C, H, W)`` image or a ``(B, C, H, W)`` batch."""
     if x.ndim == 3:
         return x.flip(-1) if torch.rand(()) < 0.5 else x
-    flip = torch.rand(x.shape[0], *([1] * (x.ndim - 1))) < 0.5  # (B, 1, 1, 1)
+    flip = torch.rand(x.shape[0], *([1] * (x.ndim - 1)), device=x.device) < 0.5  # (B, 1, 1, 1), where x is
     return torch.where(flip, x.flip(-1), x)
 
 
@@ -61,18 +62,32 @@ class ArrayImageDataset(Dataset):
 class BatchGather(Dataset):
     """An in-memory :class:`ArrayImageDataset` as a DataLoader sees it: each batch is one gather
     (``dataset[indices]``, transforms applied to the batch) instead of B item lookups and a collation —
-    the per-step cost that dominates small nets. Samplers (seeded shuffle, DDP) work as for any dataset."""
+    the per-step cost that dominates small nets. Samplers (seeded shuffle, DDP) work as for any dataset.
 
-    def __init__(self, dataset: ArrayImageDataset) -> None:
+    ``device``: the images and labels are copied there once and every batch is gathered there (the
+    device-resident data path, ``speed.device_resident_data``): no host→device copy of the images per step,
+    and transforms (noise, flips) run on the device too. Only the batch's indices travel, from pinned memory
+    without waiting for the device.
+    """
+
+    def __init__(self, dataset: ArrayImageDataset, device: torch.device | None = None) -> None:
+        self.device = device
+        if device is not None:
+            dataset = copy.copy(dataset)  # the DataModule's own split stays where it is
+            dataset.images, dataset.labels = dataset.images.to(device), dataset.labels.to(device)
         self.dataset = dataset
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, i: int):
-        return self.dataset[i]
+    def __getitem__(self, i: int | list[int]):
+        # a list: a whole batch from a batch-yielding sampler (DataLoader(batch_size=None))
+        return self.__getitems__(i) if isinstance(i, list) else self.dataset[i]
 
     def __getitems__(self, indices: list[int]):
+        if self.device is not None:
+            index = torch.tensor(indices)  # (B,)
+            indices = (index.pin_memory() if self.device.type == "cuda" else index).to(self.device, non_blocking=True)
         return self.dataset[indices]  # ((B, C, H, W), (B,)): already a batch
 
     @staticmethod
@@ -274,6 +289,17 @@ class ImageDataModule(L.LightningDataModule):
         self.unavailable: dict[str, str] = {}
         #: images to apply a trained model to (``ae-lightning predict``); None: the test split
         self.predict_set: Dataset | None = None
+        #: an accelerator to keep in-memory splits on and gather batches there (set by ``speed.device_resident_data``)
+        self.resident_device: torch.device | None = None
+
+    def _loader_options(self, in_memory: bool) -> tuple[torch.device | None, dict]:
+        """Where an in-memory split's batches are gathered (None: the host) and the DataLoader's worker options:
+        device-resident batches need no workers and no pinned copies."""
+        device = self.resident_device if in_memory and self.resident_device is not None else None
+        if device is not None and device.type != "cpu":
+            return device, dict(num_workers=0, persistent_workers=False, pin_memory=False)
+        return None, dict(num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                          pin_memory=torch.cuda.is_available())
 
     def _loader(self, dataset: Dataset | None, shuffle: bool, split: str = "train") -> DataLoader:
         if dataset is None:
@@ -288,14 +314,13 @@ class ImageDataModule(L.LightningDataModule):
                 "fix: lower batch_size or set drop_last=False"
             )
         in_memory = type(dataset).__getitem__ is ArrayImageDataset.__getitem__
+        device, options = self._loader_options(in_memory)
         return DataLoader(
-            BatchGather(dataset) if in_memory else dataset,
+            BatchGather(dataset, device) if in_memory else dataset,
             batch_size=self.batch_size,
             sampler=EpochSampler(len(dataset), self.seed, self.batch_size, self._train_position) if shuffle else None,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
             drop_last=drop_last,
+            **options,
             collate_fn=BatchGather.collate if in_memory else None,
         )
 
@@ -304,14 +329,13 @@ class ImageDataModule(L.LightningDataModule):
         """Training batches that mix ``labelled_per_batch`` images of the labelled pool with unlabelled ones
         (:class:`MixedBatches`); the batch size is this module's."""
         sampler = MixedBatches(labelled, unlabelled, self.batch_size, labelled_per_batch, self.seed, self._train_position)
+        device, options = self._loader_options(in_memory=True)
         return DataLoader(
-            BatchGather(dataset),
+            BatchGather(dataset, device),
             batch_size=None,  # the sampler yields whole batches; BatchGather gathers each in one step
             sampler=sampler,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
             collate_fn=BatchGather.collate,
+            **options,
         )
 
     def _train_position(self) -> tuple[int, int]:
