@@ -45,3 +45,32 @@ def test_vae_terms_reach_the_logger_every_n_steps_and_as_exact_epoch_means(tmp_p
     assert float(epoch_row["train/kl"]) == pytest.approx(sum(s["train/kl"] for s in steps) / 6, rel=1e-5)
     assert float(epoch_row["train/recon"]) == pytest.approx(sum(s["train/recon"] for s in steps) / 6, rel=1e-5)
     assert torch.isfinite(torch.tensor(float(epoch_row["train/elbo"])))
+
+
+def test_validation_logs_once_per_epoch_exact_means_over_every_image(monkeypatch):
+    """Validation terms and PSNR/SSIM are summed on the device and logged once, at the epoch end: no self.log
+    call per batch, and val/loss is the mean over every validation image (a short last batch weighs less)."""
+    from ae_lightning.losses import reconstruction_loss
+
+    cfg = load_config("ae_mnist")
+    cfg["data"]["init_args"].update(batch_size=64)  # 300 val digits: batches of 64, …, 44
+    L.seed_everything(0, verbose=False)
+    model = instantiate(cfg["model"], L.LightningModule)
+    data = instantiate(cfg["data"], L.LightningDataModule)
+    data.setup("fit")
+    calls = []
+    original = L.LightningModule.log
+
+    def counting_log(self, name, *args, **kwargs):
+        calls.append((self.trainer.validating and self._current_fx_name, name))
+        return original(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(L.LightningModule, "log", counting_log)
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    (result,) = trainer.validate(model, data, verbose=False)
+    assert {fx for fx, _ in calls} == {"on_validation_epoch_end"}  # nothing per batch
+    assert {"val/loss", "val/psnr", "val/ssim"} <= set(result)
+    with torch.no_grad():
+        x = data.val_set.images
+        expected = reconstruction_loss(model(x).reconstruction, x, model.hparams.loss)
+    assert result["val/loss"] == pytest.approx(float(expected), rel=1e-5)

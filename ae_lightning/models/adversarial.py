@@ -254,6 +254,7 @@ class AdversarialAutoencoder(Autoencoder):
     def on_validation_epoch_end(self) -> None:
         """Log ``val/prior_mmd`` and ``val/prior_ks`` (see :func:`~ae_lightning.priors.prior_match`) over the
         validation codes of every process, and a grid of decoded prior samples."""
+        super().on_validation_epoch_end()
         if not self._val_codes:
             return
         codes = self.all_processes(torch.cat(self._val_codes)).cpu()  # (N, D)

@@ -167,8 +167,9 @@ class Autoencoder(L.LightningModule):
         self.residual = residual
         #: ``{"train/<name>": value}`` of the current training step, every term (see :meth:`log_terms`)
         self.train_terms: dict[str, torch.Tensor | float] = {}
-        self._epoch_sums: dict[str, torch.Tensor | float] = {}
-        self._epoch_counts: dict[str, int] = {}
+        # per stage, the running sums (on the device) and image counts of the logged terms (see log_terms)
+        self._epoch_sums: dict[str, dict[str, torch.Tensor | float]] = {}
+        self._epoch_counts: dict[str, dict[str, int]] = {}
 
     #: whether every trainable parameter gets a gradient in every training step; a model that trains
     #: some parameters per phase or stage (adversarial, stacked) sets False, and :meth:`setup` then runs DDP
@@ -251,12 +252,14 @@ class Autoencoder(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._reseed_eval()
+        self._epoch_sums.pop("val", None), self._epoch_counts.pop("val", None)  # a validation that was cut short
         # fresh metric states made in this loop's grad mode: states left by an earlier `validate` / `test`
         # call are inference tensors, which a later `fit` cannot update in place
         self.val_metrics.reset()
 
     def on_test_epoch_start(self) -> None:
         self._reseed_eval()
+        self._epoch_sums.pop("test", None), self._epoch_counts.pop("test", None)
         self.test_metrics.reset()
 
     def shared_step(self, batch, stage: str) -> AutoencoderOutput:
@@ -271,36 +274,37 @@ class Autoencoder(L.LightningModule):
         """Log ``{stage}/<term>`` for every loss term and, outside training, PSNR/SSIM against the clean ``x``."""
         self.log_terms(stage, out.losses, x.shape[0])
         if stage != "train":
-            metrics = self.val_metrics if stage == "val" else self.test_metrics
-            metrics.update(out.reconstruction.detach().float().clamp(0, 1), x.float())
-            self.log_dict(metrics, on_epoch=True, prog_bar=stage == "val", batch_size=x.shape[0])
+            self.update_image_metrics(stage, out.reconstruction, x)
+
+    def update_image_metrics(self, stage: str, reconstruction: torch.Tensor, x: torch.Tensor) -> None:
+        """Add a batch to ``{stage}/psnr`` and ``{stage}/ssim`` (logged at the epoch end, over every process)."""
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        metrics.update(reconstruction.detach().float().clamp(0, 1), x.float())
 
     # --- logging: every model's terms go through here -------------------------------------------
     def log_terms(self, stage: str, terms: Mapping[str, torch.Tensor | float], batch_size: int) -> None:
         """Log ``{stage}/<name>`` for each of ``terms``.
 
-        Validation and test: epoch means over every process (``self.log_dict``). Training: Lightning's
-        ``self.log`` costs about half a millisecond of host time per key and step (it moves its result object
-        to the device on every call), more than a small net's whole step when a model logs five terms. So
-        ``train/loss`` goes through ``self.log`` every step (progress bar, ``train/loss_step`` /
-        ``train/loss_epoch``, checkpoint monitors) and the other terms stay on the device: logged as
-        ``train/<name>_step`` on the steps the logger writes (``trainer.log_every_n_steps``), averaged over
-        the epoch (over every process under DDP) into ``train/<name>`` at its end, and kept for each step in
-        :attr:`train_terms`, where the divergence guard reads them.
+        Lightning's ``self.log`` costs about half a millisecond of host time per key and call (it moves its
+        result object to the device on every call), more than a small net's whole step when a model logs five
+        terms, so most terms stay on the device: summed there (weighted by ``batch_size``) and logged once, as
+        exact means over the epoch's images on every process, at the epoch's end (:meth:`log_epoch_means`):
+        ``val/<name>``, ``test/<name>``, ``train/<name>``. Training also logs ``train/loss`` every step
+        through ``self.log`` (progress bar, ``train/loss_step`` / ``train/loss_epoch``, monitors), the other
+        terms as ``train/<name>_step`` on the steps the logger writes (``trainer.log_every_n_steps``), and keeps
+        each step's terms in :attr:`train_terms`, where the divergence guard reads them.
         """
-        if stage != "train":
-            self.log_dict({f"{stage}/{k}": v.detach() if isinstance(v, torch.Tensor) else v for k, v in terms.items()},
-                          on_epoch=True, prog_bar=True, sync_dist=True, batch_size=batch_size)
-            return
-        terms = {f"train/{k}": v.detach() if isinstance(v, torch.Tensor) else float(v) for k, v in terms.items()}
-        self.train_terms.update(terms)
-        if "train/loss" in terms:
-            self.log("train/loss", terms.pop("train/loss"), on_step=True, on_epoch=True, prog_bar=True,
-                     batch_size=batch_size)
+        terms = {f"{stage}/{k}": v.detach() if isinstance(v, torch.Tensor) else float(v) for k, v in terms.items()}
+        if stage == "train":
+            self.train_terms.update(terms)
+            if "train/loss" in terms:
+                self.log("train/loss", terms.pop("train/loss"), on_step=True, on_epoch=True, prog_bar=True,
+                         batch_size=batch_size)
+        sums, counts = self._epoch_sums.setdefault(stage, {}), self._epoch_counts.setdefault(stage, {})
         for k, v in terms.items():  # device ops only: no host read, no Lightning call
-            self._epoch_sums[k] = self._epoch_sums.get(k, 0.0) + v * batch_size
-            self._epoch_counts[k] = self._epoch_counts.get(k, 0) + batch_size
-        if terms and self._logger_writes_this_step():
+            sums[k] = sums.get(k, 0.0) + v * batch_size
+            counts[k] = counts.get(k, 0) + batch_size
+        if stage == "train" and terms and self._logger_writes_this_step():
             self.log_dict({f"{k}_step": v for k, v in terms.items()}, on_step=True, on_epoch=False, prog_bar=True,
                           batch_size=batch_size)
 
@@ -314,20 +318,32 @@ class Autoencoder(L.LightningModule):
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         self.train_terms.clear()
 
-    def on_train_epoch_end(self) -> None:
-        """``train/<name>``: the epoch means of the terms :meth:`log_terms` kept on the device."""
-        sums, counts = self._epoch_sums, self._epoch_counts
-        self._epoch_sums, self._epoch_counts = {}, {}
+    def log_epoch_means(self, stage: str) -> None:
+        """Log the epoch means of the terms :meth:`log_terms` kept on the device for ``stage`` (over every
+        process: one collective), and outside training the image metrics (PSNR, SSIM) of the epoch."""
+        sums, counts = self._epoch_sums.pop(stage, {}), self._epoch_counts.pop(stage, {})
         keys = sorted(sums)  # the same on every process: each runs the same steps
-        if not keys:
-            return
-        total = torch.stack([torch.as_tensor(sums.get(k, 0.0), device=self.device).float() for k in keys] +
-                            [torch.as_tensor(float(counts.get(k, 0)), device=self.device) for k in keys])  # (2K,)
-        if self._trainer is not None and self.trainer.world_size > 1:
-            total = self.trainer.strategy.reduce(total, reduce_op="sum")
-        means = total[: len(keys)] / total[len(keys):].clamp(min=1)  # (K,)
-        for k, v in zip(keys, means, strict=True):
-            self.log(k, v, on_step=False, on_epoch=True)
+        if keys:
+            total = torch.stack([torch.as_tensor(sums[k], device=self.device).float() for k in keys] +
+                                [torch.as_tensor(float(counts[k]), device=self.device) for k in keys])  # (2K,)
+            if self._trainer is not None and self.trainer.world_size > 1:
+                total = self.trainer.strategy.reduce(total, reduce_op="sum")
+            means = total[: len(keys)] / total[len(keys):].clamp(min=1)  # (K,)
+            for k, v in zip(keys, means, strict=True):
+                self.log(k, v, on_step=False, on_epoch=True, prog_bar=stage == "val" or k == "train/loss")
+        metrics = {"val": self.val_metrics, "test": self.test_metrics}.get(stage)
+        if metrics is not None and any(m.update_called for m in metrics.values()):
+            self.log_dict(metrics.compute(), prog_bar=stage == "val")  # torchmetrics syncs the processes
+            metrics.reset()
+
+    def on_train_epoch_end(self) -> None:
+        self.log_epoch_means("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_epoch_means("val")
+
+    def on_test_epoch_end(self) -> None:
+        self.log_epoch_means("test")
 
     def all_processes(self, rows: torch.Tensor) -> torch.Tensor:
         """``rows`` (N, ...) of every process, concatenated (N·world, ...): epoch statistics over all the images,

@@ -229,13 +229,10 @@ class MultimodalAutoencoder(StagedTraining, Autoencoder):
             "finetune": F.mse_loss(out.pose, pose),
         }
         out.losses = {"loss": losses[name], **{f"{k}_loss": v for k, v in losses.items()}}
-        self.log_dict({f"{stage}/{k}": v for k, v in out.losses.items()}, on_epoch=True, sync_dist=True,
-                      batch_size=x.shape[0])
+        self.log_terms(stage, out.losses, x.shape[0])
         log_pose_error(self, out.pose, pose, stage)
         log_pose_error(self, out.pose_reconstruction, pose, stage, "pose_ae_mpjpe")
-        metrics = self.val_metrics if stage == "val" else self.test_metrics
-        metrics.update(out.reconstruction.float().clamp(0, 1), x.float())
-        self.log_dict(metrics, on_epoch=True, batch_size=x.shape[0])
+        self.update_image_metrics(stage, out.reconstruction, x)
         return out
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:

@@ -251,9 +251,7 @@ class StackedAutoencoder(StagedTraining, Autoencoder):
             # image quality of the stack trained so far (clean input), comparable within a stage
             with torch.no_grad():
                 out.stack_reconstruction = self(x, depth=min(s + 1, self.depth)).reconstruction  # (B, C, H, W)
-            metrics = self.val_metrics if stage == "val" else self.test_metrics
-            metrics.update(out.stack_reconstruction.float().clamp(0, 1), x.float())
-            self.log_dict(metrics, on_epoch=True, prog_bar=stage == "val", batch_size=x.shape[0])
+            self.update_image_metrics(stage, out.stack_reconstruction, x)
         return out
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:

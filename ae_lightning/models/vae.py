@@ -281,6 +281,7 @@ class VAE(Autoencoder):
         self._reset_unit_stats()
 
     def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
         self._log_active_units("val")
 
     def on_test_epoch_start(self) -> None:
@@ -288,6 +289,7 @@ class VAE(Autoencoder):
         self._reset_unit_stats()
 
     def on_test_epoch_end(self) -> None:
+        super().on_test_epoch_end()
         self._log_active_units("test")
 
 
