@@ -252,14 +252,14 @@ class Autoencoder(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._reseed_eval()
-        self._epoch_sums.pop("val", None), self._epoch_counts.pop("val", None)  # a validation that was cut short
+        self._forget_epoch_terms("val")  # what a validation that was cut short left
         # fresh metric states made in this loop's grad mode: states left by an earlier `validate` / `test`
         # call are inference tensors, which a later `fit` cannot update in place
         self.val_metrics.reset()
 
     def on_test_epoch_start(self) -> None:
         self._reseed_eval()
-        self._epoch_sums.pop("test", None), self._epoch_counts.pop("test", None)
+        self._forget_epoch_terms("test")
         self.test_metrics.reset()
 
     def shared_step(self, batch, stage: str) -> AutoencoderOutput:
@@ -276,10 +276,13 @@ class Autoencoder(L.LightningModule):
         if stage != "train":
             self.update_image_metrics(stage, out.reconstruction, x)
 
+    def image_metrics_of(self, stage: str):
+        """The PSNR/SSIM collection of ``"val"`` or ``"test"``; ``None`` for training."""
+        return {"val": self.val_metrics, "test": self.test_metrics}.get(stage)
+
     def update_image_metrics(self, stage: str, reconstruction: torch.Tensor, x: torch.Tensor) -> None:
         """Add a batch to ``{stage}/psnr`` and ``{stage}/ssim`` (logged at the epoch end, over every process)."""
-        metrics = self.val_metrics if stage == "val" else self.test_metrics
-        metrics.update(reconstruction.detach().float().clamp(0, 1), x.float())
+        self.image_metrics_of(stage).update(reconstruction.detach().float().clamp(0, 1), x.float())
 
     # --- logging: every model's terms go through here -------------------------------------------
     def log_terms(self, stage: str, terms: Mapping[str, torch.Tensor | float], batch_size: int) -> None:
@@ -318,20 +321,25 @@ class Autoencoder(L.LightningModule):
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         self.train_terms.clear()
 
+    def _forget_epoch_terms(self, stage: str) -> dict[str, tuple[torch.Tensor | float, int]]:
+        """``{name: (sum, count)}`` kept for ``stage`` by :meth:`log_terms`, removed."""
+        sums, counts = self._epoch_sums.pop(stage, {}), self._epoch_counts.pop(stage, {})
+        return {k: (sums[k], counts[k]) for k in sums}
+
     def log_epoch_means(self, stage: str) -> None:
         """Log the epoch means of the terms :meth:`log_terms` kept on the device for ``stage`` (over every
         process: one collective), and outside training the image metrics (PSNR, SSIM) of the epoch."""
-        sums, counts = self._epoch_sums.pop(stage, {}), self._epoch_counts.pop(stage, {})
-        keys = sorted(sums)  # the same on every process: each runs the same steps
+        kept = self._forget_epoch_terms(stage)
+        keys = sorted(kept)  # the same on every process: each runs the same steps
         if keys:
-            total = torch.stack([torch.as_tensor(sums[k], device=self.device).float() for k in keys] +
-                                [torch.as_tensor(float(counts[k]), device=self.device) for k in keys])  # (2K,)
+            total = torch.stack([torch.as_tensor(kept[k][0], device=self.device).float() for k in keys] +
+                                [torch.as_tensor(float(kept[k][1]), device=self.device) for k in keys])  # (2K,)
             if self._trainer is not None and self.trainer.world_size > 1:
                 total = self.trainer.strategy.reduce(total, reduce_op="sum")
             means = total[: len(keys)] / total[len(keys):].clamp(min=1)  # (K,)
             for k, v in zip(keys, means, strict=True):
-                self.log(k, v, on_step=False, on_epoch=True, prog_bar=stage == "val" or k == "train/loss")
-        metrics = {"val": self.val_metrics, "test": self.test_metrics}.get(stage)
+                self.log(k, v, on_step=False, on_epoch=True, prog_bar=stage == "val")
+        metrics = self.image_metrics_of(stage)
         if metrics is not None and any(m.update_called for m in metrics.values()):
             self.log_dict(metrics.compute(), prog_bar=stage == "val")  # torchmetrics syncs the processes
             metrics.reset()
