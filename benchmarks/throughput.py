@@ -59,8 +59,11 @@ class Workload:
     name: str
     config: str
     batch_size: int
-    steps: dict[str, int]  # measured steps per mode
-    with_validation: bool = False  # an epoch = train pass + validation pass (the VAE workload)
+    steps: dict[str, int]  # measured training steps per mode (an epoch workload: its whole epoch, see below)
+    #: an epoch workload: (training, validation) images of one epoch, the real images tiled to these counts; the
+    #: timed span is one whole steady-state epoch (the second): its start, every training step, the validation
+    #: pass and the epoch's end
+    epoch: tuple[int, int] | None = None
 
 
 WORKLOADS = [
@@ -69,30 +72,44 @@ WORKLOADS = [
     Workload("conv DAE 64x64 (Gondara)", "dae_xray64", 10, {"quick": 40, "full": 500}),
     Workload("deep AE 784-1000-500-250-30", "deep_ae_mnist", 1024, {"quick": 12, "full": 200}),
     Workload("deep AE 784-1000-500-250-30", "deep_ae_mnist", 256, {"quick": 30, "full": 500}),
-    Workload("VAE epoch (train + val)", "vae_mnist", 100, {"quick": 20, "full": 70}, with_validation=True),
+    # the issue's VAE epoch: an 8k/2k MNIST split at batch 100, 80 training steps + 20 validation batches
+    Workload("VAE epoch (train + val)", "vae_mnist", 100, {"quick": 80, "full": 80}, epoch=(8000, 2000)),
 ]
 WARMUP = 2
 REPEATS = {"quick": 3, "full": 3}
 
 
-def build(config: str, batch_size: int, min_images: int = 0) -> tuple[L.LightningModule, L.LightningDataModule]:
-    """The config's model and set-up DataModule at ``batch_size``; the training images tiled to at least
-    ``min_images`` (and two batches): the timed steps then lie in one epoch, as they do on a real-sized set
-    (60k digits are 234 steps of 256), not across the epoch boundaries of the 2,100 embedded digits."""
-    cfg = load_config(config)
-    cfg["data"]["init_args"]["batch_size"] = batch_size
+def _tile(dataset, n: int, exact: bool) -> None:
+    """``dataset``'s (real) images repeated to at least ``n`` (exactly ``n`` if ``exact``)."""
+    if len(dataset) < n or exact:
+        reps = -(-n // len(dataset))
+        images, labels = dataset.images.repeat(reps, 1, 1, 1), dataset.labels.repeat(reps)
+        dataset.images, dataset.labels = (images[:n], labels[:n]) if exact else (images, labels)
+
+
+def build(w: Workload, mode: str) -> tuple[L.LightningModule, L.LightningDataModule]:
+    """The config's model and set-up DataModule at the workload's batch size. The training images are tiled so
+    that the timed steps lie in one epoch, as they do on a real-sized set (60k digits are 234 steps of 256), not
+    across the epoch boundaries of the 2,100 embedded digits; an epoch workload gets exactly its split's sizes."""
+    cfg = load_config(w.config)
+    cfg["data"]["init_args"]["batch_size"] = w.batch_size
     cfg["data"]["init_args"].pop("train_size", None)  # every training image
     data = instantiate(cfg["data"], L.LightningDataModule)
     # full batches only, as the raw loop trains: a short last batch per epoch is a cheap step that would be
     # credited with a whole batch of images (the suite's deep AE at batch 1024 on 2,100 digits seemed 1.3× the raw loop)
     data.drop_last = True
     data.setup("fit")
-    train = data.train_set
-    need = max(2 * batch_size, min_images)
-    if len(train) < need:  # tile the (real) images
-        reps = -(-need // len(train))
-        train.images, train.labels = train.images.repeat(reps, 1, 1, 1), train.labels.repeat(reps)
+    if w.epoch is not None:
+        _tile(data.train_set, w.epoch[0], exact=True)
+        _tile(data.val_set, w.epoch[1], exact=True)
+    else:
+        _tile(data.train_set, (WARMUP + w.steps[mode]) * w.batch_size, exact=False)
     return instantiate(cfg["model"], L.LightningModule), data
+
+
+def _transform(dataset):
+    """What the dataset does to each batch it serves (e.g. MNIST's dynamic binarisation): the raw loop does it too."""
+    return dataset.transform or (lambda x: x)
 
 
 # --- the raw loop: what a researcher writes by hand ------------------------------------------------
@@ -102,8 +119,8 @@ AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 def raw_images_per_s(model: L.LightningModule, data, w: Workload, steps: int, device: torch.device,
                      precision: str = "32-true", fast: bool = False) -> float:
     """Plain PyTorch: the model's nets, noise, loss and optimiser; batches sliced from in-memory tensors on the
-    device, under the same autocast as the suite's path. ``fast``: channels-last weights and images and
-    compiled nets too (the best hand-written loop the issue names)."""
+    device and transformed as the DataModule serves them, under the same autocast as the suite's path. ``fast``:
+    channels-last weights and images and compiled nets too (the best hand-written loop the issue names)."""
     model = model.to(device).train()
     if fast:
         model.to(memory_format=torch.channels_last)
@@ -114,14 +131,12 @@ def raw_images_per_s(model: L.LightningModule, data, w: Workload, steps: int, de
     images = data.train_set.images.to(device)  # (N, C, H, W)
     if fast:
         images = images.contiguous(memory_format=torch.channels_last)
+    train_tf, val_tf = _transform(data.train_set), _transform(data.val_set)
     autocast = torch.autocast(device.type, dtype=AUTOCAST.get(precision, torch.float32), enabled=precision in AUTOCAST)
-    val = data.val_set.images.to(device) if w.with_validation else None
     gen = torch.Generator(device=device).manual_seed(0)
-    order = torch.randperm(len(images), generator=gen, device=device)
 
-    def train_step(i: int) -> None:
-        idx = order[(i * w.batch_size) % (len(images) - w.batch_size):][: w.batch_size]
-        x = images[idx]  # (B, C, H, W)
+    def train_step(x: torch.Tensor) -> None:
+        x = train_tf(x)  # (B, C, H, W)
         with autocast:
             out = model(model.corrupt(x))
             loss = model.compute_losses(out, x)["loss"]
@@ -133,43 +148,95 @@ def raw_images_per_s(model: L.LightningModule, data, w: Workload, steps: int, de
     def val_pass() -> None:
         model.eval()
         metrics = model.val_metrics.to(device)
-        for x in val.split(w.batch_size):
+        for x in data.val_set.images.to(device).split(w.batch_size):
+            x = val_tf(x)
             with autocast:
-                out = model(x)
+                out = model(model.corrupt(x))
                 model.compute_losses(out, x)
             metrics.update(out.reconstruction.float().clamp(0, 1), x.float())
         metrics.compute()
         metrics.reset()
         model.train()
 
-    for i in range(WARMUP):
-        train_step(i)
-    _sync(device)
-    t0 = time.perf_counter()
-    for i in range(steps):
-        train_step(WARMUP + i)
-    if val is not None:
-        val_pass()
+    if w.epoch is not None:  # one warm epoch, then a timed one: shuffle, every full batch, validation
+        def epoch() -> None:
+            order = torch.randperm(len(images), generator=gen, device=device)
+            for batch in order[: len(images) // w.batch_size * w.batch_size].view(-1, w.batch_size):
+                train_step(images[batch])
+            val_pass()
+
+        epoch()
+        _sync(device)
+        t0 = time.perf_counter()
+        epoch()
+    else:
+        order = torch.randperm(len(images), generator=gen, device=device)
+        batches = order[: (WARMUP + steps) * w.batch_size].view(-1, w.batch_size)
+        for batch in batches[:WARMUP]:
+            train_step(images[batch])
+        _sync(device)
+        t0 = time.perf_counter()
+        for batch in batches[WARMUP:]:
+            train_step(images[batch])
     _sync(device)
     return _images(w, steps, data) / (time.perf_counter() - t0)
 
 
+# --- Lightning with nothing of the suite: the framework's own cost ---------------------------------------
+class Bare(L.LightningModule):
+    """The raw loop's work in a minimal LightningModule: the model's noise, nets, loss and optimiser, its PSNR/SSIM
+    in validation; no logging, no hooks of the suite. On the suite's DataLoader, it measures what Lightning's
+    loop costs any user (the floor for the suite), apart from the suite's own additions."""
+
+    def __init__(self, model: L.LightningModule) -> None:
+        super().__init__()
+        self.model = model
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x = images_of(batch)
+        return self.model.compute_losses(self.model(self.model.corrupt(x)), x)["loss"]
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        x = images_of(batch)
+        out = self.model(self.model.corrupt(x))
+        self.model.compute_losses(out, x)
+        self.model.val_metrics.update(out.reconstruction.float().clamp(0, 1), x.float())
+
+    def on_validation_epoch_end(self) -> None:
+        self.model.val_metrics.compute()
+        self.model.val_metrics.reset()
+
+    def configure_optimizers(self):
+        return self.model.configure_optimizers()
+
+
 # --- the suite: Trainer.fit on the config's DataModule -------------------------------------------------
 class StepClock(L.Callback):
-    """Wall time from the end of the warm-up steps to the end of the fit (validation included, if any), and
-    the training images of the batches it timed (counted, not assumed: a short last batch is fewer images)."""
+    """Wall time of the timed span, and the training images of the batches in it (counted, not assumed: a short
+    last batch is fewer images). A step workload: from the end of the first ``warmup`` batches to the end of the
+    last batch. An epoch workload: from the end of the first epoch to the end of the second (callbacks' epoch-end
+    hooks run before the module's, so the span holds one of the module's epoch ends, as it holds one epoch)."""
 
-    def __init__(self, warmup: int) -> None:
-        self.warmup, self.start, self.end, self.images = warmup, None, None, 0
+    def __init__(self, warmup: int, epoch: bool) -> None:
+        self.warmup, self.epoch, self.start, self.end, self.images = warmup, epoch, None, None, 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.start is not None:
             self.images += len(images_of(batch))
-        elif trainer.global_step == self.warmup * _optimizer_steps(pl_module):
-            _sync(pl_module.device)
-            self.start = time.perf_counter()
+            if not self.epoch:
+                self._stop(pl_module)
+        elif not self.epoch and batch_idx == self.warmup - 1:
+            self._start(pl_module)
 
-    def on_fit_end(self, trainer, pl_module) -> None:
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self.epoch:
+            self._stop(pl_module) if self.start is not None else self._start(pl_module)
+
+    def _start(self, pl_module) -> None:
+        _sync(pl_module.device)
+        self.start = time.perf_counter()
+
+    def _stop(self, pl_module) -> None:
         _sync(pl_module.device)
         self.end = time.perf_counter()
 
@@ -177,24 +244,20 @@ class StepClock(L.Callback):
 def suite_images_per_s(model, data, w: Workload, steps: int, accelerator: str, precision: str,
                        fast: bool = False) -> float:
     """``Trainer.fit``; ``fast``: with the speed options (channels-last, compiled nets, device-resident batches)."""
-    clock = StepClock(WARMUP)
+    clock = StepClock(WARMUP, w.epoch is not None)
     speed = [Speed(channels_last=True, compile=True, device_resident_data=True)] if fast else []
-    validation = dict(limit_val_batches=1.0, val_check_interval=WARMUP + steps) if w.with_validation else \
-        dict(limit_val_batches=0)
-    fit = trainer(-1, accelerator, precision, callbacks=[clock, *speed],
-                  max_steps=(WARMUP + steps) * _optimizer_steps(model), **validation)
+    if w.epoch is not None:  # two whole epochs, each with its validation pass
+        span = dict(max_epochs=2, limit_val_batches=1.0)
+    else:  # batches, not optimiser steps: an adversarial model steps several optimisers per batch
+        span = dict(max_epochs=1, limit_train_batches=WARMUP + steps, limit_val_batches=0)
+    fit = trainer(accelerator=accelerator, precision=precision, callbacks=[clock, *speed], **span)
     fit.fit(model, data)
     assert clock.images == steps * w.batch_size, f"{w.name}: timed {clock.images} images, expected {steps} full batches"
     return _images(w, steps, data) / (clock.end - clock.start)
 
 
-def _optimizer_steps(model) -> int:
-    """Optimiser steps per batch (global_step counts these): 3 for the adversarial models, else 1."""
-    return 3 if type(model).__name__.endswith("AdversarialAutoencoder") else 1
-
-
 def _images(w: Workload, steps: int, data) -> int:
-    return steps * w.batch_size + (len(data.val_set) if w.with_validation else 0)
+    return steps * w.batch_size + (len(data.val_set) if w.epoch is not None else 0)
 
 
 def _sync(device: torch.device) -> None:
@@ -294,28 +357,28 @@ def run(mode: str = "quick", out_dir: Path = RESULTS, workloads: list[Workload] 
         if mode not in w.steps:
             print(f"  {w.name} at batch {w.batch_size}: {', '.join(w.steps)} mode only", flush=True)
             continue
-        steps = w.steps[mode]
-        if w.with_validation:  # one whole epoch: every training batch
-            steps = min(steps, len(build(w.config, w.batch_size)[1].train_set) // w.batch_size - WARMUP)
-        # on a GPU also the fast paths: channels-last + compiled nets (raw and suite) + device-resident batches (suite)
-        paths = ["raw", "suite"] + (["raw, fast", "suite, fast"] if device.type == "cuda" else [])
+        steps = w.epoch[0] // w.batch_size if w.epoch is not None else w.steps[mode]
+        # `lightning, bare`: the raw loop's work in a minimal LightningModule (Lightning's own cost, the suite's
+        # floor); on a GPU also the fast paths: channels-last + compiled nets (raw and suite) + device-resident
+        # batches (suite)
+        paths = ["raw", "lightning, bare", "suite"] + (["raw, fast", "suite, fast"] if device.type == "cuda" else [])
         speeds: dict[str, list[float]] = {p: [] for p in paths}
         for repeat in range(REPEATS[mode]):
             for path in paths[:: 1 if repeat % 2 == 0 else -1]:  # alternating order, each a fresh model
                 L.seed_everything(0, verbose=False)
-                # an epoch workload times its epoch boundary; the others only steps, all inside one epoch
-                model, data = build(w.config, w.batch_size, 0 if w.with_validation else (WARMUP + steps) * w.batch_size)
+                model, data = build(w, mode)
                 fast = path.endswith("fast")
                 if path.startswith("raw"):
                     speeds[path].append(raw_images_per_s(model, data, w, steps, device, precision, fast))
                 else:
+                    model = Bare(model) if path == "lightning, bare" else model
                     speeds[path].append(suite_images_per_s(model, data, w, steps, accelerator, precision, fast))
         for path in paths:
             ips = statistics.median(speeds[path])
             raw = statistics.median(speeds["raw, fast" if path.endswith("fast") else "raw"])  # each against its raw
             rows.append(dict(workload=w.name, device=tag, precision=precision, batch_size=w.batch_size, path=path,
                              images_per_s=ips, ratio_to_raw=ips / raw))
-            print(f"  {w.name:<30} batch {w.batch_size:>5} {path:<12} {ips:10.0f} img/s  ratio {ips / raw:.3f}",
+            print(f"  {w.name:<30} batch {w.batch_size:>5} {path:<16} {ips:10.0f} img/s  ratio {ips / raw:.3f}",
                   flush=True)
     if workloads is None:  # the loading rows need no model: measured on the CPU whatever the device
         rows += loading_rows(mode, tag)

@@ -129,7 +129,7 @@ def test_fit_writes_the_run_directory_and_test_reloads_it(tmp_path, run_cli):
     # metrics: one row per step logged, with the validation metrics
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
     columns = set(rows[0])
-    assert {"train/loss_step", "train/loss_epoch", "val/loss", "val/psnr", "val/ssim"} <= columns, columns
+    assert {"train/loss_step", "train/loss", "val/loss", "val/psnr", "val/ssim"} <= columns, columns
     val = [float(r["val/psnr"]) for r in rows if r["val/psnr"]]
     assert len(val) == 1 and 0 < val[0] < 60
     # checkpoints: best and last, loadable without unpickling arbitrary objects

@@ -289,34 +289,34 @@ class Autoencoder(L.LightningModule):
         """Log ``{stage}/<name>`` for each of ``terms``.
 
         Lightning's ``self.log`` costs about half a millisecond of host time per key and call (it moves its
-        result object to the device on every call), more than a small net's whole step when a model logs five
-        terms, so most terms stay on the device: summed there (weighted by ``batch_size``) and logged once, as
-        exact means over the epoch's images on every process, at the epoch's end (:meth:`log_epoch_means`):
-        ``val/<name>``, ``test/<name>``, ``train/<name>``. Training also logs ``train/loss`` every step
-        through ``self.log`` (progress bar, ``train/loss_step`` / ``train/loss_epoch``, monitors), the other
-        terms as ``train/<name>_step`` on the steps the logger writes (``trainer.log_every_n_steps``), and keeps
-        each step's terms in :attr:`train_terms`, where the divergence guard reads them.
+        result object to the device on every call): more than a tenth of a small net's whole step for one key,
+        more than the step for five. So the terms stay on the device, summed there (weighted by ``batch_size``),
+        and are logged once, as exact means over the epoch's images on every process, at the epoch's end
+        (:meth:`log_epoch_means`): ``train/<name>``, ``val/<name>``, ``test/<name>``. Training also logs each
+        term's step value, ``train/<name>_step``, on the steps where something reads it (:meth:`_step_values_read`:
+        the logger's steps, ``trainer.log_every_n_steps``, and every step while a progress bar is shown), and
+        keeps each step's terms in :attr:`train_terms`, where the divergence guard reads them.
         """
         terms = {f"{stage}/{k}": v.detach() if isinstance(v, torch.Tensor) else float(v) for k, v in terms.items()}
         if stage == "train":
             self.train_terms.update(terms)
-            if "train/loss" in terms:
-                self.log("train/loss", terms.pop("train/loss"), on_step=True, on_epoch=True, prog_bar=True,
-                         batch_size=batch_size)
         sums, counts = self._epoch_sums.setdefault(stage, {}), self._epoch_counts.setdefault(stage, {})
         for k, v in terms.items():  # device ops only: no host read, no Lightning call
             sums[k] = sums.get(k, 0.0) + v * batch_size
             counts[k] = counts.get(k, 0) + batch_size
-        if stage == "train" and terms and self._logger_writes_this_step():
+        if stage == "train" and terms and self._step_values_read():
             self.log_dict({f"{k}_step": v for k, v in terms.items()}, on_step=True, on_epoch=False, prog_bar=True,
                           batch_size=batch_size)
 
-    def _logger_writes_this_step(self) -> bool:
+    def _step_values_read(self) -> bool:
+        """Whether this training step's values are read: the logger writes this step (Lightning's own rule,
+        ``log_every_n_steps``), or a progress bar shows them."""
         trainer = self._trainer
-        if trainer is None or trainer.logger is None:
+        if trainer is None:
             return False
-        # Lightning's own rule for step metrics (log_every_n_steps); every step if that ever moves
-        return bool(getattr(getattr(trainer, "_logger_connector", None), "should_update_logs", True))
+        if trainer.progress_bar_callback is not None:
+            return True
+        return trainer.logger is not None and bool(getattr(trainer._logger_connector, "should_update_logs", True))
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         self.train_terms.clear()
@@ -338,7 +338,7 @@ class Autoencoder(L.LightningModule):
                 total = self.trainer.strategy.reduce(total, reduce_op="sum")
             means = total[: len(keys)] / total[len(keys):].clamp(min=1)  # (K,)
             for k, v in zip(keys, means, strict=True):
-                self.log(k, v, on_step=False, on_epoch=True, prog_bar=stage == "val")
+                self.log(k, v, on_step=False, on_epoch=True, prog_bar=stage == "val" or k == "train/loss")
         metrics = self.image_metrics_of(stage)
         if metrics is not None and any(m.update_called for m in metrics.values()):
             self.log_dict(metrics.compute(), prog_bar=stage == "val")  # torchmetrics syncs the processes
