@@ -14,9 +14,11 @@ steps (in the middle of an epoch too) in the same folder as the best-by-``val/lo
   continues where it stopped.
 
 The train data order is a function of (seed, epoch) and skips the batches already trained
-(:class:`ae_lightning.data.common.EpochSampler`), so a killed run resumed from ``last.ckpt`` ends
+(:class:`ae_lightning.data.common.EpochSampler`; under DDP each process skips its own share's,
+:class:`~ae_lightning.data.common.ShardedSampler`), so a killed run resumed from ``last.ckpt`` ends
 with the same weights as the uninterrupted one (bit for bit on the CPU; ``tests/test_resume.py`` kills
-and resumes a plain, an adversarial and a stacked autoencoder). One exception: a random training
+and resumes a plain, an adversarial and a stacked autoencoder; ``tests/test_samplers.py`` resumes a
+2-process DDP fit mid-epoch). One exception: a random training
 *augmentation* (``hflip: true``) draws from the global generator while the loader prefetches the next
 batch, before this callback can restore it, so a resumed run flips a different subset of the first two
 batches and matches the uninterrupted run only statistically.

@@ -11,7 +11,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 EMBEDDED = Path(__file__).parent / "embedded"
 
@@ -196,32 +196,93 @@ def take_train_subset(idx: np.ndarray, train_size: int | None, what: str) -> np.
     return idx[:train_size]
 
 
-class EpochSampler(Sampler[int]):
-    """A shuffle that is a function of ``(seed, epoch)`` and resumes in the middle of an epoch.
+Replicas = Callable[[], tuple[int, int]]  # () -> (processes, this process's rank)
 
-    ``position()`` says where training stands: ``(epoch, batches already trained in it)``. Each
-    iteration draws epoch ``epoch``'s permutation and skips the batches already trained, so a run
-    resumed from a mid-epoch checkpoint sees exactly the batches the uninterrupted run would have
-    seen next (a DataLoader ``generator`` seeded once per ``train_dataloader()`` call would replay
-    epoch 0's order instead).
+
+def single_process() -> tuple[int, int]:
+    return 1, 0
+
+
+class ShardedSampler(DistributedSampler):
+    """A training sampler whose order is a function of ``(seed, epoch)`` and which resumes in the middle of an
+    epoch, on one process or many.
+
+    ``position()`` says where training stands: ``(epoch, batches this process already trained in it)``;
+    ``replicas()`` says ``(processes, rank)``. Each iteration takes epoch ``epoch``'s order (:meth:`items`),
+    padded by repeating its start to a multiple of the processes (as ``DistributedSampler`` pads), this
+    process's share ``[rank::processes]``, and skips what was already trained. Sharding itself, it is a
+    ``DistributedSampler`` to Lightning, which leaves it alone; any other sampler Lightning wraps under DDP in a
+    ``DistributedSamplerWrapper`` that shuffles the sampler's list once more and indexes it by position, so a
+    resumed epoch (a shorter list) failed with an IndexError. With the strided share, the processes' first
+    batches at ``B / n`` together are the one-process batch of ``B``.
     """
 
-    def __init__(self, n: int, seed: int, batch_size: int, position: Callable[[], tuple[int, int]]) -> None:
-        self.n, self.seed, self.batch_size, self.position = n, seed, batch_size, position
+    def __init__(self, position: Callable[[], tuple[int, int]], replicas: Replicas = single_process) -> None:
+        # no DistributedSampler.__init__: it needs a started process group, and the share is read when iterating
+        self.position, self.replicas = position, replicas
+        self.shuffle, self.drop_last, self.seed, self.epoch = True, False, 0, 0
+
+    @property
+    def num_replicas(self) -> int:
+        return self.replicas()[0]
+
+    @property
+    def rank(self) -> int:
+        return self.replicas()[1]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Lightning's call at each epoch: the epoch is read from ``position()`` (also after a resume)."""
+
+    def items(self, epoch: int) -> list:
+        """Epoch ``epoch``'s whole order, before sharding."""
+        raise NotImplementedError
+
+    def skipped(self, done: int) -> int:
+        """Items of this process's share that ``done`` trained batches used."""
+        return done
+
+    def share(self, items: list) -> list:
+        processes, rank = self.replicas()
+        if processes == 1:
+            return items
+        total = -(-len(items) // processes) * processes
+        padded = (items * (-(-total // len(items))))[:total] if items else items
+        return padded[rank::processes]
+
+    def __iter__(self):
+        epoch, done = self.position()
+        yield from self.share(self.items(epoch))[self.skipped(done):]
+
+    def __len__(self) -> int:
+        return -(-self.full_length() // self.replicas()[0])
+
+    def full_length(self) -> int:
+        raise NotImplementedError
+
+
+class EpochSampler(ShardedSampler):
+    """Image indices: a seeded permutation of ``n`` per epoch (a DataLoader ``generator`` seeded once per
+    ``train_dataloader()`` call would replay epoch 0's order after a resume instead)."""
+
+    def __init__(self, n: int, seed: int, batch_size: int, position: Callable[[], tuple[int, int]],
+                 replicas: Replicas = single_process) -> None:
+        super().__init__(position, replicas)
+        self.n, self.seed, self.batch_size = n, seed, batch_size
 
     def order(self, epoch: int) -> list[int]:
         gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         return torch.randperm(self.n, generator=gen).tolist()
 
-    def __iter__(self):
-        epoch, done = self.position()
-        yield from self.order(epoch)[done * self.batch_size :]
+    items = order
 
-    def __len__(self) -> int:
+    def skipped(self, done: int) -> int:
+        return done * self.batch_size
+
+    def full_length(self) -> int:
         return self.n
 
 
-class MixedBatches(Sampler[list[int]]):
+class MixedBatches(ShardedSampler):
     """Semi-supervised batches: ``labelled_per_batch`` indices from a small labelled pool, the rest unlabelled.
 
     Each batch holds ``labelled_per_batch`` images drawn from ``labelled`` (the pool is cycled in fresh
@@ -232,13 +293,15 @@ class MixedBatches(Sampler[list[int]]):
     AAE takes a labelled and an unlabelled minibatch per iteration.
 
     The sampler yields whole batches (lists of indices): the DataLoader takes it as its ``sampler`` with
-    ``batch_size=None``, so ``dataset[indices]`` gathers each batch at once (:class:`BatchGather`), and under
-    DDP Lightning's distributed wrapper deals whole batches to the processes. Like :class:`EpochSampler` the
-    order is a function of ``(seed, epoch)`` and ``position()`` skips the batches already trained after a resume.
+    ``batch_size=None``, so ``dataset[indices]`` gathers each batch at once (:class:`BatchGather`); under DDP
+    each process takes every n-th whole batch (:class:`ShardedSampler`). Like :class:`EpochSampler` the order is
+    a function of ``(seed, epoch)`` and ``position()`` skips the batches already trained after a resume.
     """
 
     def __init__(self, labelled: Sequence[int], unlabelled: Sequence[int], batch_size: int, labelled_per_batch: int,
-                 seed: int, position: Callable[[], tuple[int, int]] = lambda: (0, 0)) -> None:
+                 seed: int, position: Callable[[], tuple[int, int]] = lambda: (0, 0),
+                 replicas: Replicas = single_process) -> None:
+        super().__init__(position, replicas)
         if not 1 <= labelled_per_batch < batch_size:
             raise ValueError(f"labelled_per_batch={labelled_per_batch} must be in [1, batch_size={batch_size}): "
                              "each batch mixes labelled and unlabelled images")
@@ -248,27 +311,25 @@ class MixedBatches(Sampler[list[int]]):
         self.labelled = torch.as_tensor(np.asarray(labelled), dtype=torch.long)
         self.unlabelled = torch.as_tensor(np.asarray(unlabelled), dtype=torch.long)
         self.batch_size, self.labelled_per_batch = batch_size, labelled_per_batch
-        self.seed, self.position = seed, position
+        self.seed = seed
 
     @property
     def unlabelled_per_batch(self) -> int:
         return self.batch_size - self.labelled_per_batch
 
-    def __len__(self) -> int:
+    def full_length(self) -> int:
         return -(-len(self.unlabelled) // self.unlabelled_per_batch)  # ceil: every unlabelled image once
 
     def batches(self, epoch: int) -> list[list[int]]:
         """Epoch ``epoch``'s batches, labelled indices first in each."""
         gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         unl = self.unlabelled[torch.randperm(len(self.unlabelled), generator=gen)]  # (U,)
-        k, m, n = self.labelled_per_batch, self.unlabelled_per_batch, len(self)
+        k, m, n = self.labelled_per_batch, self.unlabelled_per_batch, self.full_length()
         cycles = -(-n * k // len(self.labelled))
         lab = torch.cat([self.labelled[torch.randperm(len(self.labelled), generator=gen)] for _ in range(cycles)])
         return [lab[b * k : (b + 1) * k].tolist() + unl[b * m : (b + 1) * m].tolist() for b in range(n)]
 
-    def __iter__(self):
-        epoch, done = self.position()
-        yield from self.batches(epoch)[done:]
+    items = batches
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -318,7 +379,8 @@ class ImageDataModule(L.LightningDataModule):
         return DataLoader(
             BatchGather(dataset, device) if in_memory else dataset,
             batch_size=self.batch_size,
-            sampler=EpochSampler(len(dataset), self.seed, self.batch_size, self._train_position) if shuffle else None,
+            sampler=EpochSampler(len(dataset), self.seed, self.batch_size, self._train_position, self._replicas)
+            if shuffle else None,
             drop_last=drop_last,
             **options,
             collate_fn=BatchGather.collate if in_memory else None,
@@ -328,7 +390,8 @@ class ImageDataModule(L.LightningDataModule):
                       labelled_per_batch: int) -> DataLoader:
         """Training batches that mix ``labelled_per_batch`` images of the labelled pool with unlabelled ones
         (:class:`MixedBatches`); the batch size is this module's."""
-        sampler = MixedBatches(labelled, unlabelled, self.batch_size, labelled_per_batch, self.seed, self._train_position)
+        sampler = MixedBatches(labelled, unlabelled, self.batch_size, labelled_per_batch, self.seed,
+                               self._train_position, self._replicas)
         device, options = self._loader_options(in_memory=True)
         return DataLoader(
             BatchGather(dataset, device),
@@ -345,6 +408,14 @@ class ImageDataModule(L.LightningDataModule):
             return 0, 0
         loop = trainer.fit_loop.epoch_loop
         return trainer.current_epoch, loop.batch_progress.current.completed
+
+    def _replicas(self) -> tuple[int, int]:
+        """``(processes, rank)`` the training sampler shares an epoch among: the Trainer's, unless it was told
+        not to distribute samplers (``use_distributed_sampler=False``: every process sees the whole epoch)."""
+        trainer = self.trainer
+        if trainer is None or not getattr(trainer._accelerator_connector, "use_distributed_sampler", True):
+            return 1, 0
+        return trainer.world_size, trainer.global_rank
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)
