@@ -13,7 +13,10 @@ import torch
 from ae_lightning.config import instantiate, load_config
 
 
-def test_vae_terms_reach_the_logger_every_n_steps_and_as_exact_epoch_means(tmp_path, monkeypatch):
+@pytest.mark.parametrize("progress_bar, expected", [(False, [0, 0, 5, 0, 0, 5]), (True, [1, 1, 5, 1, 1, 5])])
+def test_vae_terms_reach_the_logger_every_n_steps_and_as_exact_epoch_means(tmp_path, monkeypatch, progress_bar,
+                                                                          expected):
+    """Step values only on the logger's steps (every 3rd here), plus train/loss each step under a progress bar."""
     cfg = load_config("vae_mnist")
     cfg["data"]["init_args"].update(batch_size=50, train_size=300)  # 6 steps per epoch
     L.seed_everything(0, verbose=False)
@@ -32,13 +35,13 @@ def test_vae_terms_reach_the_logger_every_n_steps_and_as_exact_epoch_means(tmp_p
         def on_train_batch_end(self, trainer, module, *args):
             steps.append({k: float(v) for k, v in module.train_terms.items()})
 
-    trainer = L.Trainer(max_epochs=1, limit_val_batches=0, log_every_n_steps=3, enable_progress_bar=False,
+    trainer = L.Trainer(max_epochs=1, limit_val_batches=0, log_every_n_steps=3, enable_progress_bar=progress_bar,
                         enable_checkpointing=False, enable_model_summary=False, callbacks=[Record()],
                         logger=L.pytorch.loggers.CSVLogger(tmp_path, name="run", version=0))
     trainer.fit(model, data)
     assert len(steps) == 6 and {"train/loss", "train/recon", "train/kl", "train/elbo"} <= set(steps[0])
     per_step = [sum(1 for s, n in calls if s == step and n.startswith("train/")) for step in range(6)]
-    assert per_step == [0, 0, 5, 0, 0, 5], per_step  # the 5 terms on the logger's steps 3 and 6 only
+    assert per_step == expected, per_step  # the 5 terms on the logger's steps 3 and 6
     rows = list(csv.DictReader((tmp_path / "run" / "version_0" / "metrics.csv").open()))
     logged_steps = [int(r["step"]) for r in rows if r.get("train/kl_step")]
     assert logged_steps == [2, 5]

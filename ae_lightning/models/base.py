@@ -294,8 +294,8 @@ class Autoencoder(L.LightningModule):
         and are logged once, as exact means over the epoch's images on every process, at the epoch's end
         (:meth:`log_epoch_means`): ``train/<name>``, ``val/<name>``, ``test/<name>``. Training also logs each
         term's step value, ``train/<name>_step``, on the steps where something reads it (:meth:`_step_values_read`:
-        the logger's steps, ``trainer.log_every_n_steps``, and every step while a progress bar is shown), and
-        keeps each step's terms in :attr:`train_terms`, where the divergence guard reads them.
+        the logger's steps, ``trainer.log_every_n_steps``; ``train/loss`` every step while a progress bar is
+        shown), and keeps each step's terms in :attr:`train_terms`, where the divergence guard reads them.
         """
         terms = {f"{stage}/{k}": v.detach() if isinstance(v, torch.Tensor) else float(v) for k, v in terms.items()}
         if stage == "train":
@@ -304,19 +304,23 @@ class Autoencoder(L.LightningModule):
         for k, v in terms.items():  # device ops only: no host read, no Lightning call
             sums[k] = sums.get(k, 0.0) + v * batch_size
             counts[k] = counts.get(k, 0) + batch_size
-        if stage == "train" and terms and self._step_values_read():
-            self.log_dict({f"{k}_step": v for k, v in terms.items()}, on_step=True, on_epoch=False, prog_bar=True,
+        read = self._step_values_read(terms) if stage == "train" else {}
+        if read:
+            self.log_dict({f"{k}_step": v for k, v in read.items()}, on_step=True, on_epoch=False, prog_bar=True,
                           batch_size=batch_size)
 
-    def _step_values_read(self) -> bool:
-        """Whether this training step's values are read: the logger writes this step (Lightning's own rule,
-        ``log_every_n_steps``), or a progress bar shows them."""
+    def _step_values_read(self, terms: dict) -> dict:
+        """The training terms whose step values are read on this step: all of them when the logger writes it
+        (Lightning's own rule, ``log_every_n_steps``); on the other steps ``train/loss`` alone while a progress
+        bar shows it; else none."""
         trainer = self._trainer
         if trainer is None:
-            return False
-        if trainer.progress_bar_callback is not None:
-            return True
-        return trainer.logger is not None and bool(getattr(trainer._logger_connector, "should_update_logs", True))
+            return {}
+        if trainer.logger is not None and getattr(trainer._logger_connector, "should_update_logs", True):
+            return terms
+        if trainer.progress_bar_callback is not None and "train/loss" in terms:
+            return {"train/loss": terms["train/loss"]}
+        return {}
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         self.train_terms.clear()
