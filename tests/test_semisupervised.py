@@ -133,6 +133,25 @@ def test_m2_unlabelled_bound_marginalises_every_class_and_adds_the_entropy(tiny_
     assert {"accuracy", "error"} <= set(losses)
 
 
+def test_m2_class_rows_share_their_image_noise(tiny_mnist):
+    """Nets that ignore y must give every class the same bound: with an ε drawn per (image, class) row the classes
+    differed by sampling noise alone (~10 nats per image with the config's nets), which the unlabelled bound turned
+    into a random pull on q(y | x)."""
+    torch.manual_seed(0)
+    model = _m2().train()
+    with torch.no_grad():  # cut y out of both nets: the encoder head's and the decoder's first layer's label columns
+        model.encoder.head.weight[:, -10:] = 0
+        model.decoder.net.linears[0].weight[:, -10:] = 0
+        x = tiny_mnist.val_set.images[:5]
+        out = model(x)  # training mode: fresh noise
+        losses = model.compute_losses(out, x)
+    params = out.class_params  # (K, B, C, H, W)
+    torch.testing.assert_close(params, params[:1].expand_as(params))
+    assert float(losses["recon"]) > 0
+    log_px = model.likelihood.log_prob(params, x)  # (K, B): the same for every class
+    torch.testing.assert_close(log_px, log_px[:1].expand_as(log_px))
+
+
 def test_m2_few_steps_lower_the_loss_and_log_accuracy(tiny_mnist):
     dm = _semi(n=5, batch_size=32, share=0.25, train_size=400)
     torch.manual_seed(0)

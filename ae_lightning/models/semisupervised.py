@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ae_lightning.batch import images_of, labels_of
+from ae_lightning.distributions import DiagonalGaussian
 from ae_lightning.models.adversarial import AdversarialAutoencoder
 from ae_lightning.models.base import AutoencoderOutput
 from ae_lightning.models.vae import ConditionalVAE, VAEOutput
@@ -159,7 +160,12 @@ class M2(ConditionalVAE):
         classes = torch.arange(k, device=x.device).repeat_interleave(b)  # (K·B,): row k·B + i pairs image i with class k
         y = self._one_hot(classes, x)  # (K·B, K)
         q = self.posterior(x.expand(k, *x.shape).flatten(0, 1), y)  # (K·B, D)
-        z = q.rsample(generator=None if self.training else self._eval_generator())  # (K·B, D)
+        # one ε per image, shared by its K class rows (common random numbers): each ELBO(x, y) stays an unbiased
+        # one-sample estimate, but their differences across y, which drive q(y | x) through the unlabelled bound,
+        # are the model's, not the sampling noise's (independent ε put ~10 nats of noise between the classes)
+        noise = DiagonalGaussian.standard_normal(b, q.shape[-1], device=x.device, dtype=q.mean.dtype)
+        eps = noise.rsample(generator=None if self.training else self._eval_generator())  # (B, D)
+        z = q.mean + q.stddev * eps.repeat(k, 1)  # (K·B, D)
         params = self.decoder_params(z, y).view(k, *x.shape)  # (K, B, C, H, W)
         own = self.with_guesses(x, cond).argmax(1)  # (B,): the label, else argmax q(y | x)
         rows = torch.arange(b, device=x.device)
