@@ -1,0 +1,49 @@
+"""benchmarks/throughput.py times what it says: the suite's and the bare module's spans hold exactly the batches
+the raw loop trains (an adversarial model's three optimiser steps per batch included), an epoch workload times one
+whole epoch, and the raw loop serves the data as the DataModule does (MNIST's binarisation)."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import pytest
+import torch
+
+from benchmarks import throughput as T
+
+AAE_STEPS = T.Workload("AAE steps", "aae_mnist", 16, {"quick": 3})  # manual optimisation: 3 optimiser steps a batch
+VAE_EPOCH = T.Workload("VAE epoch", "vae_mnist", 50, {"quick": 0}, epoch=(200, 100))
+
+
+@pytest.mark.parametrize("workload, path", [(AAE_STEPS, "suite"), (VAE_EPOCH, "suite"), (VAE_EPOCH, "lightning, bare"),
+                                            (VAE_EPOCH, "raw")], ids=["aae_suite", "vae_suite", "vae_bare", "vae_raw"])
+def test_each_path_times_the_workload_batches(workload, path, monkeypatch):
+    L.seed_everything(0, verbose=False)
+    model, data = T.build(workload, "quick")
+    steps = workload.epoch[0] // workload.batch_size if workload.epoch else workload.steps["quick"]
+    if workload.epoch:
+        assert (len(data.train_set), len(data.val_set)) == workload.epoch  # tiled to exactly the split's sizes
+    if path == "raw":
+        speed = T.raw_images_per_s(model, data, workload, steps, torch.device("cpu"))
+    else:
+        seen = []
+        original = T.StepClock.on_train_batch_end
+
+        def count(self, trainer, *args):
+            seen.append(trainer.current_epoch)
+            return original(self, trainer, *args)
+
+        monkeypatch.setattr(T.StepClock, "on_train_batch_end", count)
+        speed = T.suite_images_per_s(T.Bare(model) if path == "lightning, bare" else model, data, workload, steps,
+                                     "cpu", "32-true")  # asserts the span held `steps` full batches
+        expected = [0] * steps + [1] * steps if workload.epoch else [0] * (T.WARMUP + steps)
+        assert seen == expected
+    assert math.isfinite(speed) and speed > 0
+
+
+def test_raw_loop_binarises_mnist_as_the_datamodule_does():
+    _, data = T.build(T.WORKLOADS[-1], "quick")
+    x = T._transform(data.train_set)(data.train_set.images[:4])
+    assert set(x.unique().tolist()) == {0.0, 1.0}
+    assert set(T._transform(data.val_set)(data.val_set.images[:4]).unique().tolist()) == {0.0, 1.0}
