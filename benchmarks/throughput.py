@@ -215,38 +215,38 @@ class Bare(L.LightningModule):
 # --- the suite: Trainer.fit on the config's DataModule -------------------------------------------------
 class StepClock(L.Callback):
     """Wall time of the timed span, and the training images of the batches in it (counted, not assumed: a short
-    last batch is fewer images). A step workload: from the end of the first ``warmup`` batches to the end of the
-    last batch. An epoch workload: from the end of the first epoch to the end of the second (callbacks' epoch-end
-    hooks run before the module's, so the span holds one of the module's epoch ends, as it holds one epoch)."""
+    last batch is fewer images). A step workload: from the end of the first ``warmup`` batches to the end of
+    batch ``last``. An epoch workload: from the end of the first epoch to the end of the second (callbacks'
+    epoch-end hooks run before the module's, so the span holds one of the module's epoch ends, as it holds one
+    epoch). The device is synchronised at the span's two ends only, as the raw loop is: a sync per step would
+    stop the host from queueing the next step while the GPU works."""
 
-    def __init__(self, warmup: int, epoch: bool) -> None:
-        self.warmup, self.epoch, self.start, self.end, self.images = warmup, epoch, None, None, 0
+    def __init__(self, warmup: int, last: int | None) -> None:
+        self.warmup, self.last, self.start, self.end, self.images = warmup, last, None, None, 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.start is not None:
+        if self.last is None:  # an epoch workload
+            if self.start is not None:
+                self.images += len(images_of(batch))
+        elif self.warmup <= batch_idx <= self.last:
             self.images += len(images_of(batch))
-            if not self.epoch:
-                self._stop(pl_module)
-        elif not self.epoch and batch_idx == self.warmup - 1:
-            self._start(pl_module)
+            if batch_idx == self.last:
+                self.end = _synced_time(pl_module)
+        elif batch_idx == self.warmup - 1:
+            self.start = _synced_time(pl_module)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if self.epoch:
-            self._stop(pl_module) if self.start is not None else self._start(pl_module)
-
-    def _start(self, pl_module) -> None:
-        _sync(pl_module.device)
-        self.start = time.perf_counter()
-
-    def _stop(self, pl_module) -> None:
-        _sync(pl_module.device)
-        self.end = time.perf_counter()
+        if self.last is None:
+            if self.start is None:
+                self.start = _synced_time(pl_module)
+            else:
+                self.end = _synced_time(pl_module)
 
 
 def suite_images_per_s(model, data, w: Workload, steps: int, accelerator: str, precision: str,
                        fast: bool = False) -> float:
     """``Trainer.fit``; ``fast``: with the speed options (channels-last, compiled nets, device-resident batches)."""
-    clock = StepClock(WARMUP, w.epoch is not None)
+    clock = StepClock(WARMUP, None if w.epoch is not None else WARMUP + steps - 1)
     speed = [Speed(channels_last=True, compile=True, device_resident_data=True)] if fast else []
     if w.epoch is not None:  # two whole epochs, each with its validation pass
         span = dict(max_epochs=2, limit_val_batches=1.0)
@@ -265,6 +265,11 @@ def _images(w: Workload, steps: int, data) -> int:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+def _synced_time(pl_module) -> float:
+    _sync(pl_module.device)
+    return time.perf_counter()
 
 
 # --- data loading: a folder of image files against LitData chunks of the same images ----------------------

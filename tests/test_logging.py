@@ -81,3 +81,26 @@ def test_validation_logs_once_per_epoch_exact_means_over_every_image(monkeypatch
         x = data.val_set.images
         expected = reconstruction_loss(model(x).reconstruction, x, model.hparams.loss)
     assert result["val/loss"] == pytest.approx(float(expected), rel=1e-5)
+
+
+@pytest.mark.parametrize("monitor", ["train/loss_step", "train/loss", "train/kl_step"])
+def test_a_monitored_training_term_is_fresh_at_every_step(tmp_path, monitor):
+    """A step-frequency checkpoint on a training term reads that step's value, with no logger writing the step and
+    no progress bar (a cluster run): monitored terms go through Lightning's own self.log every step."""
+    cfg = load_config("vae_mnist")
+    cfg["data"]["init_args"].update(batch_size=50, train_size=300)  # 6 steps
+    L.seed_everything(0, verbose=False)
+    model = instantiate(cfg["model"], L.LightningModule)
+    data = instantiate(cfg["data"], L.LightningDataModule)
+    seen = []
+
+    class Record(L.Callback):
+        def on_train_batch_end(self, trainer, module, *args):
+            seen.append((float(trainer.callback_metrics[monitor]), float(module.train_terms[monitor.removesuffix("_step")])))
+
+    checkpoint = L.pytorch.callbacks.ModelCheckpoint(tmp_path, monitor=monitor, every_n_train_steps=1, save_top_k=1)
+    trainer = L.Trainer(max_epochs=1, limit_val_batches=0, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[Record(), checkpoint])
+    trainer.fit(model, data)
+    assert len(seen) == 6 and all(logged == pytest.approx(step) for logged, step in seen), seen
+    assert checkpoint.best_model_score == pytest.approx(min(step for _, step in seen))

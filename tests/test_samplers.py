@@ -53,14 +53,30 @@ def test_mixed_batches_deal_whole_batches_and_resume():
     assert resumed == shares[1][2:]
 
 
+def fake_trainer(processes: int, rank: int) -> SimpleNamespace:
+    """What the DataModule reads of its Trainer: the strategy's sampler share and the fit's position."""
+    return SimpleNamespace(distributed_sampler_kwargs={"num_replicas": processes, "rank": rank}, current_epoch=0,
+                           _accelerator_connector=SimpleNamespace(use_distributed_sampler=True),
+                           fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(
+                               batch_progress=SimpleNamespace(current=SimpleNamespace(completed=0)))))
+
+
+def test_drop_last_warning_counts_each_process_share():
+    """10 digits on 4 processes at batch 4: each process holds 3, so drop_last trains nothing — said at once."""
+    dm = MNISTDataModule(root=None, batch_size=4, train_size=10)
+    dm.drop_last = True
+    dm.setup("fit")
+    dm.trainer = fake_trainer(processes=4, rank=0)
+    with pytest.warns(UserWarning, match=r"10 images \(3 on each of 4 processes\), fewer than batch_size=4"):
+        assert len(dm.train_dataloader()) == 0
+
+
 def test_lightning_leaves_the_training_sampler_alone_under_ddp():
     """Its own check: a DistributedSampler is kept as it is; a plain shuffled loader would be wrapped."""
     trainer = L.Trainer(accelerator="cpu", strategy="ddp", devices=2, logger=False)
     dm = MNISTDataModule(root=None, batch_size=8, train_size=64)
     dm.setup("fit")
-    dm.trainer = SimpleNamespace(world_size=2, global_rank=1, current_epoch=0, _accelerator_connector=SimpleNamespace(
-        use_distributed_sampler=True), fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(
-            batch_progress=SimpleNamespace(current=SimpleNamespace(completed=0)))))
+    dm.trainer = fake_trainer(processes=2, rank=1)
     loader = dm.train_dataloader()
     assert isinstance(loader.sampler, ShardedSampler) and loader.sampler.replicas() == (2, 1)
     assert not trainer._data_connector._requires_distributed_sampler(loader)

@@ -1,6 +1,7 @@
 """benchmarks/throughput.py times what it says: the suite's and the bare module's spans hold exactly the batches
 the raw loop trains (an adversarial model's three optimiser steps per batch included), an epoch workload times one
-whole epoch, and the raw loop serves the data as the DataModule does (MNIST's binarisation)."""
+whole epoch with its validation, each path synchronises the device at its span's two ends only, and the raw loop serves
+the data as the DataModule does (MNIST's binarisation)."""
 
 from __future__ import annotations
 
@@ -24,21 +25,34 @@ def test_each_path_times_the_workload_batches(workload, path, monkeypatch):
     steps = workload.epoch[0] // workload.batch_size if workload.epoch else workload.steps["quick"]
     if workload.epoch:
         assert (len(data.train_set), len(data.val_set)) == workload.epoch  # tiled to exactly the split's sizes
+    syncs = []
+    monkeypatch.setattr(T, "_sync", lambda device: syncs.append(device))
     if path == "raw":
         speed = T.raw_images_per_s(model, data, workload, steps, torch.device("cpu"))
     else:
-        seen = []
-        original = T.StepClock.on_train_batch_end
+        clocks = []
 
-        def count(self, trainer, *args):
-            seen.append(trainer.current_epoch)
-            return original(self, trainer, *args)
+        class Recorded(T.StepClock):
+            def __init__(self, *args):
+                super().__init__(*args)
+                self.epochs, self.validated = [], []
+                clocks.append(self)
 
-        monkeypatch.setattr(T.StepClock, "on_train_batch_end", count)
-        speed = T.suite_images_per_s(T.Bare(model) if path == "lightning, bare" else model, data, workload, steps,
-                                     "cpu", "32-true")  # asserts the span held `steps` full batches
-        expected = [0] * steps + [1] * steps if workload.epoch else [0] * (T.WARMUP + steps)
-        assert seen == expected
+            def on_train_batch_end(self, trainer, *args):
+                self.epochs.append(trainer.current_epoch)
+                super().on_train_batch_end(trainer, *args)
+
+            def on_validation_epoch_end(self, trainer, pl_module):
+                self.validated.append(T.time.perf_counter())
+
+        monkeypatch.setattr(T, "StepClock", Recorded)
+        model = T.Bare(model) if path == "lightning, bare" else model
+        speed = T.suite_images_per_s(model, data, workload, steps, "cpu", "32-true")  # asserts `steps` full batches
+        (clock,) = clocks
+        assert clock.epochs == ([0] * steps + [1] * steps if workload.epoch else [0] * (T.WARMUP + steps))
+        if workload.epoch:  # the second epoch's validation lies inside the timed span, the first's before it
+            assert clock.validated[0] < clock.start < clock.validated[1] < clock.end
+    assert len(syncs) == 2  # the device is synchronised at the span's two ends only, never per step
     assert math.isfinite(speed) and speed > 0
 
 

@@ -368,9 +368,12 @@ class ImageDataModule(L.LightningDataModule):
                 raise ValueError(self.unavailable[split])
             raise RuntimeError(f"{type(self).__name__}.setup() has not been called")
         drop_last = self.drop_last and split == "train"
-        if drop_last and len(dataset) < self.batch_size:
+        processes = self._replicas()[0] if shuffle else 1
+        share = -(-len(dataset) // processes)  # each process's images of the epoch (ShardedSampler)
+        if drop_last and share < self.batch_size:
+            on_each = f" ({share} on each of {processes} processes)" if processes > 1 else ""
             rank_zero_warn(
-                f"{type(self).__name__}: the {split} split has {len(dataset)} images, fewer than "
+                f"{type(self).__name__}: the {split} split has {len(dataset)} images{on_each}, fewer than "
                 f"batch_size={self.batch_size}, so with drop_last=True it yields zero batches (nothing is trained); "
                 "fix: lower batch_size or set drop_last=False"
             )
@@ -410,12 +413,15 @@ class ImageDataModule(L.LightningDataModule):
         return trainer.current_epoch, loop.batch_progress.current.completed
 
     def _replicas(self) -> tuple[int, int]:
-        """``(processes, rank)`` the training sampler shares an epoch among: the Trainer's, unless it was told
-        not to distribute samplers (``use_distributed_sampler=False``: every process sees the whole epoch)."""
+        """``(processes, rank)`` the training sampler shares an epoch among: what the strategy gives a
+        ``DistributedSampler`` (the data-parallel processes; every process under model parallelism's data mesh),
+        unless the Trainer was told not to distribute samplers (``use_distributed_sampler=False``: every
+        process sees the whole epoch)."""
         trainer = self.trainer
         if trainer is None or not getattr(trainer._accelerator_connector, "use_distributed_sampler", True):
             return 1, 0
-        return trainer.world_size, trainer.global_rank
+        kwargs = trainer.distributed_sampler_kwargs
+        return (kwargs["num_replicas"], kwargs["rank"]) if kwargs else (1, 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)

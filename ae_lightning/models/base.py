@@ -170,6 +170,8 @@ class Autoencoder(L.LightningModule):
         # per stage, the running sums (on the device) and image counts of the logged terms (see log_terms)
         self._epoch_sums: dict[str, dict[str, torch.Tensor | float]] = {}
         self._epoch_counts: dict[str, dict[str, int]] = {}
+        #: training terms a callback monitors (set at the start of each fit, see :meth:`monitored_train_terms`)
+        self._monitored: frozenset[str] = frozenset()
 
     #: whether every trainable parameter gets a gradient in every training step; a model that trains
     #: some parameters per phase or stage (adversarial, stacked) sets False, and :meth:`setup` then runs DDP
@@ -295,11 +297,14 @@ class Autoencoder(L.LightningModule):
         (:meth:`log_epoch_means`): ``train/<name>``, ``val/<name>``, ``test/<name>``. Training also logs each
         term's step value, ``train/<name>_step``, on the steps where something reads it (:meth:`_step_values_read`:
         the logger's steps, ``trainer.log_every_n_steps``; ``train/loss`` every step while a progress bar is
-        shown), and keeps each step's terms in :attr:`train_terms`, where the divergence guard reads them.
+        shown), and keeps each step's terms in :attr:`train_terms`, where the divergence guard reads them. A
+        term a callback monitors (:meth:`monitored_train_terms`) is logged through ``self.log`` every step instead.
         """
         terms = {f"{stage}/{k}": v.detach() if isinstance(v, torch.Tensor) else float(v) for k, v in terms.items()}
         if stage == "train":
             self.train_terms.update(terms)
+            for k in self._monitored.intersection(terms):  # a callback reads it mid-epoch: Lightning's own path
+                self.log(k, terms.pop(k), on_step=True, on_epoch=True, prog_bar=True, batch_size=batch_size)
         sums, counts = self._epoch_sums.setdefault(stage, {}), self._epoch_counts.setdefault(stage, {})
         for k, v in terms.items():  # device ops only: no host read, no Lightning call
             sums[k] = sums.get(k, 0.0) + v * batch_size
@@ -321,6 +326,20 @@ class Autoencoder(L.LightningModule):
         if trainer.progress_bar_callback is not None and "train/loss" in terms:
             return {"train/loss": terms["train/loss"]}
         return {}
+
+    def monitored_train_terms(self) -> frozenset[str]:
+        """The training terms a callback of the Trainer monitors (a ``ModelCheckpoint`` or ``EarlyStopping``
+        ``monitor`` of ``train/<name>``, ``train/<name>_step`` or ``train/<name>_epoch``). Those go through
+        Lightning's ``self.log`` every step, on step and epoch, as Lightning logs any metric: mid-epoch
+        ``train/<name>`` is then the step's value and ``train/<name>_step`` is fresh at every step, what a
+        step-frequency checkpoint needs; at the epoch's end ``train/<name>`` is the epoch mean."""
+        trainer = self._trainer
+        monitors = [getattr(cb, "monitor", None) for cb in (trainer.callbacks if trainer is not None else [])]
+        return frozenset(m.removesuffix("_step").removesuffix("_epoch") for m in monitors
+                         if isinstance(m, str) and m.startswith("train/"))
+
+    def on_train_start(self) -> None:
+        self._monitored = self.monitored_train_terms()
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         self.train_terms.clear()
