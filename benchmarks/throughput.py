@@ -72,13 +72,13 @@ WORKLOADS = [
     # batch 1024 of 64×64 conv maps is ~20 s per step on a 2-core CPU: a GPU (full mode) workload only
     Workload("conv DAE 64x64 (Gondara)", "dae_xray64", 1024, {"full": 50}),
     Workload("conv DAE 64x64 (Gondara)", "dae_xray64", 10, {"quick": 20, "full": 500}),
-    Workload("deep AE 784-1000-500-250-30", "deep_ae_mnist", 1024, {"quick": 20, "full": 200}),
+    Workload("deep AE 784-1000-500-250-30", "deep_ae_mnist", 1024, {"quick": 12, "full": 200}),
     Workload("deep AE 784-1000-500-250-30", "deep_ae_mnist", 256, {"quick": 30, "full": 500}),
     # the VAE epoch: an 8k/2k MNIST split at batch 100, 80 training steps + 20 validation batches
     Workload("VAE epoch (train + val)", "vae_mnist", 100, {"quick": 80, "full": 80}, epoch=(8000, 2000)),
 ]
 WARMUP = 2
-REPEATS = {"quick": 4, "full": 4}  # even: each path runs first as often as last
+REPEATS = {"quick": 2, "full": 4}  # even: each path runs first as often as last
 
 
 def _tile(dataset, n: int, exact: bool) -> None:
