@@ -35,6 +35,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from ae_lightning.inference import in_eval_batches
+
 Codec = Literal["zlib", "lzma"]
 CODECS: tuple[str, ...] = ("zlib", "lzma")
 _WIDTHS = (np.uint8, np.uint16, np.uint32)
@@ -164,26 +166,14 @@ def empirical_entropy_bits(q: torch.Tensor) -> float:
 
 
 # --- with a model ------------------------------------------------------------------------------------
-@torch.no_grad()
 def encode_codes(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """The float codes ``model.encode(images)`` in eval mode, batched, on the model's device; returned on the CPU."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    codes = [model.encode(chunk.to(device)).float().cpu() for chunk in images.split(batch_size)]
-    model.train(was_training)
-    return torch.cat(codes)  # (N, *code_shape)
+    """The float codes ``model.encode(images)`` (N, *code_shape) in eval mode, batched, on the CPU."""
+    return in_eval_batches(model, lambda x: model.encode(x).float(), images, batch_size)
 
 
-@torch.no_grad()
 def decode_codes(model: torch.nn.Module, codes: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """Images ``model.decode(codes)`` in eval mode, batched, clamped to [0, 1], on the CPU."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    out = [model.decode(chunk.to(device)).float().clamp(0, 1).cpu() for chunk in codes.split(batch_size)]
-    model.train(was_training)
-    return torch.cat(out)  # (N, C, H, W)
+    """Images ``model.decode(codes)`` (N, C, H, W) in eval mode, batched, clamped to [0, 1], on the CPU."""
+    return in_eval_batches(model, lambda z: model.decode(z).float().clamp(0, 1), codes, batch_size)
 
 
 def compress(model: torch.nn.Module, images: torch.Tensor, step: float, codec: Codec = "zlib") -> bytes:

@@ -106,3 +106,17 @@ def sliding_window(
     summed = F.fold(out, (hp, wp), (th, tw), stride=(sh, sw))  # (B, C', Hp, Wp)
     norm = F.fold(weight.reshape(1, th * tw, 1).expand(1, -1, n_tiles), (hp, wp), (th, tw), stride=(sh, sw))
     return (summed / norm)[..., top : top + h, left : left + w]  # (B, C', H, W)
+
+
+@torch.no_grad()
+def in_eval_batches(model: torch.nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor,
+                    batch_size: int = 500) -> torch.Tensor:
+    """``fn`` applied to ``inputs`` (N, ...) in chunks of ``batch_size`` moved to the model's device, with the model
+    in eval mode (its mode restored after) and no gradients; the outputs concatenated on the CPU (N, ...)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        return torch.cat([fn(chunk.to(device)).cpu() for chunk in inputs.split(batch_size)])
+    finally:
+        model.train(was_training)

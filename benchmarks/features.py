@@ -35,6 +35,7 @@ import yaml
 
 from ae_lightning.config import load_config
 from ae_lightning.data import MNISTDataModule
+from ae_lightning.inference import in_eval_batches
 from benchmarks.common import (
     MNIST_DATA_HELP,
     RESULTS,
@@ -130,19 +131,14 @@ def models(mode: str = "quick", config: Path | dict = CONFIG) -> dict[str, L.Lig
     return out
 
 
-@torch.no_grad()
 def codes_of(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """Frozen codes ``(N, D)`` of ``images`` (N, C, H, W); a posterior-like code contributes its mean."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    out = []
-    for chunk in images.split(batch_size):
-        code = model.encode(chunk.to(device))
-        code = getattr(code, "mean", code) if not torch.is_tensor(code) else code
-        out.append(code.float().flatten(1).cpu())
-    model.train(was_training)
-    return torch.cat(out)
+
+    def code(x: torch.Tensor) -> torch.Tensor:
+        c = model.encode(x)
+        return (c if torch.is_tensor(c) else getattr(c, "mean", c)).float().flatten(1)
+
+    return in_eval_batches(model, code, images, batch_size)
 
 
 class CodesBeforeFinetuning(L.Callback):

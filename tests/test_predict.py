@@ -13,7 +13,7 @@ from conftest import CONFIGS
 from PIL import Image
 
 from ae_lightning.data.predict import ImageFiles
-from ae_lightning.inference import sliding_window, whole_image
+from ae_lightning.inference import in_eval_batches, sliding_window, whole_image
 
 QUIET = ["--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
@@ -205,3 +205,23 @@ def test_predict_codes_ddp_two_processes_merged_in_input_order(run_cli, tmp_path
     x = torch.stack([run.datamodule.test_set[i][0] for i in range(32)])  # 2 ranks × 2 batches × 8, interleaved
     with torch.no_grad():
         np.testing.assert_allclose(codes, run.model.encode(x).numpy(), atol=1e-6)
+
+
+def test_in_eval_batches_chunks_in_eval_mode_and_restores_the_mode():
+    """The batched evaluation helper the compression and feature benchmarks share: every chunk in eval mode and
+    without gradients, outputs in input order on the CPU, the model's own mode back after, even on an error."""
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Dropout(0.5)).train()
+    x = torch.randn(7, 3)
+    modes = []
+
+    def fn(chunk):
+        modes.append((net.training, torch.is_grad_enabled(), len(chunk)))
+        return net(chunk)
+
+    out = in_eval_batches(net, fn, x, batch_size=3)
+    assert modes == [(False, False, 3), (False, False, 3), (False, False, 1)] and net.training
+    torch.testing.assert_close(out, net.eval()(x).detach())
+    net.train()
+    with pytest.raises(ZeroDivisionError):
+        in_eval_batches(net, lambda chunk: 1 / 0, x)
+    assert net.training
