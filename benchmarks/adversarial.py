@@ -32,18 +32,16 @@ from ae_lightning.data import MNISTDataModule
 from ae_lightning.models import AdversarialAutoencoder
 from ae_lightning.priors import Prior, prior_match
 from benchmarks.common import (
-    MNIST_DATA_HELP,
     RESULTS,
-    benchmark_parser,
     build,
     config_file,
     find_mnist,
     hardware,
     markdown_table,
+    mnist_main,
     model_spec,
     quiet,
     relative,
-    run_main,
     trainer,
     with_code_dim,
     write_csv,
@@ -238,10 +236,7 @@ def figure(codes: dict, labels: torch.Tensor, path: Path, ps: dict[str, Prior] |
 
 
 def main(argv=None) -> int:
-    ap = benchmark_parser(__doc__, "longer, GPU when present")
-    ap.add_argument("--data", help=MNIST_DATA_HELP)
-    args = ap.parse_args(argv)
-    return run_main(lambda: run(args.mode, args.data, args.out))
+    return mnist_main(__doc__, "longer, GPU when present", run, argv)
 
 
 if __name__ == "__main__":

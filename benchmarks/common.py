@@ -73,6 +73,15 @@ def benchmark_parser(doc: str, full_help: str) -> argparse.ArgumentParser:
     return ap
 
 
+def mnist_main(doc: str, full_help: str, run: Callable[[str, str | None, Path], object], argv=None) -> int:
+    """The whole command line of an MNIST benchmark whose only option beyond the common ones is ``--data``:
+    ``run(mode, data, out)`` under :func:`run_main`."""
+    ap = benchmark_parser(doc, full_help)
+    ap.add_argument("--data", help=MNIST_DATA_HELP)
+    args = ap.parse_args(argv)
+    return run_main(lambda: run(args.mode, args.data, args.out))
+
+
 def run_main(call: Callable[[], object]) -> int:
     """Run a benchmark: missing data or a bad setting is one line on stderr and exit status 2."""
     from ae_lightning.data import DatasetNotFoundError

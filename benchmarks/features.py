@@ -37,19 +37,17 @@ from ae_lightning.config import load_config
 from ae_lightning.data import MNISTDataModule
 from ae_lightning.inference import in_eval_batches
 from benchmarks.common import (
-    MNIST_DATA_HELP,
     RESULTS,
-    benchmark_parser,
     build,
     config_file,
     find_mnist,
     hardware,
     is_full_mnist,
     markdown_table,
+    mnist_main,
     quiet,
     relative,
     require_full_mnist,
-    run_main,
     scaled_schedule,
     trainer,
     with_code_dim,
@@ -352,10 +350,7 @@ def run(mode: str = "quick", data: str | None = None, out_dir: Path = RESULTS, c
 
 
 def main(argv=None) -> int:
-    ap = benchmark_parser(__doc__, "every config's own schedule")
-    ap.add_argument("--data", help=MNIST_DATA_HELP)
-    args = ap.parse_args(argv)
-    return run_main(lambda: run(args.mode, args.data, args.out))
+    return mnist_main(__doc__, "every config's own schedule", run, argv)
 
 if __name__ == "__main__":
     sys.exit(main())

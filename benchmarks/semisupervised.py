@@ -41,20 +41,18 @@ from torchvision.utils import make_grid, save_image
 from ae_lightning.config import load_config
 from ae_lightning.data import MNISTDataModule
 from benchmarks.common import (
-    MNIST_DATA_HELP,
     RESULTS,
-    benchmark_parser,
     build,
     config_file,
     find_mnist,
     hardware,
     is_full_mnist,
     markdown_table,
+    mnist_main,
     model_spec,
     quiet,
     relative,
     require_full_mnist,
-    run_main,
     trainer,
     write_csv,
 )
@@ -281,10 +279,7 @@ def run(mode: str = "quick", data: str | None = None, out_dir: Path = RESULTS, c
 
 
 def main(argv=None) -> int:
-    ap = benchmark_parser(__doc__, "the configs' nets, 60k set")
-    ap.add_argument("--data", help=MNIST_DATA_HELP)
-    args = ap.parse_args(argv)
-    return run_main(lambda: run(args.mode, args.data, args.out))
+    return mnist_main(__doc__, "the configs' nets, 60k set", run, argv)
 
 if __name__ == "__main__":
     sys.exit(main())
