@@ -201,13 +201,25 @@ class AutoencoderCLI(LightningCLI):
                 logger.use_folder(run_dir(self.trainer))
 
 
+#: subcommands that are not Trainer methods (so not LightningCLI's): name -> (module with ``main(argv)``, help)
+TOOLS = {
+    "export": ("ae_lightning.export", "write a trained model as a file to ship (TorchScript / ONNX), with its check"),
+}
+
+
 def main(args=None) -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
     argv = sys.argv[1:] if args is None else list(args)
-    if argv[:1] == ["export"]:  # a model file to ship (not a Trainer method, so not a LightningCLI subcommand)
-        from ae_lightning.export import main as export_main
+    if argv[:1] and argv[0] in TOOLS:
+        import importlib
 
-        export_main(argv[1:])
+        importlib.import_module(TOOLS[argv[0]][0]).main(argv[1:])
+        return
+    if argv[:1] in (["-h"], ["--help"]):
+        try:
+            _run(args)
+        finally:  # LightningCLI's help lists the Trainer subcommands only: name the others too
+            print("\nother subcommands:\n" + "\n".join(f"  {name:<10} {text}" for name, (_, text) in TOOLS.items()))
         return
     try:
         _run(args)

@@ -122,8 +122,10 @@ def test_test_files_only_fallback_splits_with_a_seed_and_says_so(tmp_path, write
 
 def test_embedded_default():
     dm = setup(root=None, batch_size=32)
-    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (2100, 300, 600)
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (7000, 1000, 2000)  # the whole t10k set
     assert "embedded" in dm.source
+    assert torch.bincount(torch.cat([dm.train_set.labels, dm.val_set.labels, dm.test_set.labels])).tolist() == \
+        OFFICIAL_TEST_COUNTS
     assert dm.image_shape == (1, 28, 28)
     labels = torch.cat([dm.train_set.labels, dm.val_set.labels, dm.test_set.labels])
     assert set(labels.tolist()) == set(range(10))
@@ -134,11 +136,11 @@ def test_embedded_default():
 
 def test_train_size_and_binarize():
     dm = setup(root=None, train_size=100, binarize=True)
-    assert len(dm.train_set) == 100 and len(dm.val_set) == 300
+    assert len(dm.train_set) == 100 and len(dm.val_set) == 1000
     x, _ = dm.train_set[0]
     assert set(x.unique().tolist()) <= {0.0, 1.0}
-    with pytest.raises(ValueError, match="train_size=5000"):
-        setup(root=None, train_size=5000)
+    with pytest.raises(ValueError, match="train_size=8000"):
+        setup(root=None, train_size=8000)
 
 
 def test_missing_root_raises_dataset_not_found(tmp_path):
@@ -213,9 +215,16 @@ def test_setup_test_reads_only_the_test_files(mnist_root):
         dm.setup("fit")
 
 
-def test_download_needs_a_root():
-    with pytest.raises(ValueError, match="download=True needs a root"):
-        MNISTDataModule(root=None, download=True).prepare_data()
+def test_download_without_a_root_goes_to_the_projects_data_folder(monkeypatch):
+    """With no root and nothing found, download=True fetches into data/mnist (the lookup's download rule)."""
+    import torchvision
+
+    from ae_lightning.data import locate
+
+    fetched = []
+    monkeypatch.setattr(torchvision.datasets, "MNIST", lambda root, train, download: fetched.append((root, train)))
+    MNISTDataModule(root=None, download=True).prepare_data()
+    assert fetched == [(str(locate.LOCAL / "mnist"), True), (str(locate.LOCAL / "mnist"), False)]
 
 
 # --- real data ----------------------------------------------------------------------------------
@@ -227,8 +236,11 @@ def test_real_mnist_test_set(shared_data):
     assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (7000, 1000, 2000)
     labels = torch.cat([dm.train_set.labels, dm.val_set.labels, dm.test_set.labels])
     assert torch.bincount(labels).tolist() == OFFICIAL_TEST_COUNTS
-    # the embedded digits are the first 3,000 of the same file, bytes unchanged
+    # the embedded digits are the same 10k test set, bytes unchanged: a fresh clone splits exactly these digits
     from ae_lightning.data.common import EMBEDDED
 
-    embedded = read_idx(EMBEDDED / "mnist-3k-images-idx3-ubyte.gz")
-    np.testing.assert_array_equal(embedded, read_idx(root / "t10k-images-idx3-ubyte.gz")[:3000])
+    for stem in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        np.testing.assert_array_equal(read_idx(EMBEDDED / f"{stem}.gz"), read_idx(root / f"{stem}.gz"))
+    embedded = setup(root=None)
+    for split in ("train", "val", "test"):
+        assert torch.equal(getattr(embedded, f"{split}_set").images, getattr(dm, f"{split}_set").images), split

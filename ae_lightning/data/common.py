@@ -114,7 +114,9 @@ def seeded_split(
         minimum = int(np.ceil(1 / min(f for f in (val_fraction, test_fraction, 1.0) if f > 0))) + 1
         raise ValueError(
             f"{what} has {n} images, too few for val_fraction={val_fraction}, test_fraction={test_fraction}: "
-            f"need at least {minimum} images so that every split is non-empty"
+            f"need at least {minimum} images so that every split is non-empty; fix: pass a larger set as root, or, "
+            "to apply a trained model to a few images (`ae-lightning predict`), give them as "
+            "--data.init_args.predict_root and keep root for the training set"
         )
     perm = np.random.default_rng(seed).permutation(n)
     return perm[:n_train], perm[n_train : n_train + n_val], perm[n_train + n_val :]

@@ -2,13 +2,17 @@
 
 Where the data may come from, in order:
 
-1. ``root`` holding the full set in torchvision's layout ``root/MNIST/raw/{train,t10k}-*-ubyte``
-   (``download=True`` fetches it there when online): train is split into train/val with
-   ``seed``; test is the official 10k test set.
-2. ``root`` holding only the 10k test files (``t10k-images-idx3-ubyte[.gz]`` and labels, in ``root``
-   or ``root/MNIST/raw``, as in ``../shared/data/mnist``): they are split into train/val/test with
-   ``seed``, and a warning says so.
-3. no ``root``: the embedded 3,000 real test digits, split the same way.
+The folder is found by :func:`ae_lightning.data.locate.locate` (``root``, else ``$AE_MNIST_ROOT``, else
+``data/mnist`` when it exists, else — with ``download=True`` — ``data/mnist`` downloaded by torchvision,
+else the embedded digits). What the folder holds decides the split:
+
+1. the full set in torchvision's layout ``root/MNIST/raw/{train,t10k}-*-ubyte`` (``download=True``
+   fetches it there when online): train is split into train/val with ``seed``; test is the official
+   10k test set.
+2. only the 10k test files (``t10k-images-idx3-ubyte[.gz]`` and labels, in ``root`` or
+   ``root/MNIST/raw``): they are split into train/val/test with ``seed``, and a warning says so.
+3. nothing found: the embedded official MNIST test set (all 10,000 digits, bytes unchanged), split
+   the same way as 2 — so a quick run on a fresh clone reads the same digits as one on the t10k files.
 
 Semi-supervised option (``labelled_per_class=N``): after the split, ``N`` training images per class keep
 their labels (a seeded choice); every other training image gets the label **-1** ("unlabelled": one tensor
@@ -40,12 +44,15 @@ from ae_lightning.data.common import (
     seeded_split,
     take_train_subset,
 )
+from ae_lightning.data.locate import Located, locate
 
 #: the labelled pool is drawn with ``seed + LABELLED_SEED_OFFSET``: another draw than the split's permutation
 LABELLED_SEED_OFFSET = 7919
 
 log = logging.getLogger(__name__)
 
+#: how a run's source names the embedded digits
+EMBEDDED_DIGITS = "the embedded MNIST test set (10,000 digits)"
 LAYOUT = "root/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] (torchvision layout)"
 
 
@@ -115,8 +122,10 @@ class MNISTDataModule(ImageDataModule):
     """MNIST digits as ``(1, 28, 28)`` floats in [0, 1] with their labels.
 
     Args:
-        root: dataset folder (see module docstring); ``None`` uses the embedded digits.
-        download: fetch the full set into ``root`` in ``prepare_data`` (needs internet).
+        root: dataset folder (see module docstring); ``None``: the lookup order (``$AE_MNIST_ROOT``,
+            ``data/mnist``, the download, the embedded digits).
+        download: fetch the full set into the root (``data/mnist`` when none is set) in ``prepare_data``
+            (needs internet).
         val_fraction: share of the training images held out for validation.
         test_fraction: share held out for testing when only the test files are available.
         train_size: optional cap on the number of training images.
@@ -159,12 +168,15 @@ class MNISTDataModule(ImageDataModule):
         self.download = download
         self.source = ""
 
+    def located(self) -> Located:
+        """Where the digits come from, by the one lookup order of :mod:`ae_lightning.data.locate`."""
+        return locate("mnist", self.root, self.download)
+
     def prepare_data(self) -> None:
         if self.download:
-            if self.root is None:
-                raise ValueError("download=True needs a root folder to download MNIST into (--data.root=PATH)")
+            root = self.located().root
             for train in (True, False):
-                torchvision.datasets.MNIST(str(self.root), train=train, download=True)
+                torchvision.datasets.MNIST(str(root), train=train, download=True)
 
     def _load(self, stage: str | None = None) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], str]:
         """Arrays ``{split: (images, labels)}`` and a description of where they came from.
@@ -173,30 +185,33 @@ class MNISTDataModule(ImageDataModule):
         a checkpoint does not need (or check) the training files.
         """
         hp = self.hparams
-        if self.root is None:
-            pair = read_pair(EMBEDDED / "mnist-3k-images-idx3-ubyte.gz", EMBEDDED / "mnist-3k-labels-idx1-ubyte.gz")
-            return self._split_one(*pair, "the embedded 3,000 MNIST test digits")
-        if not self.root.is_dir():
+        located = self.located()
+        root = located.root
+        if root is None:
+            pair = read_pair(EMBEDDED / "t10k-images-idx3-ubyte.gz", EMBEDDED / "t10k-labels-idx1-ubyte.gz")
+            return self._split_one(*pair, EMBEDDED_DIGITS)
+        if not root.is_dir():
             raise DatasetNotFoundError(
-                f"MNIST root {self.root} does not exist; expected {LAYOUT}; "
-                "fix: pass download=True when online, or point root at the folder holding the IDX files"
+                f"MNIST root {root} ({located.describe()}) does not exist; expected {LAYOUT}; "
+                "fix: pass download=True when online, or point root (or $AE_MNIST_ROOT) at the folder holding "
+                "the IDX files"
             )
-        files = {s: _find(self.root, s) for s in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+        files = {s: _find(root, s) for s in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                                                    "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
         if all(files.values()):
             # the same bytes torchvision.datasets.MNIST reads; read here so that .gz files work too
-            where = f"the full MNIST set in {self.root}"
+            where = f"the full MNIST set in {root}"
             test = read_pair(files["t10k-images-idx3-ubyte"], files["t10k-labels-idx1-ubyte"])
             if stage in ("test", "predict"):
                 return {"test": test}, where
             x, y = read_pair(files["train-images-idx3-ubyte"], files["train-labels-idx1-ubyte"])
-            tr, va, _ = seeded_split(len(x), hp.val_fraction, 0.0, self.seed, f"MNIST train set in {self.root}")
+            tr, va, _ = seeded_split(len(x), hp.val_fraction, 0.0, self.seed, f"MNIST train set in {root}")
             tr = take_train_subset(tr, hp.train_size, "MNIST")
             return {"train": (x[tr], y[tr]), "val": (x[va], y[va]), "test": test}, where
         img, lab = files["t10k-images-idx3-ubyte"], files["t10k-labels-idx1-ubyte"]
         if img is None or lab is None:
             raise DatasetNotFoundError(
-                f"no MNIST IDX files in {self.root}; expected {LAYOUT} (or only the t10k files); "
+                f"no MNIST IDX files in {root} ({located.describe()}); expected {LAYOUT} (or only the t10k files); "
                 "fix: pass download=True when online, or point root at the folder holding the IDX files"
             )
         return self._split_one(*read_pair(img, lab), f"the MNIST test files in {img.parent} only")

@@ -10,7 +10,7 @@
 taken at the nets' size). Used by ``XRayDataModule(predict_root=...)``::
 
     ae-lightning predict --config configs/dae_xray64.yaml --ckpt_path last.ckpt \\
-        --data.init_args.predict_root ../shared/data/chest_xray_fullres
+        --data.init_args.predict_root ~/xrays/full_size
 """
 
 from __future__ import annotations

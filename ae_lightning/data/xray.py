@@ -41,6 +41,7 @@ from ae_lightning.data.common import (
     seeded_split,
     take_train_subset,
 )
+from ae_lightning.data.locate import locate
 from ae_lightning.data.predict import ImageFiles
 
 log = logging.getLogger(__name__)
@@ -379,7 +380,7 @@ class XRayDataModule(ImageDataModule):
 
     Args:
         root: a folder, an ``.npz``, a MedMNIST ``.npz``, or a list of them (their union);
-            ``None`` uses the embedded real chest X-rays.
+            ``None``: the lookup order (``$AE_XRAY_ROOT``, ``data/xray``, else the embedded real chest X-rays).
         image_size: side of the square output images.
         train_size: optional cap on training images (Gondara 2016 trained on ~300).
         hflip: random horizontal flips of training images.
@@ -423,16 +424,21 @@ class XRayDataModule(ImageDataModule):
         if self.train_set is not None or self.unavailable:
             return
         hp = self.hparams
+        located = locate("xray", hp.root)
+        root = None if located.root is None else (
+            [str(r) for r in located.root] if isinstance(located.root, list) else str(located.root))
+        #: where the images came from, by the lookup order of :mod:`ae_lightning.data.locate`
+        self.source = f"{root} ({located.describe()})" if root else "the embedded chest X-rays (800 images)"
         common = dict(image_size=hp.image_size, val_fraction=hp.val_fraction, test_fraction=hp.test_fraction,
                       seed=self.seed, small_images=hp.small_images, group_by=hp.group_by)
         extra = {"train": dict(transform=random_hflip if hp.hflip else None, train_size=hp.train_size)}
         for split in SPLITS:
             try:
-                setattr(self, f"{split}_set", XRayDataset(hp.root, split, **common, **extra.get(split, {})))
+                setattr(self, f"{split}_set", XRayDataset(root, split, **common, **extra.get(split, {})))
             except MissingSplitError as err:  # the loader of this split raises it, the others work
                 self.unavailable[split] = str(err)
         log.info(
-            "X-rays from %s: %s images at %dx%d", hp.root or "the embedded chest X-rays",
+            "X-rays from %s: %s images at %dx%d", self.source,
             " / ".join(f"{len(d)} {s}" for s in SPLITS if (d := getattr(self, f"{s}_set")) is not None),
             hp.image_size, hp.image_size,
         )
