@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-full benchmark benchmark-full lint clean
+.PHONY: help install test test-full benchmark benchmark-full reproduce lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ test-full: install ## every test, slow tier included
 
 benchmark: install ## quick offline benchmarks on the embedded real data (< 15 min on 2 CPU cores)
 	$(BIN)/python -m benchmarks.run --quick
+
+reproduce: install ## clone HEAD into an empty folder, run make benchmark there, compare with the committed tables
+	$(BIN)/python -m benchmarks.reproduce
 
 benchmark-full: install ## the paper-scale benchmarks (GPU when present)
 	$(BIN)/python -m benchmarks.run --full

@@ -110,13 +110,16 @@ def sliding_window(
 
 @torch.no_grad()
 def in_eval_batches(model: torch.nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor,
-                    batch_size: int = 500) -> torch.Tensor:
+                    batch_size: int = 500, precision: str = "32-true") -> torch.Tensor:
     """``fn`` applied to ``inputs`` (N, ...) in chunks of ``batch_size`` moved to the model's device, with the model
-    in eval mode (its mode restored after) and no gradients; the outputs concatenated on the CPU (N, ...)."""
+    in eval mode (its mode restored after) and no gradients; the outputs concatenated on the CPU (N, ...).
+    ``precision``: a Lightning precision string; ``bf16-mixed`` / ``16-mixed`` run ``fn`` under autocast."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
     try:
-        return torch.cat([fn(chunk.to(device)).cpu() for chunk in inputs.split(batch_size)])
+        with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            return torch.cat([fn(chunk.to(device)).cpu() for chunk in inputs.split(batch_size)])
     finally:
         model.train(was_training)

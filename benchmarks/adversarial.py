@@ -11,74 +11,42 @@ error (per-pixel MSE and BCE) and the prior-match statistics of :func:`ae_lightn
 per-dimension KS statistic (``scipy.stats.ks_2samp``) against an equal-sized prior sample (lower =
 closer). The figure scatters the held-out codes, coloured by digit, over the prior's log-density.
 
-    python -m benchmarks.adversarial --quick    # offline: 10k real MNIST test digits (../shared/data) or the embedded 3k
+    python -m benchmarks.adversarial --quick    # offline: the embedded 10k real MNIST test digits
     python -m benchmarks.adversarial --full     # more epochs, GPU when present; the 60k set when found
 
-Data: :func:`benchmarks.common.find_mnist` (``--data``, ``$AE_MNIST_ROOT``, ``data/mnist``, then
-``../shared/data/mnist`` in quick mode, ``../shared/data/mnist_full`` in full mode).
+Data: :func:`benchmarks.core.mnist_source` (``--data``, ``$AE_MNIST_ROOT``, ``data/mnist``, then (full mode)
+torchvision's download into ``data/mnist``, else (quick) the embedded 10k MNIST test digits).
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 import lightning as L
-import matplotlib
+import matplotlib.pyplot as plt
 import torch
 
-from ae_lightning.data import MNISTDataModule
+from ae_lightning.inference import in_eval_batches
 from ae_lightning.models import AdversarialAutoencoder
 from ae_lightning.priors import Prior, prior_match
-from benchmarks.common import (
-    RESULTS,
-    build,
-    config_file,
-    find_mnist,
-    hardware,
-    markdown_table,
-    mnist_main,
-    model_spec,
-    quiet,
-    relative,
-    trainer,
-    with_code_dim,
-    write_csv,
-)
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from benchmarks.common import build, config_file, model_spec, with_code_dim
+from benchmarks.core import Benchmark, Context, Results, hardware, markdown_table, relative, threads
 
 COLUMNS = ["prior", "adversarial", "codes", "code_dim", "train_images", "steps", "test_mse", "test_bce", "prior_mmd",
            "prior_ks", "seconds", "device", "config"]
 SHOWN = [c for c in COLUMNS if c != "device"]  # the Markdown table's columns (the device is in its title)
-SETTINGS = {"quick": dict(epochs=15, train_size=None), "full": dict(epochs=100, train_size=None)}
-CODE_DIM = 2
-# the table's prior name → the experiment config that trains it
-CONFIGS = {"gaussian": "aae_mnist", "mixture10_supervised": "aae_mog_mnist"}
 
 
-def spec_of(config: str, adversarial: bool) -> dict:
-    """The config's ``model`` block with the 2-D code and the adversarial phase on or off."""
-    spec = model_spec(config, adversarial=adversarial)
-    return with_code_dim(spec, CODE_DIM)
+def spec_of(config: str, adversarial: bool, code_dim: int) -> dict:
+    """The config's ``model`` block with the code size set and the adversarial phase on or off."""
+    return with_code_dim(model_spec(config, adversarial=adversarial), code_dim)
 
 
-def label_of(config: str) -> str:
+def label_of(config: str, code_dim: int) -> str:
     """The row's ``config`` entry: the file, and the code size when the benchmark changed it."""
     native = model_spec(config)["init_args"]["prior"]["init_args"]["dim"]
-    return config_file(config) + (f" (code {CODE_DIM})" if native != CODE_DIM else "")
-
-
-def models(mode: str = "quick") -> dict[tuple[str, bool], AdversarialAutoencoder]:
-    """The untrained models the benchmark trains, keyed ``(prior name, adversarial)``."""
-    out = {}
-    for name, config in CONFIGS.items():
-        for adversarial in (True, False):
-            L.seed_everything(0, verbose=False)
-            out[(name, adversarial)] = build(spec_of(config, adversarial))
-    return out
+    return config_file(config) + (f" (code {code_dim})" if native != code_dim else "")
 
 
 WHITENED = "whitened"  # the `codes` entry of the baseline whose codes are mapped to the prior's mean and covariance
@@ -103,88 +71,76 @@ def whiten_to_prior(z: torch.Tensor, z_train: torch.Tensor, prior: Prior, labels
     return ((z - mu) @ w @ c + mu_p).float()
 
 
-def priors() -> dict[str, Prior]:
-    """The priors of the table's rows (the configs' own, in 2-D)."""
-    return {name: build(spec_of(config, True)).prior for name, config in CONFIGS.items()}
+class Adversarial(Benchmark):
+    name = "adversarial"
+    data = ("mnist",)
+    doc = "adversarial autoencoder, 2-D code: the codes against the prior (MMD², KS) with the adversarial phase on/off"
 
+    def models(self, s: dict) -> dict[tuple[str, bool], AdversarialAutoencoder]:
+        """The untrained models the benchmark trains, keyed ``(prior name, adversarial)``."""
+        return {(name, adversarial): self.build(s, name, adversarial)
+                for name in s["configs"] for adversarial in (True, False)}
 
-def run(mode: str = "quick", data: str | None = None, out_dir: Path = RESULTS, **overrides) -> list[dict]:
-    """Train the four models and score their codes; ``overrides`` replace ``SETTINGS[mode]`` entries (tests)."""
-    quiet()
-    cfg = {**SETTINGS[mode], **{k: v for k, v in overrides.items() if v is not None}}
-    accelerator, precision, device = hardware() if mode == "full" else ("cpu", "32-true", hardware()[2])
-    threads = torch.get_num_threads()
-    if mode == "quick":
-        # small MLPs: one thread is fastest, and on a busy 2-core machine extra OpenMP threads only spin
-        torch.set_num_threads(1)
-        device = "CPU, 1 thread, fp32"
-    try:
-        return _run(mode, cfg, data, out_dir, accelerator, precision, device)
-    finally:
-        torch.set_num_threads(threads)
+    @staticmethod
+    def build(s: dict, name: str, adversarial: bool) -> AdversarialAutoencoder:
+        L.seed_everything(0, verbose=False)  # each model from the same seed; its training goes on from there
+        return build(spec_of(s["configs"][name], adversarial, s["code_dim"]))
 
-
-def _run(mode: str, cfg: dict, data: str | None, out_dir: Path, accelerator: str, precision: str,
-         device: str) -> list[dict]:
-    root = find_mnist(data, mode)
-    dm = MNISTDataModule(root=None if root is None else str(root), batch_size=100, train_size=cfg["train_size"])
-    dm.setup()
-    source = relative(dm.source)
-    print(f"adversarial benchmark ({mode}) on {device}; {source}; {cfg['epochs']} epochs", flush=True)
-    x_test, y_test = dm.test_set.images, dm.test_set.labels
-    rows, codes, used = [], {}, {}
-    for name, config in CONFIGS.items():
-        for adversarial in (True, False):
-            L.seed_everything(0, verbose=False)
-            model = build(spec_of(config, adversarial))
-            used[name] = model.prior
-            t0 = time.time()
-            tr = trainer(cfg["epochs"], accelerator=accelerator, precision=precision, limit_val_batches=0)
-            tr.fit(model, dm)
-            seconds = time.time() - t0
-            model = model.cpu().eval()
-            with torch.no_grad():
-                z = model.encode(x_test)  # (N, 2)
-                recon = model.decode(z)
-            stats = prior_match(z, model.prior, labels=y_test)
-            rows.append({
-                "prior": name, "adversarial": adversarial, "codes": "raw", "code_dim": z.shape[1],
-                "train_images": len(dm.train_set),
-                "steps": tr.global_step // (3 if adversarial else 1),  # optimiser steps → batches
-                "test_mse": torch.nn.functional.mse_loss(recon, x_test).item(),
-                "test_bce": torch.nn.functional.binary_cross_entropy(recon.clamp(1e-6, 1 - 1e-6), x_test).item(),
-                "prior_mmd": stats["mmd"], "prior_ks": stats["ks"], "seconds": round(seconds, 1), "device": device,
-                "config": label_of(config),
-            })
-            codes[(name, adversarial)] = z
-            print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items()}, flush=True)
-            if not adversarial:  # the baseline with its codes whitened on training codes: scale is not the match
-                x_train, y_train = dm.train_set.images[:5000], dm.train_set.labels[:5000]
-                with torch.no_grad():
-                    z_train = model.encode(x_train)
-                zw = whiten_to_prior(z, z_train, model.prior, y_train)
-                stats = prior_match(zw, model.prior, labels=y_test)
-                rows.append({**rows[-1], "codes": WHITENED, "prior_mmd": stats["mmd"], "prior_ks": stats["ks"]})
+    def run(self, ctx: Context, s: dict) -> Results:
+        with threads(s["threads"]):
+            device = hardware()[2]
+            dm = ctx.mnist(self.name, batch_size=100, train_size=s["train_size"])
+            print(f"adversarial benchmark ({ctx.mode}) on {device}; {relative(dm.source)}; {s['epochs']} epochs",
+                  flush=True)
+            x_test, y_test = dm.test_set.images, dm.test_set.labels
+            rows, codes, used = [], {}, {}
+            for name, adversarial in ((n, a) for n in s["configs"] for a in (True, False)):
+                model = self.build(s, name, adversarial)
+                used[name] = model.prior
+                t0 = time.time()
+                tr = ctx.trainer(s["epochs"], limit_val_batches=0)
+                tr.fit(model, dm)
+                seconds = time.time() - t0
+                model = model.cpu()
+                z = in_eval_batches(model, model.encode, x_test, len(x_test))  # (N, 2)
+                recon = in_eval_batches(model, model.decode, z, len(z))
+                stats = prior_match(z, model.prior, labels=y_test)
+                rows.append({
+                    "prior": name, "adversarial": adversarial, "codes": "raw", "code_dim": z.shape[1],
+                    "train_images": len(dm.train_set),
+                    "steps": tr.global_step // (3 if adversarial else 1),  # optimiser steps → batches
+                    "test_mse": torch.nn.functional.mse_loss(recon, x_test).item(),
+                    "test_bce": torch.nn.functional.binary_cross_entropy(recon.clamp(1e-6, 1 - 1e-6), x_test).item(),
+                    "prior_mmd": stats["mmd"], "prior_ks": stats["ks"], "seconds": round(seconds, 1),
+                    "device": device, "config": label_of(s["configs"][name], s["code_dim"]),
+                })
+                codes[(name, adversarial)] = z
                 print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items()}, flush=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_csv(out_dir / "adversarial_mnist.csv", rows, COLUMNS)
-    table = markdown_table(SHOWN, [[r[c] if not isinstance(r[c], float) else f"{r[c]:.4f}" for c in SHOWN]
-                                   for r in rows])
-    (out_dir / "adversarial_mnist.md").write_text(
-        f"# Adversarial autoencoder, MNIST, 2-D code ({mode}; {device})\n\n"
-        f"Data: {source}. Models: each config's `model` block (`config` column) trained {cfg['epochs']} epochs, "
-        f"with the adversarial phase on and off (`adversarial: false`) and the code size set to {CODE_DIM} (encoder "
-        "and decoder last width, discriminator `in_features`, prior `dim`); nets, optimisers and learning rates "
-        "are the configs'.\n\n"
-        "MMD² (Gaussian kernels) and max per-dimension KS statistic between held-out codes and the prior: lower is "
-        "closer. `codes` = `whitened`: the baseline (adversarial phase off) with its held-out codes mapped by the "
-        "affine transform that gives its training codes (first 5,000) the prior's mean and covariance, so its MMD² "
-        "and KS no longer measure scale; reconstruction columns are the raw model's.\n\n" + table
-        + "\n## Does the adversarial phase help?\n\n" + "\n".join(verdicts(rows)) + "\n"
-    )
-    figure(codes, y_test, out_dir / "adversarial_mnist_latent.png", used)
-    print(table)
-    return rows
+                if not adversarial:  # the baseline with its codes whitened on training codes: scale is not the match
+                    n = s["whiten_train_codes"]
+                    x_train, y_train = dm.train_set.images[:n], dm.train_set.labels[:n]
+                    z_train = in_eval_batches(model, model.encode, x_train, len(x_train))
+                    stats = prior_match(whiten_to_prior(z, z_train, model.prior, y_train), model.prior, labels=y_test)
+                    rows.append({**rows[-1], "codes": WHITENED, "prior_mmd": stats["mmd"], "prior_ks": stats["ks"]})
+                    print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items()}, flush=True)
+            results = ctx.results()
+            results.table("adversarial_mnist", rows, COLUMNS)
+            table = markdown_table(SHOWN, [[r[c] if not isinstance(r[c], float) else f"{r[c]:.4f}" for c in SHOWN]
+                                           for r in rows])
+            results.markdown("adversarial_mnist", (
+                f"# Adversarial autoencoder, MNIST, 2-D code ({ctx.mode}; {device})\n\n"
+                f"Data: {relative(dm.source)}. Models: each config's `model` block (`config` column) trained "
+                f"{s['epochs']} epochs, with the adversarial phase on and off (`adversarial: false`) and the code size "
+                f"set to {s['code_dim']} (encoder and decoder last width, discriminator `in_features`, prior `dim`); "
+                "nets, optimisers and learning rates are the configs'.\n\n"
+                "MMD² (Gaussian kernels) and max per-dimension KS statistic between held-out codes and the prior: lower "
+                "is closer. `codes` = `whitened`: the baseline (adversarial phase off) with its held-out codes mapped by "
+                f"the affine transform that gives its training codes (first {s['whiten_train_codes']:,}) the prior's "
+                "mean and covariance, so its MMD² and KS no longer measure scale; reconstruction columns are the raw "
+                "model's.\n\n" + table + "\n## Does the adversarial phase help?\n\n" + "\n".join(verdicts(rows))))
+            results.figure("adversarial_mnist_latent", figure(codes, y_test, used))
+            print(table)
+            return results
 
 
 def verdicts(rows: list[dict]) -> list[str]:
@@ -209,9 +165,8 @@ def verdicts(rows: list[dict]) -> list[str]:
     return lines
 
 
-def figure(codes: dict, labels: torch.Tensor, path: Path, ps: dict[str, Prior] | None = None) -> None:
+def figure(codes: dict, labels: torch.Tensor, ps: dict[str, Prior]):
     """Held-out codes coloured by digit over the prior's log-density; one panel per (prior, adversarial)."""
-    ps = ps or priors()
     fig, axes = plt.subplots(2, 2, figsize=(10, 10))
     for row, (name, prior) in enumerate(ps.items()):
         lim = 3.5 if name == "gaussian" else 5.0
@@ -231,12 +186,10 @@ def figure(codes: dict, labels: torch.Tensor, path: Path, ps: dict[str, Prior] |
                 ax.set_ylim(-lim, lim)
             ax.set_title(f"{name}: adversarial phase {'on' if adversarial else 'off'}", fontsize=9)
     fig.colorbar(sc, ax=axes, shrink=0.6, label="digit")
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    return fig
 
 
-def main(argv=None) -> int:
-    return mnist_main(__doc__, "longer, GPU when present", run, argv)
+main = Adversarial.main
 
 
 if __name__ == "__main__":

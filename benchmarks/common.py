@@ -1,164 +1,18 @@
-"""Pieces every benchmark script shares: output folder, hardware choice, tables, quiet trainers, where the
-MNIST data are, and models from the experiment configs (``configs/``) with a benchmark's stated overrides."""
+"""Models from the experiment configs (``configs/``) with a benchmark's stated overrides: a config's ``model``
+block, its code or latent size, its learning rate or schedule scaled. The benchmark skeleton (settings, context,
+results, command line, registry) is :mod:`benchmarks.core`."""
 
 from __future__ import annotations
 
-import argparse
 import copy
-import csv
-import logging
 import math
-import os
-import platform
-import sys
-import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import lightning as L
-import torch
 
 from ae_lightning.config import instantiate, load_config
+from benchmarks.core import relative
 
-RESULTS = Path(__file__).parent / "results"
-
-
-def hardware() -> tuple[str, str, str]:
-    """``(accelerator, precision, description)``: the GPU with bf16 autocast when there is one, else the CPU."""
-    if torch.cuda.is_available():
-        name = torch.cuda.get_device_name(0)
-        precision = "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-        return "gpu", precision, f"GPU {name}, {precision}"
-    threads = torch.get_num_threads()
-    return "cpu", "32-true", f"CPU {platform.processor() or platform.machine()}, {threads} threads, fp32"
-
-
-def quiet() -> None:
-    """Keep the terminal for the progress bars and the summary table."""
-    os.environ.setdefault("WANDB_MODE", "disabled")
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*LeafSpec.*")
-    warnings.filterwarnings("ignore", ".*no `val_dataloader`.*")
-
-
-def trainer(max_epochs: int, accelerator: str = "auto", precision: str = "32-true", **kwargs) -> L.Trainer:
-    """A Trainer for benchmark fits: no logger, no checkpoints, no progress bar unless asked."""
-    defaults = dict(
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    defaults.update(kwargs)
-    return L.Trainer(max_epochs=max_epochs, accelerator=accelerator, precision=precision, **defaults)
-
-
-# --- every benchmark script's command line ---------------------------------------------------------
-MNIST_DATA_HELP = ("MNIST root (torchvision layout, or the t10k files only); default: $AE_MNIST_ROOT, data/mnist, "
-                   "../shared/data/mnist (quick) or ../shared/data/mnist_full (full), else the embedded digits")
-
-
-def benchmark_parser(doc: str, full_help: str) -> argparse.ArgumentParser:
-    """The options every ``python -m benchmarks.<name>`` takes (``--quick`` (default) / ``--full``, ``--out``);
-    each script adds its own."""
-    ap = argparse.ArgumentParser(description=doc.strip().split("\n")[0])
-    group = ap.add_mutually_exclusive_group()
-    group.add_argument("--quick", dest="mode", action="store_const", const="quick", help="the make-benchmark run")
-    group.add_argument("--full", dest="mode", action="store_const", const="full", help=full_help)
-    ap.add_argument("--out", type=Path, default=RESULTS, help="where the tables and figures go")
-    ap.set_defaults(mode="quick")
-    return ap
-
-
-def mnist_main(doc: str, full_help: str, run: Callable[[str, str | None, Path], object], argv=None) -> int:
-    """The whole command line of an MNIST benchmark whose only option beyond the common ones is ``--data``:
-    ``run(mode, data, out)`` under :func:`run_main`."""
-    ap = benchmark_parser(doc, full_help)
-    ap.add_argument("--data", help=MNIST_DATA_HELP)
-    args = ap.parse_args(argv)
-    return run_main(lambda: run(args.mode, args.data, args.out))
-
-
-def run_main(call: Callable[[], object]) -> int:
-    """Run a benchmark: missing data or a bad setting is one line on stderr and exit status 2."""
-    from ae_lightning.data import DatasetNotFoundError
-
-    try:
-        call()
-    except (DatasetNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def write_csv(path: Path, rows: Iterable[Mapping], columns: Sequence[str]) -> Path:
-    """Rows as CSV with exactly ``columns`` (floats with 4 significant decimals)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="raise")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
-    return path
-
-
-def markdown_table(header: Sequence[str], rows: Iterable[Sequence]) -> str:
-    """A GitHub-flavoured Markdown table."""
-    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
-# --- where the data are ------------------------------------------------------------------------
-REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO.parent / "shared" / "data"
-
-
-def find_mnist(data: str | Path | None = None, mode: str = "quick") -> Path | None:
-    """The MNIST folder a benchmark reads: the first that exists of ``data`` (named explicitly: the
-    DataModule reports it if it is wrong), ``$AE_MNIST_ROOT``, ``data/mnist``, then the shared copy
-    (``../shared/data/mnist``, the 10k test digits, in quick mode; ``../shared/data/mnist_full``, the
-    60k + 10k set, in full mode). ``None``: the DataModule's embedded 3,000 digits."""
-    if data:
-        return Path(data).expanduser()
-    shared = SHARED_DATA / ("mnist_full" if mode == "full" else "mnist")
-    for cand in (os.environ.get("AE_MNIST_ROOT"), REPO / "data" / "mnist", shared):
-        if cand and Path(cand).is_dir():
-            return Path(cand)
-    return None
-
-
-def is_full_mnist(dm) -> bool:
-    """Whether a set-up MNISTDataModule found the full 60k training set (not only the 10k test digits)."""
-    return dm.source.startswith("the full MNIST")
-
-
-def require_full_mnist(dm, benchmark: str) -> None:
-    """Full mode refuses to call a run "full" when it found only the 10k test digits (or the embedded 3k)."""
-    from ae_lightning.data import DatasetNotFoundError
-
-    if not is_full_mnist(dm):
-        raise DatasetNotFoundError(
-            f"{benchmark} --full trains on the 60k MNIST training set, but found {relative(dm.source)}; fix: pass "
-            "--data ROOT holding MNIST/raw/{train,t10k}-*-ubyte[.gz] (torchvision layout) or set $AE_MNIST_ROOT "
-            "(or --download where the benchmark offers it, when online)"
-        )
-
-
-def relative(text: str) -> str:
-    """``text`` with absolute paths inside this project or beside it written relative to the project
-    (``/…/main/data`` → ``data``, ``/…/shared/data/mnist`` → ``../shared/data/mnist``): committed results
-    carry no machine's paths."""
-    text = str(text)
-    for base, shown in ((REPO, ""), (REPO.parent, "../")):
-        text = text.replace(str(base) + os.sep, shown)
-    return text
-
-
-# --- models from the experiment configs --------------------------------------------------------
 CODE_KEYS = ("widths", "code_dim", "latent_dim")
 
 

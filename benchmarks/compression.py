@@ -25,12 +25,12 @@ The Markdown says, from the numbers, where (if anywhere) the autoencoder beats J
 
     python -m benchmarks.compression --quick                  # embedded X-rays + the 10k MNIST test digits, ≤ 70 CPU-s
     python -m benchmarks.compression --full                   # more epochs and code sizes (GPU when present)
-    python -m benchmarks.compression --data ../shared/data/xray64/kermany_64.npz   # other X-rays
+    python -m benchmarks.compression --full --data PATH/kermany_64.npz   # full mode needs a larger X-ray set
     python -m benchmarks.compression --only mnist --mnist ~/mnist
 
-Data: X-rays from ``--data`` (any folder / .npz the X-ray DataModule reads; the full mode's default is
-``../shared/data/xray64/kermany_64.npz`` when present), else the embedded 800; split by patient as the
-config's ``group_by`` says (``--group-by`` to change it). MNIST from :func:`benchmarks.common.find_mnist`
+Data: X-rays from ``--data`` (any folder / .npz the X-ray DataModule reads), ``$AE_XRAY_ROOT`` or ``data/xray``,
+else (quick mode only) the embedded 800; split by patient as the config's ``group_by`` says (``--group-by`` to
+change it). MNIST from :func:`benchmarks.core.mnist_source`
 (``--mnist``): the quick mode uses the 10k real test digits (split 7k / 1k / 2k, seeded), the full mode
 the 60k training set. Writes ``benchmarks/results/compression_<dataset>.{csv,md,png}``.
 """
@@ -62,27 +62,9 @@ from ae_lightning.compression import (
 )
 from ae_lightning.config import instantiate, load_config
 from ae_lightning.metrics import SSIM_NOTE, psnr_ssim
-from benchmarks.common import (
-    MNIST_DATA_HELP,
-    RESULTS,
-    SHARED_DATA,
-    benchmark_parser,
-    build,
-    config_file,
-    find_mnist,
-    hardware,
-    markdown_table,
-    model_spec,
-    quiet,
-    relative,
-    require_full_mnist,
-    run_main,
-    trainer,
-    with_code_dim,
-    write_csv,
-)
+from benchmarks.common import build, config_file, model_spec, with_code_dim
+from benchmarks.core import Benchmark, Context, Results, markdown_table, mnist_source, relative, require_full_mnist
 
-CONFIG = Path(__file__).with_name("compression.yaml")
 COLUMNS = ["dataset", "method", "quality", "code_dim", "step", "bpp", "bpp_file", "bpp_whole_set", "bpp_whole_set_lzma",
            "bpp_entropy", "psnr_mean", "psnr_std", "ssim_mean", "ssim_std", "val_psnr", "val_psnr_unquantised",
            "train_images", "epochs", "config"]
@@ -103,38 +85,12 @@ PAPERS = (
 )
 
 
-# --- the benchmark's config ------------------------------------------------------------------------
-def read_config(config: Path | dict = CONFIG) -> dict:
-    return copy.deepcopy(config) if isinstance(config, dict) else load_config(config)
-
-
-def mode_settings(cfg: dict, mode: str, overrides: dict | None = None) -> dict:
-    if mode not in cfg["modes"]:
-        raise ValueError(f"unknown mode {mode!r}; choose one of {sorted(cfg['modes'])} ({CONFIG.name})")
-    return {**cfg["modes"][mode], **(overrides or {})}
-
-
 def ae_spec(cfg: dict, dataset: str, code_dim: int) -> dict:
     """The dataset's experiment config's ``model`` block with its code size set to ``code_dim``."""
     return with_code_dim(model_spec(cfg["datasets"][dataset]["config"]), code_dim)
 
 
-def models(mode: str = "quick", config: Path | dict = CONFIG) -> dict[tuple[str, int], L.LightningModule]:
-    """The untrained autoencoders the benchmark trains, keyed by ``(dataset, code_dim)``."""
-    cfg = read_config(config)
-    m = cfg["modes"][mode]
-    out = {}
-    for dataset in cfg["datasets"]:
-        for d in m["code_dims"][dataset]:
-            L.seed_everything(0, verbose=False)
-            out[(dataset, d)] = build(ae_spec(cfg, dataset, d))
-    return out
-
-
 # --- data ------------------------------------------------------------------------------------------
-SHARED_XRAYS = SHARED_DATA / "xray64" / "kermany_64.npz"
-
-
 @dataclass
 class Data:
     """A set-up DataModule and the facts the tables state about it."""
@@ -148,10 +104,18 @@ class Data:
 
 
 def xray_root(data: str | None, mode: str) -> str | None:
-    """``--data``, else (full mode) the shared 1,564 Kermany X-rays when present, else ``None`` (the embedded 800)."""
-    if data:
-        return data
-    return str(SHARED_XRAYS) if mode == "full" and SHARED_XRAYS.is_file() else None
+    """The X-rays by the DataModules' lookup order (``--xray-data``, ``$AE_XRAY_ROOT``, ``data/xray``); ``None``: the
+    embedded 800, which only quick mode takes — full mode names what to pass."""
+    from ae_lightning.data import DatasetNotFoundError
+    from ae_lightning.data.locate import locate
+
+    located = locate("xray", data)
+    if located.root is None and mode == "full":
+        raise DatasetNotFoundError(
+            "compression --full trains on a larger X-ray set than the embedded 800 images; fix: pass --xray-data "
+            "(a folder of X-ray images or an .npz with an 'images' array; e.g. the Kermany chest X-rays, CC BY 4.0, "
+            "doi:10.17632/rscbjbr9sj.2 — any folder of X-rays will do) or set $AE_XRAY_ROOT")
+    return None if located.root is None else str(located.root)
 
 
 def load_data(cfg: dict, dataset: str, m: dict, mode: str, xray_data: str | None = None, mnist_data: str | None = None,
@@ -164,13 +128,13 @@ def load_data(cfg: dict, dataset: str, m: dict, mode: str, xray_data: str | None
     if m["train_images"][dataset]:
         args["train_size"] = m["train_images"][dataset]
     if dataset == "mnist":
-        root = find_mnist(mnist_data, mode)
-        args["root"] = str(root) if root else None
+        args.update(mnist_source(mnist_data, mode))
     else:
         args["root"] = xray_root(xray_data, mode)
         if group_by:
             args["group_by"] = group_by
     dm = instantiate(spec, L.LightningDataModule)
+    dm.prepare_data()
     dm.setup("fit")
     sizes = " / ".join(f"{len(getattr(dm, f'{s}_set'))} {s}" for s in ("train", "val", "test"))
     if dataset == "mnist":
@@ -294,13 +258,12 @@ def jpeg_point(images: torch.Tensor, quality: int, keep: int = 0) -> RatePoint:
 
 
 # --- the autoencoder ---------------------------------------------------------------------------------
-def train_ae(spec: dict, dm: L.LightningDataModule, epochs: int, accelerator: str, precision: str,
-             progress: bool) -> L.LightningModule:
+def train_ae(ctx: Context, spec: dict, dm: L.LightningDataModule, epochs: int) -> L.LightningModule:
     """The config's autoencoder trained on the DataModule's training split (no validation loop: the
     validation split is used afterwards, to choose the quantisation step)."""
     L.seed_everything(0, verbose=False)
     model = build(spec)
-    trainer(epochs, accelerator, precision, enable_progress_bar=progress, limit_val_batches=0).fit(model, dm)
+    ctx.trainer(epochs, limit_val_batches=0).fit(model, dm)
     return model.eval()
 
 
@@ -399,10 +362,7 @@ def verdict(ae: list[RatePoint], jpeg: list[RatePoint], attr: str, what: str) ->
 
 
 # --- outputs -----------------------------------------------------------------------------------------
-def write_figure(path: Path, title: str, jpeg: list[RatePoint], ae: list[RatePoint], clean: torch.Tensor) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
+def figure(title: str, jpeg: list[RatePoint], ae: list[RatePoint], clean: torch.Tensor):
     import matplotlib.pyplot as plt
 
     fig = plt.figure(figsize=(11, 6.2))
@@ -447,15 +407,14 @@ def write_figure(path: Path, title: str, jpeg: list[RatePoint], ae: list[RatePoi
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def fmt_rate(v: float | None) -> str:
     return "–" if v is None else f"{v:.3f}"
 
 
-def write_markdown(path: Path, name: str, jpeg: list[RatePoint], ae: list[RatePoint], meta: dict) -> None:
+def markdown(name: str, jpeg: list[RatePoint], ae: list[RatePoint], meta: dict) -> str:
     rows = []
     for p in sorted(jpeg, key=lambda x: x.bpp) + sorted(ae, key=lambda x: x.bpp):
         at = jpeg_at(p.bpp, jpeg) if p.method != "JPEG" else None
@@ -470,8 +429,7 @@ def write_markdown(path: Path, name: str, jpeg: list[RatePoint], ae: list[RatePo
         f"# Compression on {name}: the suite's conv autoencoder against JPEG\n",
         f"**{meta['verdict']}** {meta['verdict_file']}\n",
         f"Data: {meta['data']}; scored on all {meta['n_test']} test images. Mode `{meta['mode']}` "
-        f"({meta['mode_note']}), {meta['hardware']}, {meta['wall']:.0f} s wall / {meta['cpu']:.0f} CPU-s for this "
-        "dataset.\n",
+        f"({meta['mode_note']}); {meta['wall']:.0f} s wall / {meta['cpu']:.0f} CPU-s for this dataset.\n",
         markdown_table(["method", "bpp (headline)", "bpp file", "bpp whole set (DEFLATE)", "bpp whole set (LZMA2)",
                         "bpp entropy est.", "PSNR dB", "SSIM", "JPEG at this bpp (PSNR / SSIM)", "AE vs JPEG",
                         "step (val PSNR quantised / unquantised)"], rows),
@@ -494,10 +452,10 @@ def write_markdown(path: Path, name: str, jpeg: list[RatePoint], ae: list[RatePo
         f"- **Ours**: {meta['setup']}",
         f"- **Papers**: {PAPERS}",
         "",
-        f"Figure: `{path.with_suffix('.png').name}` (PSNR and SSIM against bpp, log scale; labels: JPEG quality, AE "
+        f"Figure: `{meta['figure']}` (PSNR and SSIM against bpp, log scale; labels: JPEG quality, AE "
         "code size; below: one test image at each AE rate beside JPEG at the nearest rate).",
     ]
-    path.write_text("\n".join(text) + "\n")
+    return "\n".join(text) + "\n"
 
 
 def print_summary(name: str, jpeg: list[RatePoint], ae: list[RatePoint]) -> None:
@@ -508,24 +466,25 @@ def print_summary(name: str, jpeg: list[RatePoint], ae: list[RatePoint]) -> None
 
 
 # --- the run -------------------------------------------------------------------------------------------
-def run_dataset(cfg: dict, m: dict, mode: str, dataset: str, out_dir: Path, accelerator: str, precision: str, hw: str,
-                progress: bool, **data_kw) -> list[dict]:
+def run_dataset(ctx: Context, s: dict, dataset: str, results: Results) -> list[dict]:
     t0, c0 = time.perf_counter(), time.process_time()
-    d = load_data(cfg, dataset, m, mode, **data_kw)
+    mode = ctx.mode
+    d = load_data(s, dataset, s, "full" if ctx.full else "quick", xray_data=ctx.data_root("xray"),
+                  mnist_data=ctx.data_root("mnist"), group_by=ctx.options.get("group_by"))
     test, val = d.images("test"), d.images("val")
-    if m.get("val_images"):
-        val = val[: int(m["val_images"])]
-    if m.get("test_images"):  # tests only: a tiny subset
-        test = test[: int(m["test_images"])]
-    print(f"compression [{mode}] on {d.name}: {d.what}; {hw}", flush=True)
-    jpeg = [jpeg_point(test, q, keep=1) for q in m["jpeg_qualities"]]
-    qz = cfg["quantisation"]
-    config = config_file(cfg["datasets"][dataset]["config"])
+    if s.get("val_images"):
+        val = val[: int(s["val_images"])]
+    if s.get("test_images"):  # tests only: a tiny subset
+        test = test[: int(s["test_images"])]
+    print(f"compression [{mode}] on {d.name}: {d.what}; {ctx.device}", flush=True)
+    jpeg = [jpeg_point(test, q, keep=1) for q in s["jpeg_qualities"]]
+    qz = s["quantisation"]
+    config = config_file(s["datasets"][dataset]["config"])
     ae, fits = [], []
-    epochs = m["epochs"][dataset]
-    for code_dim in m["code_dims"][dataset]:
+    epochs = s["epochs"][dataset]
+    for code_dim in s["code_dims"][dataset]:
         t1 = time.perf_counter()
-        model = train_ae(ae_spec(cfg, dataset, code_dim), d.dm, epochs, accelerator, precision, progress)
+        model = train_ae(ctx, ae_spec(s, dataset, code_dim), d.dm, epochs)
         fits.append(f"code {code_dim}: {time.perf_counter() - t1:.0f} s")
         step, val_psnr, reference = choose_step(model, val, qz["step_factors"], qz["tolerance_db"])
         p = ae_point(model, test, step, qz["codec"], keep=1)
@@ -535,61 +494,56 @@ def run_dataset(cfg: dict, m: dict, mode: str, dataset: str, out_dir: Path, acce
         print(f"  code {code_dim}: step {step:.4g}, {p.bpp:.3f} bpp, {p.psnr.mean():.2f} dB, vs JPEG: {outcome(p, jpeg)}",
               flush=True)
     rows = [p.row(d.name) for p in sorted(jpeg, key=lambda x: x.bpp) + sorted(ae, key=lambda x: x.bpp)]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_csv(out_dir / f"compression_{d.name}.csv", rows, COLUMNS)
+    stem = f"compression_{d.name}"
+    results.table(stem, rows, COLUMNS)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    quick = mode == "quick"
     meta = dict(
-        data=d.what, n_test=len(test), n_val=len(val), mode=mode, hardware=hw, wall=wall, cpu=cpu,
-        mode_note=(f"few epochs and {len(m['code_dims'][dataset])} code sizes to fit the make-benchmark budget; "
-                   "`--full` trains longer at more sizes") if quick else "the full schedule",
-        factors=qz["step_factors"], tolerance=qz["tolerance_db"],
+        data=d.what, n_test=len(test), n_val=len(val), mode=mode, wall=wall, cpu=cpu,
+        mode_note=(f"few epochs and {len(s['code_dims'][dataset])} code sizes to fit the make-benchmark budget; "
+                   "`--full` trains longer at more sizes") if mode == "quick" else "the full schedule",
+        factors=qz["step_factors"], tolerance=qz["tolerance_db"], figure=results.path(stem, "png").name,
         training=(f"{config} with the code size set per row, {epochs} epoch(s) on {len(d.dm.train_set)} training "
-                  f"images, batch {m['batch_size'][dataset]}, the config's loss and optimiser ({'; '.join(fits)})"),
-        setup=(f"{len(d.dm.train_set)} training images; JPEG qualities {m['jpeg_qualities']} (Pillow "
-               f"{Image.__version__}, libjpeg, greyscale); AE code sizes {m['code_dims'][dataset]}."),
+                  f"images, batch {s['batch_size'][dataset]}, the config's loss and optimiser ({'; '.join(fits)})"),
+        setup=(f"{len(d.dm.train_set)} training images; JPEG qualities {s['jpeg_qualities']} (Pillow "
+               f"{Image.__version__}, libjpeg, greyscale); AE code sizes {s['code_dims'][dataset]}."),
         verdict=verdict(ae, jpeg, "bpp", "JPEG with shared tables (the headline)"),
         verdict_file=verdict(ae, jpeg, "bpp_file", "whole JPEG files (optimize=True, every header)"),
     )
-    write_markdown(out_dir / f"compression_{d.name}.md", d.name, jpeg, ae, meta)
-    write_figure(out_dir / f"compression_{d.name}.png", f"{d.name}: conv AE vs JPEG on {len(test)} test images "
-                 f"({mode} mode)", jpeg, ae, test)
+    results.markdown(stem, markdown(d.name, jpeg, ae, meta))
+    results.figure(stem, figure(f"{d.name}: conv AE vs JPEG on {len(test)} test images ({mode} mode)", jpeg, ae, test))
     print_summary(d.name, jpeg, ae)
-    print(f"  [{d.name}: {wall:.0f} s wall, {cpu:.0f} CPU-s] wrote {relative(str(out_dir))}/compression_{d.name}.*",
-          flush=True)
     return rows
 
 
-def run(mode: str = "quick", data: str | None = None, mnist: str | None = None, out_dir: Path = RESULTS,
-        config: Path | dict = CONFIG, only: Sequence[str] | None = None, overrides: dict | None = None,
-        progress: bool = False, group_by: str | None = None) -> list[dict]:
-    """Run the comparison on every dataset of the config (or ``only`` these); returns the CSV rows."""
-    quiet()
-    c0, t0 = time.process_time(), time.perf_counter()
-    cfg = read_config(config)
-    m = mode_settings(cfg, mode, overrides)
-    accelerator, precision, hw = hardware()
-    rows = []
-    for dataset in only or list(cfg["datasets"]):
-        if dataset not in cfg["datasets"]:
-            raise ValueError(f"unknown dataset {dataset!r}; choose from {sorted(cfg['datasets'])} ({CONFIG.name})")
-        rows += run_dataset(cfg, m, mode, dataset, out_dir, accelerator, precision, hw, progress,
-                            xray_data=data, mnist_data=mnist, group_by=group_by)
-    print(f"compression benchmark: {time.perf_counter() - t0:.0f} s wall, {time.process_time() - c0:.0f} CPU-s")
-    return rows
+class Compression(Benchmark):
+    name = "compression"
+    data = ("xray", "mnist")
+    doc = "rate-distortion of JPEG against the conv AE with quantised, DEFLATE-coded codes, X-rays and MNIST"
+
+    def models(self, s: dict) -> dict[tuple[str, int], L.LightningModule]:
+        """The untrained autoencoders the benchmark trains, keyed by ``(dataset, code_dim)``."""
+        out = {}
+        for dataset in s["datasets"]:
+            for d in s["code_dims"][dataset]:
+                L.seed_everything(0, verbose=False)
+                out[(dataset, d)] = build(ae_spec(s, dataset, d))
+        return out
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--group-by", help="X-ray split rule: 'image', 'parent' or a regex over the file names")
+        parser.add_argument("--only", action="append", help="one dataset of the settings (repeatable)")
+
+    def run(self, ctx: Context, s: dict) -> Results:
+        """The comparison on every dataset of the settings (or ``--only`` these)."""
+        results = ctx.results()
+        for dataset in ctx.options.get("only") or list(s["datasets"]):
+            if dataset not in s["datasets"]:
+                raise ValueError(f"unknown dataset {dataset!r}; choose from {sorted(s['datasets'])} (compression.yaml)")
+            run_dataset(ctx, s, dataset, results)
+        return results
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = benchmark_parser(__doc__, "longer, more code sizes")
-    ap.add_argument("--data", help="X-ray folder or .npz (default: the embedded 800; full mode: the shared 1,564)")
-    ap.add_argument("--mnist", help=MNIST_DATA_HELP)
-    ap.add_argument("--group-by", help="X-ray split rule: 'image', 'parent' or a regex over the file names")
-    ap.add_argument("--only", action="append", help="one dataset of the config (repeatable)")
-    ap.add_argument("--progress", action="store_true", help="show the training progress bars")
-    ap.add_argument("--config", type=Path, default=CONFIG)
-    args = ap.parse_args(argv)
-    return run_main(lambda: run(args.mode, args.data, args.mnist, args.out, args.config, args.only,
-                                progress=args.progress, group_by=args.group_by))
+main = Compression.main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -33,25 +33,14 @@ from torch.utils.data import DataLoader
 from ae_lightning.config import CONFIGS, instantiate, load_config
 from ae_lightning.data import XRayDataset
 from ae_lightning.data.common import ArrayImageDataset
+from ae_lightning.data.locate import locate
+from ae_lightning.inference import in_eval_batches
 from ae_lightning.metrics import SSIM_NOTE, psnr_ssim
 from ae_lightning.noise import NoiseModel, ScaledPoisson
 from benchmarks import classical
-from benchmarks.common import (
-    RESULTS,
-    benchmark_parser,
-    build,
-    config_file,
-    hardware,
-    markdown_table,
-    quiet,
-    relative,
-    run_main,
-    scaled_lr,
-    trainer,
-    write_csv,
-)
+from benchmarks.common import build, config_file, scaled_lr
+from benchmarks.core import Benchmark, Context, Results, markdown_table, relative
 
-CONFIG = Path(__file__).with_name("denoising.yaml")
 TRAINING = {
     "per_setting": "trained from scratch per noise setting",
     "blind": "trained noise-blind over the whole grid (one net each, DnCNN-B style)",
@@ -95,17 +84,6 @@ class Scores:
         )
 
 
-# --- the benchmark's config ----------------------------------------------------------------------
-def read_config(config: Path | dict) -> dict:
-    """``benchmarks/denoising.yaml`` (or a dict, in tests) with its ``noise_grid`` fragment read in place."""
-    if not isinstance(config, dict):
-        return load_config(config)  # the one loader: `noise_grid: noise/denoising_grid.yaml` is inlined
-    cfg = copy.deepcopy(config)
-    if isinstance(cfg.get("noise_grid"), str):
-        cfg["noise_grid"] = load_config(CONFIGS / cfg["noise_grid"])
-    return cfg
-
-
 def noise_specs(cfg: dict) -> list[dict]:
     """The grid's settings (``noise_grid.init_args.noises``), scored one at a time."""
     return cfg["noise_grid"]["init_args"]["noises"]
@@ -119,7 +97,7 @@ def blind_noise(cfg: dict) -> dict:
 
 
 # --- data --------------------------------------------------------------------------------------
-def dataset_name(data: Sequence[str] | None) -> str:
+def dataset_name(data: Sequence[Path] | None) -> str:
     if not data:
         return "xray64"  # the embedded chest X-rays
     if len(data) > 1:
@@ -128,10 +106,17 @@ def dataset_name(data: Sequence[str] | None) -> str:
     return (p.stem if p.suffix else p.name).replace(" ", "_") or "data"
 
 
-def load_splits(data: Sequence[str] | None, split: dict) -> dict[str, torch.Tensor]:
+def data_sources(data: str | Sequence[str] | None) -> list[Path] | None:
+    """The X-ray sources by the DataModules' lookup (``--data``, ``$AE_XRAY_ROOT``, ``data/xray``); ``None``: the
+    embedded chest X-rays."""
+    root = locate("xray", data).root
+    return None if root is None else root if isinstance(root, list) else [root]
+
+
+def load_splits(data: Sequence[Path] | None, split: dict) -> dict[str, torch.Tensor]:
     """Clean ``(N, 1, S, S)`` images per split; several sources are pooled (the combined mode). No group of
     ``split["group_by"]`` (the patient, for the Kermany chest X-rays) is in two splits."""
-    root = list(data) if data and len(data) > 1 else (data[0] if data else None)
+    root = [str(d) for d in data] if data and len(data) > 1 else (str(data[0]) if data else None)
     kw = dict(image_size=split["image_size"], val_fraction=split["val_fraction"],
               test_fraction=split["test_fraction"], seed=split["seed"], group_by=split.get("group_by", "image"))
     return {s: XRayDataset(root, s, **kw).images for s in ("train", "val", "test")}
@@ -211,29 +196,16 @@ def dae_spec(model_spec: dict, noise_spec: dict, lr_factor: float = 1.0) -> dict
     return spec
 
 
-def daes_of(cfg: dict, mode: str) -> list[dict]:
+def daes_of(s: dict) -> list[dict]:
     """The DAEs a mode trains: every ``daes`` entry, unless it names its ``modes`` (a net too slow for the
-    2-core CPU's quick mode, e.g. the 17-layer DnCNN, is ``modes: [full]``)."""
-    return [d for d in cfg["daes"] if mode in d.get("modes", cfg["modes"])]
-
-
-def models(mode: str = "quick", config: Path | dict = CONFIG) -> dict[str, L.LightningModule]:
-    """The untrained DAEs the benchmark trains first, keyed by name: noise-blind over the grid (the quick
-    mode's pretraining) or with the grid's first setting (the full mode's per-setting nets)."""
-    cfg = read_config(config)
-    m = cfg["modes"][mode]
-    noise = blind_noise(cfg) if m["training"] != "per_setting" else noise_specs(cfg)[0]
-    out = {}
-    for dae in daes_of(cfg, mode):
-        L.seed_everything(cfg["split"]["seed"], verbose=False)
-        out[dae["name"]] = build(dae_spec(load_config(dae["config"])["model"], noise))
-    return out
+    2-core CPU's quick mode, e.g. the 17-layer DnCNN, is ``modes: [full]``; smoke walks the full mode's)."""
+    mode = "full" if s["mode"] == "smoke" else s["mode"]
+    return [d for d in s["daes"] if mode in d.get("modes", [mode])]
 
 
 def train_dae(
-    model_spec: dict, noise_spec: dict, train: torch.Tensor, epochs: int, batch_size: int,
-    mode_cfg: dict, accelerator: str, precision: str, progress: bool,
-    init_state: dict | None = None, lr_factor: float = 1.0,
+    ctx: Context, model_spec: dict, noise_spec: dict, train: torch.Tensor, epochs: int, batch_size: int,
+    mode_cfg: dict, init_state: dict | None = None, lr_factor: float = 1.0,
 ) -> tuple[L.LightningModule, float]:
     """A DAE from an experiment config's ``model`` block, trained with ``noise_spec``; returns (model, seconds).
 
@@ -246,32 +218,23 @@ def train_dae(
     train_set = RandomCrops(train, mode_cfg.get("crop"), mode_cfg.get("crops_per_image", 1))
     loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, drop_last=len(train_set) > batch_size)
     t0 = time.perf_counter()
-    trainer(epochs, accelerator, precision, enable_progress_bar=progress, limit_val_batches=0).fit(model, loader)
+    ctx.trainer(epochs, limit_val_batches=0).fit(model, loader)
     return model.eval(), time.perf_counter() - t0
 
 
-@torch.no_grad()
 def run_dae(model, name: str, noisy: torch.Tensor, clean: torch.Tensor, noise: str, train_size: int,
             precision: str) -> Scores:
     """Batched inference on the noisy test images (bf16 autocast on a GPU when the run uses it)."""
-    device = next(model.parameters()).device
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision.startswith("bf16"))
     t0 = time.perf_counter()
-    outs = []
-    with autocast:
-        for batch in noisy.split(256):
-            outs.append(model(batch.to(device)).reconstruction.float().clamp(0, 1).cpu())
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    images = in_eval_batches(model, lambda b: model(b).reconstruction.float().clamp(0, 1), noisy, 256, precision)
     ms = 1000 * (time.perf_counter() - t0) / len(noisy)
-    images = torch.cat(outs)
     psnr, ssim = psnr_ssim(images, clean)
     return Scores(name, noise, train_size, psnr, ssim, ms, images)
 
 
 def dae_scores(
-    dae: dict, ts: int, train: torch.Tensor, m: dict, grid: dict, st: Setup, accelerator: str, precision: str,
-    progress: bool, train_log: dict[str, list[tuple[str, int, float]]],
+    ctx: Context, dae: dict, ts: int, train: torch.Tensor, m: dict, grid: dict, st: Setup,
+    train_log: dict[str, list[tuple[str, int, float]]],
 ) -> Iterator[list[Scores]]:
     """Train one DAE of the config as the mode says and yield its test scores (with its validation PSNR,
     which selects the suite's DAE) after each trained net.
@@ -287,8 +250,7 @@ def dae_scores(
     def fit(noise_spec: dict, label: str, n_epochs: int, **kw) -> L.LightningModule:
         what = f"{dae['name']} ({label}, train {ts}, {n_epochs} epochs, batch {batch_size})"
         print(f"training {what}", flush=True)
-        model, secs = train_dae(model_spec, noise_spec, train, n_epochs, batch_size, m, accelerator, precision,
-                                progress, **kw)
+        model, secs = train_dae(ctx, model_spec, noise_spec, train, n_epochs, batch_size, m, **kw)
         kind = "noise-blind" if label == "noise-blind" else "fine-tune" if "fine-tuned" in label else "per-setting"
         train_log.setdefault(f"{dae['name']} (train {ts}, batch {batch_size})", []).append((kind, n_epochs, secs))
         return model
@@ -296,9 +258,10 @@ def dae_scores(
     labels = st.labels
 
     def score(model: L.LightningModule, label: str) -> Scores:
-        scores = run_dae(model, dae["name"], st.noisy_test[label], st.clean_test, label, ts, precision)
+        scores = run_dae(model, dae["name"], st.noisy_test[label], st.clean_test, label, ts, ctx.precision)
         scores.config = config
-        scores.val_psnr = run_dae(model, "", st.noisy_val[label], st.clean_val, label, ts, precision).psnr.mean().item()
+        scores.val_psnr = run_dae(model, "", st.noisy_val[label], st.clean_val, label, ts,
+                                  ctx.precision).psnr.mean().item()
         return scores
 
     per_setting = list(zip(grid["init_args"]["noises"], labels, strict=True))
@@ -400,7 +363,7 @@ def winners(scores: list[Scores], labels: list[str]) -> list[str]:
     return lines
 
 
-def write_markdown(path: Path, dataset: str, scores: list[Scores], labels: list[str], meta: dict) -> None:
+def markdown(dataset: str, scores: list[Scores], labels: list[str], meta: dict) -> str:
     methods = list(dict.fromkeys((s.method, s.train_size) for s in scores))
     rows = []
     for method, ts in methods:
@@ -411,8 +374,7 @@ def write_markdown(path: Path, dataset: str, scores: list[Scores], labels: list[
                               for n in labels])
     text = [
         f"# Denoising benchmark — {dataset}\n",
-        f"PSNR (dB) / SSIM, mean over {meta['n_test']} test images ({SSIM_NOTE}). "
-        f"Mode `{meta['mode']}`, {meta['hardware']}, total {meta['seconds'] / 60:.1f} min.\n",
+        f"PSNR (dB) / SSIM, mean over {meta['n_test']} test images ({SSIM_NOTE}).\n",
         f"- **Split**: {meta['split']}.",
         f"- **Selection**: {SELECTION}; ✓ marks it below.",
         "- **Classical baselines**: oracle rows get the noise's known σ (p for p·N(0,1), σ/255 for AWGN, p·√λ for "
@@ -435,14 +397,10 @@ def write_markdown(path: Path, dataset: str, scores: list[Scores], labels: list[
         "Standard deviations, ms/image and the DAEs' validation PSNR: the CSV beside this file. Figure: the PNG "
         "beside this file.",
     ]
-    path.write_text("\n".join(text) + "\n")
+    return "\n".join(text) + "\n"
 
 
-def write_figure(path: Path, clean: torch.Tensor, noisy: dict[str, torch.Tensor], scores: list[Scores],
-                 labels: list[str], index: int = 0) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
+def figure(clean: torch.Tensor, scores: list[Scores], labels: list[str], index: int = 0):
     import matplotlib.pyplot as plt
 
     ts = max(s.train_size for s in scores)
@@ -467,8 +425,7 @@ def write_figure(path: Path, clean: torch.Tensor, noisy: dict[str, torch.Tensor]
             ax.set_title(title, fontsize=7)
         axes[r, 0].text(-8, 32, labels[r], rotation=90, va="center", ha="right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def print_summary(scores: list[Scores], labels: list[str], title: str) -> None:
@@ -520,16 +477,7 @@ class Setup:
         return self.splits["test"]
 
 
-def mode_settings(cfg: dict, mode: str, overrides: dict | None) -> dict:
-    if mode not in cfg["modes"]:
-        raise ValueError(f"unknown mode {mode!r}; choose one of {sorted(cfg['modes'])} (benchmarks/denoising.yaml)")
-    m = {**cfg["modes"][mode], **(overrides or {})}
-    if m["training"] not in TRAINING:
-        raise ValueError(f"training: {m['training']!r} in mode {mode!r}; choose one of {sorted(TRAINING)}")
-    return m
-
-
-def prepare(cfg: dict, m: dict, data: Sequence[str] | None) -> Setup:
+def prepare(cfg: dict, m: dict, data: Sequence[Path] | None) -> Setup:
     """Load the splits, check the training sizes, draw every setting's noisy val / test copies once."""
     name = dataset_name(data)
     splits = load_splits(data, cfg["split"])
@@ -538,7 +486,7 @@ def prepare(cfg: dict, m: dict, data: Sequence[str] | None) -> Setup:
     for s in train_sizes:
         if s > n_train_all:
             raise ValueError(f"train size {s} > the {n_train_all} training images of {name}; "
-                             f"fix: lower train_sizes in {CONFIG.name} or add data")
+                             "fix: lower train_sizes in denoising.yaml or add data")
     noises = [instantiate(spec, NoiseModel) for spec in noise_specs(cfg)]
     n_test_split = len(splits["test"])
     if m.get("test_images"):  # the mode scores every method on the same first N test images (a seeded choice)
@@ -618,11 +566,11 @@ def select(scores: list[Scores]) -> None:
 class Report:
     """The outputs, rewritten after every trained net so that a cut-off run keeps its rows."""
 
-    def __init__(self, cfg: dict, m: dict, mode: str, st: Setup, out_dir: Path, hw: str, t_start: float) -> None:
-        self.cfg, self.m, self.mode, self.st, self.out_dir, self.hw, self.t_start = cfg, m, mode, st, out_dir, hw, t_start
+    def __init__(self, ctx: Context, s: dict, st: Setup) -> None:
+        self.ctx, self.cfg, self.m, self.mode, self.st = ctx, s, s, ctx.mode, st
+        self.results = ctx.results()
         self.scores: list[Scores] = []
         self.train_log: dict[str, list[tuple[str, int, float]]] = {}  # net → (kind, epochs, seconds) per fit
-        out_dir.mkdir(parents=True, exist_ok=True)
 
     def fits(self) -> str:
         """One clause per DAE: what was trained, how many epochs, how long."""
@@ -637,13 +585,13 @@ class Report:
             out.append(f"{net}: " + ", ".join(parts))
         return "; ".join(out) or "none trained yet"
 
-    def setup(self, final: bool) -> str:
+    def ours(self, final: bool) -> str:
         """The Markdown's "Ours" sentence: data, split, training schedule, configs, baselines' settings."""
         cfg, m, st = self.cfg, self.m, self.st
         nl, size = cfg["nl_means"], cfg["split"]["image_size"]
         source = ("the embedded real chest X-rays (Kermany et al. 2018)" if not st.data
                   else ", ".join(relative(str(Path(d).resolve())) for d in st.data))
-        configs = ", ".join(f"{config_file(d['config'])} ({d['name']})" for d in daes_of(cfg, self.mode))
+        configs = ", ".join(f"{config_file(d['config'])} ({d['name']})" for d in daes_of(cfg))
         return (
             f"{st.name} = {source}: {len(st.splits['train'])} train / {len(st.clean_val)} val / {len(st.clean_test)} "
             f"test images at {size}×{size} (split {split_rule(cfg['split'])}"
@@ -664,69 +612,75 @@ class Report:
             + ("" if final else " **Run incomplete: cut off before every net was trained.**")
         )
 
-    def write(self, final: bool) -> list[dict]:
+    def write(self, final: bool) -> Results:
         """(Re)write the CSV / Markdown (and, at the end, the figure and the terminal summary)."""
-        st, out = self.st, self.out_dir
-        seconds = time.perf_counter() - self.t_start
+        st, results = self.st, self.results
         select(self.scores)
-        rows = [s.row(st.name) for s in self.scores]
-        write_csv(out / f"denoising_{st.name}.csv", rows, COLUMNS)
-        meta = dict(n_test=len(st.clean_test), split=split_rule(self.cfg["split"]), mode=self.mode, hardware=self.hw,
-                    seconds=seconds, setup=self.setup(final))
-        write_markdown(out / f"denoising_{st.name}.md", st.name, self.scores, st.labels, meta)
+        stem = f"denoising_{st.name}"
+        results.rows = []
+        results.table(stem, [s.row(st.name) for s in self.scores], COLUMNS)
+        meta = dict(n_test=len(st.clean_test), split=split_rule(self.cfg["split"]), setup=self.ours(final))
+        results.markdown(stem, markdown(st.name, self.scores, st.labels, meta))
         if final:
-            write_figure(out / f"denoising_{st.name}.png", st.clean_test, st.noisy_test, self.scores, st.labels)
-            print_summary(self.scores, st.labels, f"denoising on {st.name} ({self.mode}, {seconds / 60:.1f} min, "
-                                                  f"{self.hw})")
-            print(f"wrote {out}/denoising_{st.name}.csv, .md, .png")
-        return rows
+            results.figure(stem, figure(st.clean_test, self.scores, st.labels))
+            print_summary(self.scores, st.labels, f"denoising on {st.name} ({self.mode}, {self.ctx.device})")
+            results.files = list(dict.fromkeys(results.files))
+        return results
 
 
-def run(
-    mode: str = "quick",
-    data: Sequence[str] | None = None,
-    out_dir: Path = RESULTS,
-    config: Path | dict = CONFIG,
-    overrides: dict | None = None,
-    progress: bool = True,
-    group_by: str | None = None,
-) -> list[dict]:
-    """Run the comparison; returns the CSV rows. ``overrides`` patches the mode's settings (tests);
-    ``group_by`` replaces the config's split rule (``image``, ``parent`` or a regex over the file names)."""
-    quiet()
-    t_start = time.perf_counter()
-    cfg = read_config(config)
-    if group_by:
-        cfg["split"]["group_by"] = group_by
-    m = mode_settings(cfg, mode, overrides)
-    L.seed_everything(cfg["split"]["seed"], verbose=False)
-    accelerator, precision, hw = hardware()
-    st = prepare(cfg, m, data)
-    print(f"denoising benchmark [{mode}] on {st.name}: {len(st.splits['train'])} train / {len(st.clean_val)} val / "
-          f"{len(st.clean_test)} test images; {hw}; {classical.available_cores()} worker processes for the classical "
-          f"methods", flush=True)
-    report = Report(cfg, m, mode, st, out_dir, hw, t_start)
-    report.scores += classical_scores(cfg, st, progress)
-    report.write(final=False)
-    grid = blind_noise(cfg)
-    for ts in st.train_sizes:
-        train = st.splits["train"][:ts]  # the split is already a seeded permutation
-        for dae in daes_of(cfg, mode):
-            for batch in dae_scores(dae, ts, train, m, grid, st, accelerator, precision, progress, report.train_log):
-                report.scores.extend(batch)
-                report.write(final=False)
-    return report.write(final=True)
+class Denoising(Benchmark):
+    name = "denoising"
+    data = ("xray",)
+    doc = ("medical-image denoising (Gondara 2016): conv denoising autoencoders vs median filter, NL-means and BM3D "
+           "on X-rays, PSNR / SSIM")
+
+    def settings(self, mode: str, overrides=None) -> dict:
+        """``denoising.yaml`` with its ``noise_grid`` fragment read in place (``noise/denoising_grid.yaml``)."""
+        s = super().settings(mode, overrides)
+        if isinstance(s.get("noise_grid"), str):
+            s["noise_grid"] = load_config(CONFIGS / s["noise_grid"])
+        if s["training"] not in TRAINING:
+            raise ValueError(f"training: {s['training']!r} in mode {mode!r}; choose one of {sorted(TRAINING)}")
+        return s
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--group-by", help="split rule: 'image', 'parent' (folder per patient) or a regex over the "
+                            "file names whose match is the patient (default: the settings', for the Kermany names)")
+
+    def models(self, s: dict) -> dict[str, L.LightningModule]:
+        """The untrained DAEs the benchmark trains first, keyed by name: noise-blind over the grid (the quick
+        mode's pretraining) or with the grid's first setting (the full mode's per-setting nets)."""
+        noise = blind_noise(s) if s["training"] != "per_setting" else noise_specs(s)[0]
+        out = {}
+        for dae in daes_of(s):
+            L.seed_everything(s["split"]["seed"], verbose=False)
+            out[dae["name"]] = build(dae_spec(load_config(dae["config"])["model"], noise))
+        return out
+
+    def run(self, ctx: Context, s: dict) -> Results:
+        """Run the comparison; every output is rewritten after each trained net, so a cut-off run keeps its rows."""
+        if ctx.options.get("group_by"):
+            s["split"]["group_by"] = ctx.options["group_by"]
+        L.seed_everything(s["split"]["seed"], verbose=False)
+        st = prepare(s, s, data_sources(ctx.data_root("xray")))
+        print(f"denoising benchmark [{ctx.mode}] on {st.name}: {len(st.splits['train'])} train / {len(st.clean_val)} "
+              f"val / {len(st.clean_test)} test images; {ctx.device}; {classical.available_cores()} worker processes "
+              "for the classical methods", flush=True)
+        report = Report(ctx, s, st)
+        report.scores += classical_scores(s, st, ctx.progress)
+        report.write(final=False)
+        grid = blind_noise(s)
+        for ts in st.train_sizes:
+            train = st.splits["train"][:ts]  # the split is already a seeded permutation
+            for dae in daes_of(s):
+                for batch in dae_scores(ctx, dae, ts, train, s, grid, st, report.train_log):
+                    report.scores.extend(batch)
+                    report.write(final=False)
+        return report.write(final=True)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = benchmark_parser(__doc__, "the paper-scale run")
-    ap.add_argument("--mode", dest="mode", help="any mode of the config")
-    ap.add_argument("--data", action="append", help="X-ray folder or .npz (repeat for the combined mode)")
-    ap.add_argument("--group-by", help="split rule: 'image', 'parent' (folder per patient) or a regex over the file "
-                    "names whose match is the patient (default: the config's, for the Kermany names)")
-    ap.add_argument("--config", type=Path, default=CONFIG)
-    args = ap.parse_args(argv)
-    return run_main(lambda: run(args.mode, args.data, args.out, args.config, group_by=args.group_by))
+main = Denoising.main
+
 
 if __name__ == "__main__":
     sys.exit(main())

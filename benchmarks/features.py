@@ -10,9 +10,9 @@ also fine-tuned with labels; its test error stands beside Vincent et al. (2010)'
     python -m benchmarks.features --full           # every config's own schedule (GPU when present)
     python -m benchmarks.features --data ~/mnist   # a folder with the full MNIST (torchvision layout)
 
-Data (:func:`benchmarks.common.find_mnist`): the first of ``--data``, ``$AE_MNIST_ROOT``,
-``data/mnist``, then ``../shared/data/mnist`` (quick; the real 10k test set, split train/val/test
-with a fixed seed) or ``../shared/data/mnist_full`` (full); else the 3,000 embedded digits. The
+Data (:func:`benchmarks.core.mnist_source`): ``--data``, ``$AE_MNIST_ROOT``, ``data/mnist``, then (full
+mode) torchvision's download into ``data/mnist``, else (quick) the embedded 10k MNIST test digits (split
+train/val/test with a fixed seed). The
 output states which. ``--full`` refuses to run unless it found the full 60k training set. Writes
 ``benchmarks/results/features_mnist.{csv,md}`` and ``features_mnist_embedding.png`` (other modes:
 ``features_mnist_<mode>.*``).
@@ -26,50 +26,22 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import lightning as L
+import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
-import yaml
 
 from ae_lightning.config import load_config
 from ae_lightning.data import MNISTDataModule
 from ae_lightning.inference import in_eval_batches
-from benchmarks.common import (
-    RESULTS,
-    build,
-    config_file,
-    find_mnist,
-    hardware,
-    is_full_mnist,
-    markdown_table,
-    mnist_main,
-    quiet,
-    relative,
-    require_full_mnist,
-    scaled_schedule,
-    trainer,
-    with_code_dim,
-    write_csv,
-)
+from benchmarks.common import build, config_file, scaled_schedule, with_code_dim
+from benchmarks.core import Benchmark, Context, Results, is_full_mnist, markdown_table, relative
 
-CONFIG = Path(__file__).with_name("features.yaml")
 COLUMNS = ["model", "code_dim", "train_size", "probe_accuracy", "finetune_error", "config"]
-__all__ = ["run", "models", "model_spec_of", "scaled_schedule", "with_code_dim"]  # the last two: benchmarks.common's
 
 
 # --- data -------------------------------------------------------------------------------------
-def load_data(root: Path | None, split: dict, train_size: int | None) -> MNISTDataModule:
-    """The MNIST DataModule, set up, its training set capped at ``train_size`` when that is smaller."""
-    dm = MNISTDataModule(root=str(root) if root else None, **split)
-    dm.setup("fit")
-    if train_size is not None and train_size < len(dm.train_set):
-        dm = MNISTDataModule(root=str(root) if root else None, train_size=train_size, **split)
-        dm.setup("fit")
-    return dm
-
-
 def tensors(dataset) -> tuple[torch.Tensor, torch.Tensor]:
     return dataset.images, dataset.labels  # (N, 1, 28, 28), (N,)
 
@@ -88,11 +60,12 @@ class Digits:
         return len(self.images["train"])
 
 
-def digits(mode: str, data: str | None, split: dict, train_size: int | None) -> Digits:
-    """MNIST from :func:`benchmarks.common.find_mnist`; full mode refuses anything but the 60k training set."""
-    dm = load_data(find_mnist(data, mode), split, train_size)
-    if mode == "full":
-        require_full_mnist(dm, "features")
+def digits(ctx: Context, split: dict, train_size: int | None) -> Digits:
+    """MNIST by the DataModules' lookup, its training set capped at ``train_size`` when that is smaller; full mode
+    refuses anything but the 60k training set."""
+    dm = ctx.mnist("features", **split)
+    if train_size is not None and train_size < len(dm.train_set):
+        dm = ctx.mnist("features", train_size=train_size, **split)
     sets = {"train": dm.train_set, "val": dm.val_set, "test": dm.test_set}
     images = {k: tensors(s)[0] for k, s in sets.items()}
     labels = {k: tensors(s)[1] for k, s in sets.items()}
@@ -102,10 +75,6 @@ def digits(mode: str, data: str | None, split: dict, train_size: int | None) -> 
 
 
 # --- models from the experiment configs --------------------------------------------------------
-def read_config(config: Path | dict) -> dict:
-    return yaml.safe_load(Path(config).read_text()) if not isinstance(config, dict) else copy.deepcopy(config)
-
-
 def model_spec_of(entry: dict, code_dim: int, epoch_scale: float, schedule: dict | None = None
                   ) -> tuple[dict, int, dict]:
     """``(model block, epochs, experiment config)`` of one ``models`` entry: the experiment config's
@@ -115,18 +84,6 @@ def model_spec_of(entry: dict, code_dim: int, epoch_scale: float, schedule: dict
     spec, epochs = scaled_schedule(exp, epoch_scale)
     spec["init_args"].update(copy.deepcopy(schedule or {}))
     return with_code_dim(spec, code_dim), epochs, exp
-
-
-def models(mode: str = "quick", config: Path | dict = CONFIG) -> dict[str, L.LightningModule]:
-    """The untrained models the benchmark trains, keyed by their table name."""
-    cfg = read_config(config)
-    m = cfg["modes"][mode]
-    out = {}
-    for entry in cfg["models"]:
-        spec, _, exp = model_spec_of(entry, cfg["code_dim"], m["epoch_scale"], m.get("schedules", {}).get(entry["name"]))
-        L.seed_everything(exp.get("seed_everything", 0), verbose=False)
-        out[entry["name"]] = build(spec)
-    return out
 
 
 def codes_of(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
@@ -195,7 +152,7 @@ def pca_features(feats: dict[str, torch.Tensor], dim: int) -> dict[str, torch.Te
 
 
 # --- outputs -----------------------------------------------------------------------------------
-def write_markdown(path: Path, rows: list[dict], meta: dict, paper: dict) -> None:
+def markdown(rows: list[dict], meta: dict, paper: dict) -> str:
     table = [[r["model"], r["code_dim"], r["train_size"], f"{100 * r['probe_accuracy']:.2f}",
               f"{100 * r['finetune_error']:.2f}" if r["finetune_error"] != "" else "–", meta["seconds"].get(r["model"], "–"),
               r["config"] or "–"]
@@ -203,7 +160,7 @@ def write_markdown(path: Path, rows: list[dict], meta: dict, paper: dict) -> Non
     table.append([f"*{paper['model']}* (paper)", 1000, 60000, "–", f"{100 * paper['finetune_error']:.2f}", "–", "–"])
     text = [
         "# Feature quality on MNIST — linear probe on frozen codes\n",
-        f"Data: {meta['data']}. Mode `{meta['mode']}`, {meta['hardware']}, total {meta['total'] / 60:.1f} min.\n",
+        f"Data: {meta['data']}.\n",
         markdown_table(["model", "code dim", "train size", "probe accuracy %", "fine-tuned test error %", "fit s",
                         "config"], table),
         "## Setup\n",
@@ -212,15 +169,10 @@ def write_markdown(path: Path, rows: list[dict], meta: dict, paper: dict) -> Non
         "",
         f"Figure: `{meta['figure']}` (2-D PCA of the test codes, coloured by digit).",
     ]
-    path.write_text("\n".join(text) + "\n")
+    return "\n".join(text) + "\n"
 
 
-def write_figure(path: Path, embeddings: dict[str, torch.Tensor], labels: torch.Tensor, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def figure(embeddings: dict[str, torch.Tensor], labels: torch.Tensor, title: str):
     n = len(embeddings)
     cols = min(3, n)
     rows = math.ceil(n / cols)
@@ -237,8 +189,7 @@ def write_figure(path: Path, embeddings: dict[str, torch.Tensor], labels: torch.
         ax.axis("off")
     fig.colorbar(sc, ax=axes, ticks=range(10), label="digit", shrink=0.8)
     fig.suptitle(title, fontsize=10)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 # --- the run -----------------------------------------------------------------------------------
@@ -261,19 +212,15 @@ class Probes:
               flush=True)
 
 
-def train_and_probe(entry: dict, cfg: dict, m: dict, d: Digits, probes: Probes, accelerator: str,
-                    precision: str) -> None:
+def train_and_probe(ctx: Context, entry: dict, s: dict, d: Digits, probes: Probes) -> None:
     """Train one config's autoencoder without labels, then probe its frozen codes (a supervised fine-tuning
     stage: probe the codes from before it, and score the fine-tuned head's test error)."""
     name = entry["name"]
-    spec, epochs, exp = model_spec_of(entry, cfg["code_dim"], m["epoch_scale"], m.get("schedules", {}).get(name))
-    L.seed_everything(exp.get("seed_everything", 0), verbose=False)
-    model = build(spec)
-    epochs = getattr(model, "total_epochs", epochs)  # a staged model runs its own schedule
-    d.dm.batch_size = m.get("batch_size") or exp.get("data", {}).get("init_args", {}).get("batch_size", 128)
+    model, epochs, exp = build_model(entry, s)
+    d.dm.batch_size = s.get("batch_size") or exp.get("data", {}).get("init_args", {}).get("batch_size", 128)
     snapshot = CodesBeforeFinetuning(d.images)
     t0, c0 = time.perf_counter(), time.process_time()
-    trainer(epochs, accelerator, precision, limit_val_batches=0, callbacks=[snapshot]).fit(model, d.dm)
+    ctx.trainer(epochs, limit_val_batches=0, callbacks=[snapshot]).fit(model, d.dm)
     probes.seconds[name] = f"{time.perf_counter() - t0:.0f}"
     print(f"  [{name}: {epochs} epochs, {probes.seconds[name]} s wall, {time.process_time() - c0:.0f} s CPU]",
           flush=True)
@@ -290,67 +237,64 @@ def train_and_probe(entry: dict, cfg: dict, m: dict, d: Digits, probes: Probes, 
         probes.add(name, final, config=config)
 
 
-def setup_text(cfg: dict, m: dict) -> str:
-    probe, scale = cfg["probe"], m["epoch_scale"]
+def setup_text(s: dict) -> str:
+    probe, scale = s["probe"], s["epoch_scale"]
     schedule = "the configs’ own schedules" if scale == 1 else f"{scale:g}× the configs’ epochs"
-    for name, entries in (m.get("schedules") or {}).items():
+    for name, entries in (s.get("schedules") or {}).items():
         schedule += f", except {name}: " + ", ".join(f"{k} {v}" for k, v in entries.items())
     return (f"every encoder trained without labels from its experiment config (`config` column; configs/), code "
-            f"size set to {cfg['code_dim']}, {schedule}; "
+            f"size set to {s['code_dim']}, {schedule}; "
             f"probe: multinomial logistic regression (L-BFGS, ≤ {probe['max_iter']} iterations) on standardised "
             f"codes, L2 weight from {probe['l2']} chosen on the val split, accuracy on the test split; the stacked "
             "DAE is probed after layer-wise pretraining, then fine-tuned with the labels (test error of its head).")
 
 
-def write_outputs(out_dir: Path, mode: str, cfg: dict, m: dict, d: Digits, probes: Probes, hw: str,
-                  total: float) -> str:
-    """The CSV, the Markdown table and the embedding figure; returns the files' stem."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = "features_mnist" if mode == "quick" else f"features_mnist_{mode}"  # the committed quick run keeps its name
-    write_csv(out_dir / f"{stem}.csv", probes.rows, COLUMNS)
-    meta = dict(data=d.what, mode=mode, hardware=hw, total=total, setup=setup_text(cfg, m), seconds=probes.seconds,
-                figure=f"{stem}_embedding.png")
-    write_markdown(out_dir / f"{stem}.md", probes.rows, meta, cfg["paper"])
-    shown = {k: probes.embeddings[k] for k in cfg.get("embedding", []) if k in probes.embeddings}
-    write_figure(out_dir / meta["figure"], shown, d.labels["test"],
-                 f"MNIST test codes, 2-D PCA ({mode}; {len(d.labels['test'])} digits)")
-    return stem
+def build_model(entry: dict, s: dict) -> tuple[L.LightningModule, int, dict]:
+    """``(untrained model, epochs, experiment config)`` of one ``models`` entry, seeded as its config says."""
+    spec, epochs, exp = model_spec_of(entry, s["code_dim"], s["epoch_scale"], (s.get("schedules") or {}).get(entry["name"]))
+    L.seed_everything(exp.get("seed_everything", 0), verbose=False)
+    model = build(spec)
+    return model, getattr(model, "total_epochs", epochs), exp  # a staged model runs its own schedule
 
 
-def run(mode: str = "quick", data: str | None = None, out_dir: Path = RESULTS, config: Path | dict = CONFIG,
-        overrides: dict | None = None) -> list[dict]:
-    """Train every autoencoder of the config, probe its codes; returns the CSV rows."""
-    quiet()
-    t_start = time.perf_counter()
-    cfg = read_config(config)
-    if mode not in cfg["modes"]:
-        raise ValueError(f"unknown mode {mode!r}; choose one of {sorted(cfg['modes'])} ({CONFIG.name})")
-    m = {**cfg["modes"][mode], **(overrides or {})}
-    accelerator, precision, hw = hardware()
-    d = digits(mode, data, cfg["split"], m["train_size"])
-    print(f"features benchmark [{mode}] on {d.what}; {hw}", flush=True)
+class Features(Benchmark):
+    name = "features"
+    data = ("mnist",)
+    doc = "linear-probe accuracy of every autoencoder type's codes on MNIST; SDAE fine-tuned error (Vincent 2010)"
 
-    probes = Probes(d, cfg["probe"])
-    pixels = {k: x.flatten(1) for k, x in d.images.items()}
-    probes.add("raw pixels", pixels)
-    probes.add("PCA", pca_features(pixels, cfg["code_dim"]))
-    for entry in cfg["models"]:
-        train_and_probe(entry, cfg, m, d, probes, accelerator, precision)
+    def models(self, s: dict) -> dict[str, L.LightningModule]:
+        """The untrained models the benchmark trains, keyed by their table name."""
+        return {entry["name"]: build_model(entry, s)[0] for entry in s["models"]}
 
-    total = time.perf_counter() - t_start
-    stem = write_outputs(out_dir, mode, cfg, m, d, probes, hw, total)
-    print(f"\nfeatures benchmark ({mode}, {total / 60:.1f} min, {hw}); data: {d.what}")
-    print(markdown_table(COLUMNS, [[r[c] if not isinstance(r[c], float) else f"{r[c]:.4f}" for c in COLUMNS]
-                                   for r in probes.rows]))
-    paper = cfg["paper"]
-    print(f"paper anchor: {paper['model']} fine-tuned test error {100 * paper['finetune_error']:.2f} %  |  ours: "
-          + ", ".join(f"{r['model']} {100 * r['finetune_error']:.2f} %" for r in probes.rows if r["finetune_error"] != ""))
-    print(f"results in {out_dir}/{stem}.{{csv,md}} and {stem}_embedding.png")
-    return probes.rows
+    def run(self, ctx: Context, s: dict) -> Results:
+        """Train every autoencoder of the settings, probe its codes."""
+        d = digits(ctx, s["split"], s["train_size"])
+        print(f"features benchmark [{ctx.mode}] on {d.what}; {ctx.device}", flush=True)
+        probes = Probes(d, s["probe"])
+        pixels = {k: x.flatten(1) for k, x in d.images.items()}
+        probes.add("raw pixels", pixels)
+        probes.add("PCA", pca_features(pixels, s["code_dim"]))
+        for entry in s["models"]:
+            train_and_probe(ctx, entry, s, d, probes)
+
+        results = ctx.results()
+        results.table("features_mnist", probes.rows, COLUMNS)
+        fig = results.path("features_mnist_embedding", "png").name
+        meta = dict(data=d.what, setup=setup_text(s), seconds=probes.seconds, figure=fig)
+        results.markdown("features_mnist", markdown(probes.rows, meta, s["paper"]))
+        shown = {k: probes.embeddings[k] for k in s.get("embedding", []) if k in probes.embeddings}
+        results.figure("features_mnist_embedding", figure(shown, d.labels["test"], f"MNIST test codes, 2-D PCA "
+                                                          f"({ctx.mode}; {len(d.labels['test'])} digits)"))
+        print(markdown_table(COLUMNS, [[r[c] if not isinstance(r[c], float) else f"{r[c]:.4f}" for c in COLUMNS]
+                                       for r in probes.rows]))
+        paper = s["paper"]
+        print(f"paper anchor: {paper['model']} fine-tuned test error {100 * paper['finetune_error']:.2f} %  |  ours: "
+              + ", ".join(f"{r['model']} {100 * r['finetune_error']:.2f} %" for r in probes.rows
+                          if r["finetune_error"] != ""))
+        return results
 
 
-def main(argv=None) -> int:
-    return mnist_main(__doc__, "every config's own schedule", run, argv)
+main = Features.main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,26 +1,27 @@
-"""``make benchmark`` / ``make benchmark-full``: every benchmark in turn, then where the results went.
+"""``make benchmark`` / ``make benchmark-full``: every registered benchmark in turn, then where the results went.
 
     python -m benchmarks.run --quick                  # offline on the embedded real data
     python -m benchmarks.run --full                   # paper scale (GPU when present)
+    python -m benchmarks.run --smoke                  # the full mode's code paths, capped: minutes on a CPU
     python -m benchmarks.run --quick --only denoising
     python -m benchmarks.run --quick --wandb          # + each table as a wandb.Table, each figure as a wandb.Image
+
+The benchmarks are :data:`benchmarks.core.REGISTRY`'s, in its order. One that crashes is reported and the others
+still run; the exit status is then 1.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import resource
 import sys
-import time
+import tempfile
+import traceback
 from pathlib import Path
 
-from benchmarks.common import RESULTS
+from benchmarks import readme
+from benchmarks.core import MODES, REGISTRY, RESULTS, Context, benchmark, relative
 
 RUNS = "runs"  # where the W&B run of --wandb goes (runs/benchmarks/<run id>/)
-
-# the headline comparison first
-BENCHMARKS = ["denoising", "features", "generation", "adversarial", "semisupervised", "pose", "compression", "throughput"]
 
 
 def start_wandb(mode: str, names: list[str]):
@@ -33,7 +34,7 @@ def start_wandb(mode: str, names: list[str]):
     import wandb
 
     from ae_lightning.loggers import new_run_id, offline_safe_mode
-    from benchmarks.common import hardware
+    from benchmarks.core import hardware
 
     run_id = new_run_id()
     folder = Path(RUNS) / "benchmarks" / run_id
@@ -44,54 +45,63 @@ def start_wandb(mode: str, names: list[str]):
                       id=run_id, dir=str(folder), config=config, mode=offline_safe_mode())
 
 
-def log_results(run, name: str, since: float) -> None:
-    """Every results file the benchmark ``name`` wrote (changed since ``since``): ``<name>/<stem>`` as a
-    ``wandb.Table`` (CSV) or a ``wandb.Image`` (PNG)."""
+def log_results(run, name: str, files: list[Path]) -> None:
+    """A benchmark's results files: ``<name>/<stem>`` as a ``wandb.Table`` (CSV) or a ``wandb.Image`` (PNG)."""
     import csv
 
     import wandb
 
-    for path in sorted(Path(RESULTS).glob("*")):
-        if path.stat().st_mtime < since or path.suffix not in (".csv", ".png"):
-            continue
+    for path in files:
         if path.suffix == ".csv":
             header, *rows = list(csv.reader(path.open()))
             run.log({f"{name}/{path.stem}": wandb.Table(columns=header, data=rows)})
-        else:
+        elif path.suffix == ".png":
             run.log({f"{name}/{path.stem}": wandb.Image(str(path))})
-
-
-def cpu_seconds() -> float:
-    """CPU seconds of this process and its finished children (the classical methods' worker pool)."""
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="run the ae_lightning benchmarks")
     mode = ap.add_mutually_exclusive_group()
-    mode.add_argument("--quick", dest="mode", action="store_const", const="quick")
-    mode.add_argument("--full", dest="mode", action="store_const", const="full")
-    ap.add_argument("--only", nargs="+", choices=BENCHMARKS, default=BENCHMARKS)
+    for m in MODES:
+        mode.add_argument(f"--{m}", dest="mode", action="store_const", const=m)
+    ap.add_argument("--only", nargs="+", choices=list(REGISTRY), default=list(REGISTRY))
+    ap.add_argument("--out", type=Path, help="results folder (default: benchmarks/results; smoke: a temporary one)")
+    ap.add_argument("--mnist", help="MNIST root for every benchmark that reads MNIST (default: the lookup order)")
+    ap.add_argument("--xray", action="append", help="X-ray folder or .npz for every X-ray benchmark")
     ap.add_argument("--wandb", action="store_true", help="log the results to W&B (offline without credentials/network)")
     args = ap.parse_args(argv)
     mode = args.mode or "quick"
+    out = args.out or (Path(tempfile.mkdtemp(prefix="benchmarks_smoke_")) if mode == "smoke" else RESULTS)
+    data = {"mnist": args.mnist, "xray": args.xray[0] if args.xray and len(args.xray) == 1 else args.xray}
     tracker = start_wandb(mode, args.only) if args.wandb else None
-    times, cpu = {}, {}
+    times, failed = {}, {}
     for name in args.only:
-        t0, c0, started = time.perf_counter(), cpu_seconds(), time.time()
         print(f"\n=== benchmark: {name} ({mode}) ===", flush=True)
-        importlib.import_module(f"benchmarks.{name}").run(mode)
-        times[name], cpu[name] = time.perf_counter() - t0, cpu_seconds() - c0
-        if tracker is not None:
-            log_results(tracker, name, since=started)
+        ctx = Context(mode, out, data)
+        try:
+            results = benchmark(name)(ctx)
+        except Exception:  # report it, go on with the others, fail at the end
+            traceback.print_exc()
+            failed[name] = traceback.format_exc(limit=0).strip().splitlines()[-1]
+        else:
+            if tracker is not None:
+                log_results(tracker, name, results.files)
+        times[name] = ctx.elapsed()
     if tracker is not None:
         tracker.finish()
+    if out == RESULTS:
+        for name in readme.update():  # the READMEs' result tables are copies of the tables just written
+            print(f"updated the result tables of {name}")
     # wall time is what the budget is about; CPU time (with the classical methods' worker processes) tells a
     # slow machine from a busy one
-    print("\ntime per benchmark (wall, CPU): "
-          + ", ".join(f"{k} {v / 60:.1f} min ({cpu[k] / 60:.1f} CPU)" for k, v in times.items())
-          + f"; total {sum(times.values()) / 60:.1f} min wall ({mode}); results in {RESULTS}/")
+    print(f"\ntime per benchmark ({mode}; wall, CPU):")
+    for name, (wall, cpu) in times.items():
+        print(f"  {name:<16} {wall / 60:5.1f} min  ({cpu / 60:.1f} CPU-min)"
+              + (f"  FAILED: {failed[name]}" if name in failed else ""))
+    print(f"  {'total':<16} {sum(w for w, _ in times.values()) / 60:5.1f} min; results in {relative(str(out))}/")
+    if failed:
+        print(f"\n{len(failed)} of {len(times)} benchmarks failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -42,16 +42,7 @@ import torch
 from ae_lightning.batch import images_of
 from ae_lightning.callbacks import Speed
 from ae_lightning.config import instantiate, load_config
-from benchmarks.common import (
-    RESULTS,
-    benchmark_parser,
-    hardware,
-    markdown_table,
-    quiet,
-    run_main,
-    trainer,
-    write_csv,
-)
+from benchmarks.core import Benchmark, Context, Results, hardware, markdown_table, quiet_trainer
 
 COLUMNS = ["workload", "device", "precision", "batch_size", "path", "images_per_s", "ratio_to_raw"]
 
@@ -78,7 +69,6 @@ WORKLOADS = [
     Workload("VAE epoch (train + val)", "vae_mnist", 100, {"quick": 80, "full": 80}, epoch=(8000, 2000)),
 ]
 WARMUP = 2
-REPEATS = {"quick": 2, "full": 4}  # even: each path runs first as often as last
 
 
 def _tile(dataset, n: int, exact: bool) -> None:
@@ -252,7 +242,7 @@ def suite_images_per_s(model, data, w: Workload, steps: int, accelerator: str, p
         span = dict(max_epochs=2, limit_val_batches=1.0)
     else:  # batches, not optimiser steps: an adversarial model steps several optimisers per batch
         span = dict(max_epochs=1, limit_train_batches=WARMUP + steps, limit_val_batches=0)
-    fit = trainer(accelerator=accelerator, precision=precision, callbacks=[clock, *speed], **span)
+    fit = quiet_trainer(accelerator=accelerator, precision=precision, callbacks=[clock, *speed], **span)
     fit.fit(model, data)
     assert clock.images == steps * w.batch_size, f"{w.name}: timed {clock.images} images, expected {steps} full batches"
     return _images(w, steps, data) / (clock.end - clock.start)
@@ -275,7 +265,6 @@ def _synced_time(pl_module) -> float:
 # --- data loading: a folder of image files against LitData chunks of the same images ----------------------
 LOADING = "X-ray loading 64x64, 800 PNGs"
 LOADING_BATCH = 32
-LOADING_REPEATS = {"quick": 3, "full": 5}
 
 
 def write_png_folder(root: Path) -> Path:
@@ -305,7 +294,7 @@ def epoch_images_per_s(make_data) -> tuple[float, float]:
     return n / (t1 - t0), n_warm / (time.perf_counter() - t1)
 
 
-def loading_rows(mode: str, tag: str) -> list[dict]:
+def loading_rows(repeats: int, tag: str) -> list[dict]:
     """images/s of folder vs streamed loading (alternating, median), and of the conversion, on the CPU."""
     try:
         import litdata  # noqa: F401
@@ -334,7 +323,7 @@ def loading_rows(mode: str, tag: str) -> list[dict]:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            for repeat in range(LOADING_REPEATS[mode]):
+            for repeat in range(repeats):
                 for path in ("folder", "streamed")[:: 1 if repeat % 2 == 0 else -1]:
                     speeds[path].append(epoch_images_per_s(folder_data if path == "folder" else streamed_data))
         finally:
@@ -353,8 +342,19 @@ def loading_rows(mode: str, tag: str) -> list[dict]:
 
 
 # --- the run ---------------------------------------------------------------------------------------------
-def run(mode: str = "quick", out_dir: Path = RESULTS, workloads: list[Workload] | None = None) -> list[dict]:
-    quiet()
+class Throughput(Benchmark):
+    name = "throughput"
+    doc = "images/s of the suite's Trainer path against a raw PyTorch loop of the same net and data, alternating"
+
+    def run(self, ctx: Context, s: dict) -> Results:
+        workloads = [Workload(**w) for w in s["workloads"]] if s.get("workloads") else None
+        results = ctx.results()
+        measure(ctx.mode if ctx.mode != "smoke" else "full", results, workloads, s["repeats"], s["loading_repeats"])
+        return results
+
+
+def measure(mode: str, results: Results, workloads: list[Workload] | None, repeats: int,
+            loading_repeats: int) -> list[dict]:
     accelerator, precision, hw = hardware()
     device = torch.device("cuda" if accelerator == "gpu" else "cpu")
     tag = "cpu" if device.type == "cpu" else torch.cuda.get_device_name(0).split()[-1].lower()
@@ -370,7 +370,7 @@ def run(mode: str = "quick", out_dir: Path = RESULTS, workloads: list[Workload] 
         # batches (suite)
         paths = ["raw", "lightning, bare", "suite"] + (["raw, fast", "suite, fast"] if device.type == "cuda" else [])
         speeds: dict[str, list[float]] = {p: [] for p in paths}
-        for repeat in range(REPEATS[mode]):
+        for repeat in range(repeats):
             for path in paths[:: 1 if repeat % 2 == 0 else -1]:  # alternating order, each a fresh model
                 L.seed_everything(0, verbose=False)
                 model, data = build(w, mode)
@@ -391,10 +391,9 @@ def run(mode: str = "quick", out_dir: Path = RESULTS, workloads: list[Workload] 
             print(f"  {w.name:<30} batch {w.batch_size:>5} {path:<16} {ips:10.0f} img/s  ratio {ratio:.3f}",
                   flush=True)
     if workloads is None:  # the loading rows need no model: measured on the CPU whatever the device
-        rows += loading_rows(mode, tag)
-    out_dir.mkdir(parents=True, exist_ok=True)
+        rows += loading_rows(loading_repeats, tag)
     stem = f"throughput_{tag}"
-    write_csv(out_dir / f"{stem}.csv", rows, COLUMNS)
+    results.table(stem, rows, COLUMNS)
     table = markdown_table(["workload", "batch", "path", "images/s", "ratio to raw (loading: to folder)"],
                            [[r["workload"], r["batch_size"], r["path"], f"{r['images_per_s']:.0f}",
                              f"{r['ratio_to_raw']:.3f}"] for r in rows])
@@ -404,7 +403,7 @@ def run(mode: str = "quick", out_dir: Path = RESULTS, workloads: list[Workload] 
              if r["path"].startswith("suite") and r["ratio_to_raw"] < 0.95]
     verdict = ("Every suite row is within 5 % of the raw loop." if not below else
                "Below the 0.95 target: " + "; ".join(below) + ".")
-    (out_dir / f"{stem}.md").write_text(
+    results.markdown(stem, (
         f"# Throughput — {hw} ({mode})\n\n"
         "Images per second, steady state (the first steps excluded), median of alternating runs of the same "
         "net from its config; the ratio is the median over the repeats of each path's speed over its raw loop's in "
@@ -430,15 +429,12 @@ def run(mode: str = "quick", out_dir: Path = RESULTS, workloads: list[Workload] 
         "same loader: there the folder DataModule serves batches from memory and streaming is slower — streaming "
         "is for sets that do not fit in memory or on the disk, not for 800 small images. `convert (once)` is "
         "`python -m ae_lightning.data.optimize` with 2 workers (process start-up included).\n\n"
-        + table + "\n" + verdict + "\n"
-    )
+        + table + "\n" + verdict + "\n"))
     print(table + verdict)
     return rows
 
 
-def main(argv=None) -> int:
-    args = benchmark_parser(__doc__, "more steps (GPU: bf16 autocast)").parse_args(argv)
-    return run_main(lambda: run(args.mode, args.out))
+main = Throughput.main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -39,6 +39,25 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
 SHARED_DATA = Path(os.environ.get("AE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
+@pytest.fixture(autouse=True)
+def _no_data_lookup_outside_the_test(monkeypatch, tmp_path_factory):
+    """A developer's $AE_*_ROOT or ./data folder must not change what a test reads: the DataModules' lookup
+    (ae_lightning.data.locate) sees neither unless a test sets them."""
+    from ae_lightning.data import locate
+
+    for var in locate.ENV.values():
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(locate, "LOCAL", tmp_path_factory.mktemp("workdir") / "data")
+
+
+def run_benchmark(name: str, out: Path, overrides: dict | None = None, mode: str = "quick", **data):
+    """The one way tests run a benchmark: ``benchmarks.core``'s registered benchmark on a fresh context writing to
+    ``out``, its settings changed by ``overrides`` (dotted keys); ``data``: ``mnist=`` / ``xray=`` roots."""
+    from benchmarks.core import Context, benchmark
+
+    return benchmark(name)(Context(mode, out, data), overrides)
+
+
 # sizes of the synthetic MNIST in ``mnist_root``
 SYNTHETIC_MNIST = {"train": 120, "t10k": 40}
 

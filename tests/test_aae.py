@@ -189,9 +189,11 @@ def test_adversarial_benchmark_end_to_end_tiny(tmp_path):
     every output, each row naming its config."""
     import csv
 
+    from conftest import run_benchmark
+
     from benchmarks import adversarial
 
-    rows = adversarial.run("quick", out_dir=tmp_path, epochs=1, train_size=300)
+    rows = run_benchmark("adversarial", tmp_path, {"epochs": 1, "train_size": 300}).rows
     assert [(r["prior"], r["adversarial"], r["codes"]) for r in rows] == [
         (p, a, c) for p in ("gaussian", "mixture10_supervised")
         for a, c in ((True, "raw"), (False, "raw"), (False, adversarial.WHITENED))

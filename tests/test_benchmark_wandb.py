@@ -22,24 +22,36 @@ def test_benchmarks_run_wandb_logs_tables_and_figures_offline(tmp_path, monkeypa
     from test_wandb import records
 
     import benchmarks.run as bench
+    from benchmarks import core
 
     results = tmp_path / "results"
 
-    def fake_run(mode: str) -> None:
-        results.mkdir(exist_ok=True)
-        (results / "fake_table.csv").write_text("method,psnr\nours,31.2000\nbm3d,30.1000\n")
-        Image.fromarray(np.arange(64 * 64, dtype=np.uint8).reshape(64, 64)).save(results / "fake_figure.png")
+    class Fake(core.Benchmark):
+        """A registered benchmark is a subclass and a registry entry: this one writes a table and a figure."""
 
-    monkeypatch.setitem(sys.modules, "benchmarks.fake", types.SimpleNamespace(run=fake_run))
-    monkeypatch.setattr(bench, "BENCHMARKS", ["fake"])
-    monkeypatch.setattr(bench, "RESULTS", results)
+        name = "fake"
+
+        def settings(self, mode, overrides=None):
+            return {}
+
+        def run(self, ctx, s):
+            out = ctx.results()
+            out.table("fake_table", [{"method": "ours", "psnr": 31.2}, {"method": "bm3d", "psnr": 30.1}],
+                      ["method", "psnr"])
+            image = Image.fromarray(np.arange(64 * 64, dtype=np.uint8).reshape(64, 64))
+            image.save(out.path("fake_figure", "png"))
+            out.files.append(out.path("fake_figure", "png"))
+            return out
+
+    monkeypatch.setitem(sys.modules, "benchmarks.fake", types.SimpleNamespace(Fake=Fake))
+    monkeypatch.setitem(core.REGISTRY, "fake", "benchmarks.fake:Fake")
     monkeypatch.setattr(bench, "RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("WANDB_MODE", "offline")
     for var, sub in (("WANDB_CACHE_DIR", "cache"), ("WANDB_CONFIG_DIR", "config"), ("WANDB_DATA_DIR", "data")):
         monkeypatch.setenv(var, str(tmp_path / sub))
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # never a server
 
-    assert bench.main(["--quick", "--only", "fake", "--wandb"]) == 0
+    assert bench.main(["--quick", "--only", "fake", "--wandb", "--out", str(results)]) == 0
     wandb.teardown()  # the offline record is complete once W&B's service stopped
 
     (run,) = (tmp_path / "runs" / "benchmarks").glob("*/wandb/offline-run-*")

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import lightning as L
 import pytest
-import yaml
 
 from ae_lightning.config import CONFIGS, instantiate, load_config
 from ae_lightning.data import MNISTDataModule
-from benchmarks import adversarial, common, compression, denoising, features, generation, pose, semisupervised
+from benchmarks import adversarial, common, compression, core, denoising, features, generation, pose, semisupervised
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,12 +39,18 @@ def assert_same(built: L.LightningModule, expected: L.LightningModule) -> None:
     assert n_params(built) == n_params(expected)
 
 
+def models(name: str, mode: str = "quick") -> dict:
+    """The untrained models of a registered benchmark, from its settings for ``mode``."""
+    bench = core.benchmark(name)
+    return bench.models(bench.settings(mode))
+
+
 def test_denoising_trains_the_dae_configs_with_the_grid_noise():
-    built = denoising.models("quick")
-    cfg = yaml.safe_load(denoising.CONFIG.read_text())
-    daes = denoising.daes_of(cfg, "quick")
+    built = models("denoising")
+    daes = denoising.daes_of(core.benchmark("denoising").settings("quick"))
     assert set(built) == {d["name"] for d in daes} == {"Gondara DAE", "residual DAE"}
-    assert {d["name"] for d in denoising.daes_of(cfg, "full")} == {"Gondara DAE", "residual DAE", "DnCNN-17"}
+    full = denoising.daes_of(core.benchmark("denoising").settings("full"))
+    assert {d["name"] for d in full} == {"Gondara DAE", "residual DAE", "DnCNN-17"}
     grid = load_config(CONFIGS / "noise" / "denoising_grid.yaml")
     for dae in daes:
         assert_same(built[dae["name"]], direct(dae["config"], lambda a: a.update(noise=grid)))
@@ -69,16 +74,16 @@ def _code_64(args: dict) -> None:
 
 
 def test_features_trains_every_listed_config_at_the_common_code_size():
-    cfg = yaml.safe_load(features.CONFIG.read_text())
+    cfg = core.load_settings("features", "quick")
     assert cfg["code_dim"] == 64
-    built = features.models("quick")
+    built = models("features")
     assert list(built) == [m["name"] for m in cfg["models"]]
     for entry in cfg["models"]:
         assert_same(built[entry["name"]], direct(entry["config"], _code_64))
 
 
 def test_generation_trains_vae_mnist_at_latent_50_and_2_and_cvae_mnist_as_is():
-    built = generation.models("quick")
+    built = models("generation")
     assert set(built) == {("vae", 50), ("vae", 2), ("cvae", 8)}
     assert_same(built[("vae", 50)], direct("vae_mnist"))
 
@@ -90,11 +95,11 @@ def test_generation_trains_vae_mnist_at_latent_50_and_2_and_cvae_mnist_as_is():
     assert_same(built[("vae", 2)], direct("vae_mnist", latent_2))
     assert built[("vae", 2)].latent_dim == 2
     assert_same(built[("cvae", 8)], direct("cvae_mnist"))
-    assert built[("cvae", 8)].hparams.test_samples == generation.MODES["quick"]["k"]
+    assert built[("cvae", 8)].hparams.test_samples == core.load_settings("generation", "quick")["k"]
 
 
 def test_adversarial_trains_aae_mnist_and_aae_mog_mnist_with_and_without_the_phase():
-    built = adversarial.models("quick")
+    built = models("adversarial")
     assert set(built) == {(p, a) for p in ("gaussian", "mixture10_supervised") for a in (True, False)}
 
     def code_2(a: dict) -> None:
@@ -111,22 +116,23 @@ def test_adversarial_trains_aae_mnist_and_aae_mog_mnist_with_and_without_the_pha
 
 
 def test_pose_trains_the_pose_configs_with_the_modes_schedule():
-    cfg = yaml.safe_load(pose.CONFIG.read_text())
     for mode in ("quick", "full"):
-        built = pose.models(mode)
-        schedule = cfg["modes"][mode]["schedule"] or {}
+        cfg = core.load_settings("pose", mode)
+        built = models("pose", mode)
+        schedule = cfg["schedule"] or {}
         assert_same(built["mmae"], direct(cfg["models"]["mmae"], lambda a, s=schedule: a.update(s)))
         assert_same(built["regressor"], direct(cfg["models"]["regressor"]))
-    assert pose.models("quick")["mmae"].pretrain_epochs == cfg["modes"]["quick"]["schedule"]["pretrain_epochs"]
-    assert pose.models("full")["mmae"].pretrain_epochs == load_config("pose_mmae_synthetic")["model"]["init_args"][
+    quick = core.load_settings("pose", "quick")
+    assert models("pose")["mmae"].pretrain_epochs == quick["schedule"]["pretrain_epochs"]
+    assert models("pose", "full")["mmae"].pretrain_epochs == load_config("pose_mmae_synthetic")["model"]["init_args"][
         "pretrain_epochs"]  # full mode: the config's own schedule
 
 
 def test_semisupervised_trains_vae_m2_and_ssaae_configs_with_the_quick_mode_nets():
-    built = semisupervised.models("quick")
+    built = models("semisupervised")
     assert list(built) == ["M1 + probe", "M2", "SS-AAE"]
     assert_same(built["M1 + probe"], direct("vae_mnist"))
-    overrides = yaml.safe_load(semisupervised.CONFIG.read_text())["modes"]["quick"]["overrides"]
+    overrides = core.load_settings("semisupervised", "quick")["overrides"]
 
     def apply(name):
         def edit(args):
@@ -142,9 +148,9 @@ def test_semisupervised_trains_vae_m2_and_ssaae_configs_with_the_quick_mode_nets
 
 
 def test_compression_trains_the_conv_ae_configs_at_each_code_size():
-    built = compression.models("quick")
-    cfg = yaml.safe_load(compression.CONFIG.read_text())
-    sizes = cfg["modes"]["quick"]["code_dims"]
+    built = models("compression")
+    cfg = core.load_settings("compression", "quick")
+    sizes = cfg["code_dims"]
     assert set(built) == {(d, c) for d in cfg["datasets"] for c in sizes[d]}
 
     def code(n: int):
@@ -161,7 +167,7 @@ def test_every_results_table_names_its_config():
     for mod in (denoising, features, generation, adversarial, pose, semisupervised, compression):
         assert "config" in mod.COLUMNS, mod.__name__
     assert common.config_file("vae_mnist") == "configs/vae_mnist.yaml"
-    labels = [generation.label_of(c, latent, o) for _, latent, c, o in generation.MODELS]
+    labels = [generation.label_of(e) for e in core.load_settings("generation", "quick")["models"]]
     assert labels == ["configs/vae_mnist.yaml", "configs/vae_mnist.yaml (latent 2)", "configs/cvae_mnist.yaml"]
 
 
@@ -172,41 +178,50 @@ def test_no_benchmark_constructs_a_net_class():
         assert not hits, f"{path.name} builds nets in Python: {hits}"
 
 
-def test_one_mnist_finder_in_the_documented_order(tmp_path, monkeypatch):
-    repo, shared = tmp_path / "main", tmp_path / "shared" / "data"
-    monkeypatch.setattr(common, "REPO", repo)
-    monkeypatch.setattr(common, "SHARED_DATA", shared)
+def test_benchmarks_find_mnist_by_the_datamodules_lookup(tmp_path, monkeypatch):
+    """--data, $AE_MNIST_ROOT, data/mnist, (full) the download into data/mnist, (quick) the embedded digits; nothing
+    beside the project, even when a folder like ../shared/data/mnist exists there."""
+    from ae_lightning.data import locate
+
+    (tmp_path / "shared" / "data" / "mnist").mkdir(parents=True)  # what our machines have beside the clone
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    monkeypatch.setattr(locate, "LOCAL", Path("data"))
     monkeypatch.delenv("AE_MNIST_ROOT", raising=False)
-    assert common.find_mnist(None, "quick") is None  # nothing anywhere: the embedded digits
-    for folder in (shared / "mnist", shared / "mnist_full"):
-        folder.mkdir(parents=True)
-    assert common.find_mnist(None, "quick") == shared / "mnist"  # the 10k test digits
-    assert common.find_mnist(None, "full") == shared / "mnist_full"  # the 60k + 10k set
-    (repo / "data" / "mnist").mkdir(parents=True)
-    assert common.find_mnist(None, "full") == repo / "data" / "mnist"
+    assert core.mnist_source(None, "quick") == {"root": None, "download": False}  # the embedded digits
+    assert core.mnist_source(None, "full") == {"root": "data/mnist", "download": True}
+    (project / "data" / "mnist").mkdir(parents=True)
+    assert core.mnist_source(None, "quick") == {"root": "data/mnist", "download": False}
     monkeypatch.setenv("AE_MNIST_ROOT", str(tmp_path))
-    assert common.find_mnist(None, "quick") == tmp_path
-    assert common.find_mnist(str(tmp_path / "x"), "quick") == tmp_path / "x"  # --data wins, even when missing
-    # the finder's copies are gone from the scripts
-    for name in ("find_root", "SHARED_MNIST", "MNIST"):
-        assert not any(hasattr(m, name) for m in (features, generation, adversarial)), name
+    assert core.mnist_source(None, "full") == {"root": str(tmp_path), "download": False}
+    assert core.mnist_source(str(tmp_path / "x"), "quick")["root"] == str(tmp_path / "x")  # --data wins
+    for name in ("find_mnist", "find_root", "SHARED_DATA", "SHARED_MNIST", "SHARED_XRAYS"):
+        assert not any(hasattr(m, name) for m in (common, features, generation, adversarial, compression)), name
+
+
+def test_no_code_looks_beside_the_project():
+    """The package and the benchmarks name no default data path outside the repository."""
+    found = subprocess.run(["git", "grep", "-nE", r"\.\./shared|\"shared\" */ *\"data\"|SHARED_DATA", "--",
+                            "ae_lightning", "benchmarks/*.py"], cwd=ROOT, capture_output=True, text=True).stdout
+    assert not found, found
 
 
 def test_committed_paths_are_relative_to_the_project():
-    assert common.relative(f"the MNIST test files in {common.SHARED_DATA / 'mnist'} only") == \
-        "the MNIST test files in ../shared/data/mnist only"
-    assert common.relative(str(common.REPO / "data" / "mnist")) == "data/mnist"
+    beside = core.REPO.parent / "elsewhere" / "mnist"
+    assert core.relative(f"the MNIST test files in {beside} only") == "the MNIST test files in ../elsewhere/mnist only"
+    assert core.relative(str(core.REPO / "data" / "mnist")) == "data/mnist"
     tracked = subprocess.run(["git", "ls-files", "benchmarks/results"], cwd=ROOT, capture_output=True, text=True)
     for name in tracked.stdout.split():
         if name.endswith((".md", ".csv")):
             text = (ROOT / name).read_text()
-            assert str(common.REPO) not in text and str(common.SHARED_DATA) not in text, name
+            assert str(core.REPO) not in text and str(core.REPO.parent) not in text, name
 
 
 @pytest.mark.parametrize("module", [features, generation, semisupervised], ids=["features", "generation", "semisupervised"])
 def test_full_mode_refuses_the_test_digits(module, monkeypatch, tmp_path, capsys):
-    """--full must not call a run "full" when it found only the 10k test digits (here: the embedded 3k)."""
-    monkeypatch.setattr(module, "find_mnist", lambda data=None, mode="quick": None)
+    """--full must not call a run "full" when it found only the 10k test digits (here: the embedded ones)."""
+    monkeypatch.setattr(core, "mnist_source", lambda data=None, mode="quick": {"root": None, "download": False})
     trained = []
     monkeypatch.setattr(MNISTDataModule, "train_dataloader", lambda self: trained.append(1))
     assert module.main(["--full", "--out", str(tmp_path)]) == 2

@@ -8,10 +8,12 @@ import csv
 import numpy as np
 import pytest
 import torch
+from conftest import run_benchmark
 
 from ae_lightning import compression as cz
 from ae_lightning.data.common import EMBEDDED
 from benchmarks import compression as bench
+from benchmarks import core
 from benchmarks.common import build, model_spec, with_code_dim
 
 
@@ -135,19 +137,18 @@ def test_outcome_compares_at_the_same_rate_and_says_when_jpeg_cannot_reach_it():
 
 # --- the benchmark -----------------------------------------------------------------------------------
 def test_models_are_the_configs_at_each_code_size():
-    built = bench.models("quick")
-    cfg = bench.read_config()
-    assert set(built) == {(d, c) for d, sizes in cfg["modes"]["quick"]["code_dims"].items() for c in sizes}
+    cfg = core.load_settings("compression", "quick")
+    built = core.benchmark("compression").models(cfg)
+    assert set(built) == {(d, c) for d, sizes in cfg["code_dims"].items() for c in sizes}
     for (dataset, code_dim), model in built.items():
         assert model.encoder.code_dim == model.decoder.code_dim == code_dim
         assert model.encoder.image_shape == ((1, 64, 64) if dataset == "xray64" else (1, 28, 28))
 
 
-def test_quick_pipeline_on_a_tiny_subset(tmp_path, monkeypatch):
-    monkeypatch.setattr(bench, "find_mnist", lambda data=None, mode="quick": None)  # the embedded digits
+def test_quick_pipeline_on_a_tiny_subset(tmp_path):
     tiny = dict(code_dims={"xray64": [4], "mnist": [4]}, epochs={"xray64": 1, "mnist": 1},
                 train_images={"xray64": 16, "mnist": 32}, val_images=8, test_images=10, jpeg_qualities=[5, 25, 75])
-    rows = bench.run("quick", out_dir=tmp_path, overrides=tiny)
+    rows = run_benchmark("compression", tmp_path, tiny).rows
     for name in ("xray64", "mnist"):
         for ext in ("csv", "md", "png"):
             assert (tmp_path / f"compression_{name}.{ext}").is_file()

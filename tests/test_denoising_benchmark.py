@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import run_benchmark
 from skimage.metrics import peak_signal_noise_ratio as sk_psnr
 
-from ae_lightning.config import instantiate, load_config
+from ae_lightning.config import CONFIGS, instantiate, load_config
 from ae_lightning.data.common import EMBEDDED
 from ae_lightning.metrics import psnr_ssim
 from ae_lightning.noise import NoiseModel, ScaledGaussian
-from benchmarks import classical, denoising
+from benchmarks import classical, core, denoising
 
 
 @pytest.fixture(scope="module")
@@ -31,16 +32,16 @@ def noisy(xrays) -> torch.Tensor:
 
 
 def test_noise_grid_is_config_and_matches_the_issue():
-    cfg = denoising.read_config(denoising.CONFIG)
+    cfg = core.benchmark("denoising").settings("quick")
     # one list of settings: the grid fragment the noise-blind DAE config trains on, not a copy in denoising.yaml
-    assert "noises" not in yaml.safe_load(denoising.CONFIG.read_text())
+    assert "noises" not in str(yaml.safe_load((core.HERE / "denoising.yaml").read_text()))
     assert denoising.noise_specs(cfg) == load_config("dae_residual_xray64")["model"]["init_args"]["noise"]["init_args"][
         "noises"]
     noises = [instantiate(spec, NoiseModel) for spec in denoising.noise_specs(cfg)]
     labels = [n.label for n in noises]
     assert len(set(labels)) == len(labels) == 8
     assert {"p=0.1·N(0,1)", "p=0.25·N(0,1)", "p=0.5·N(0,1)", "p=0.2·Poisson(1)", "p=0.2·Poisson(5)"} <= set(labels)
-    assert {"quick", "full"} <= set(cfg["modes"])
+    assert {"quick", "full"} <= set(yaml.safe_load((core.HERE / "denoising.yaml").read_text())["modes"])
 
 
 def test_seeded_noisy_copies_are_identical(xrays):
@@ -72,7 +73,7 @@ def test_nl_means_h_is_tuned_on_validation_from_the_grid(xrays, noisy):
 
 
 def test_csv_and_markdown_writers(tmp_path):
-    from benchmarks.common import markdown_table, write_csv
+    from benchmarks.core import markdown_table, write_csv
 
     path = write_csv(tmp_path / "t.csv", [{"a": 1, "b": 0.123456}], ["a", "b"])
     assert path.read_text().splitlines() == ["a,b", "1,0.1235"]
@@ -81,15 +82,15 @@ def test_csv_and_markdown_writers(tmp_path):
     assert markdown_table(["m", "x"], [["NL-means", "1 / 2"]]).splitlines()[2] == "| NL-means | 1 / 2 |"
 
 
-def _tiny_config(tmp_path: Path) -> dict:
-    cfg = denoising.read_config(denoising.CONFIG)
-    noises = denoising.noise_specs(cfg)
-    cfg["noise_grid"]["init_args"]["noises"] = noises[:1] + noises[3:4]  # one Gaussian, one Poisson setting
-    cfg["nl_means"].update(h_factors=[0.6, 1.0], tune_images=2)
-    cfg["split"].update(val_fraction=0.2, test_fraction=0.2, group_by="image")  # the tiny .npz has no names
-    cfg["modes"]["tiny"] = dict(train_sizes=["all"], training="blind+finetune", finetune_epochs=1,
-                                epochs={"Gondara DAE": 1, "residual DAE": 1}, crop=32, batch_size=4, bm3d_images=2)
-    return cfg
+def _tiny(**more) -> dict:
+    """Overrides of the quick settings for a tiny run: two noise settings, one epoch, a split by image."""
+    grid = load_config(CONFIGS / "noise" / "denoising_grid.yaml")
+    noises = grid["init_args"]["noises"]
+    grid["init_args"]["noises"] = noises[:1] + noises[3:4]  # one Gaussian, one Poisson setting
+    return {"noise_grid": grid, "nl_means.h_factors": [0.6, 1.0], "nl_means.tune_images": 2,
+            "split.val_fraction": 0.2, "split.test_fraction": 0.2, "split.group_by": "image",  # the .npz has no names
+            "train_sizes": ["all"], "training": "blind+finetune", "finetune_epochs": 1, "test_images": None,
+            "epochs": {"Gondara DAE": 1, "residual DAE": 1}, "crop": 32, "batch_size": 4, "bm3d_images": 2, **more}
 
 
 def test_end_to_end_tiny_run_writes_every_output(tmp_path, monkeypatch):
@@ -100,7 +101,6 @@ def test_end_to_end_tiny_run_writes_every_output(tmp_path, monkeypatch):
     data = tmp_path / "tiny.npz"
     images = np.load(EMBEDDED / "chest_xray64.npz")["images"][:20]
     np.savez(data, images=images)
-    cfg = _tiny_config(tmp_path)
     inputs, reports = [], []  # (method, noise, noisy input) of every scored run; the run's Report
 
     def spy(fn, noisy_at: int):  # records the noisy and clean images a scoring function is given
@@ -119,7 +119,7 @@ def test_end_to_end_tiny_run_writes_every_output(tmp_path, monkeypatch):
     monkeypatch.setattr(denoising, "run_classical", spy(denoising.run_classical, 3))  # (pool, method, fn, noisy, clean…)
     monkeypatch.setattr(denoising, "run_dae", spy(denoising.run_dae, 2))  # (model, name, noisy, clean, …)
     monkeypatch.setattr(denoising, "Report", RecordingReport)
-    rows = denoising.run("tiny", [str(data)], tmp_path / "out", cfg, progress=False)
+    rows = run_benchmark("denoising", tmp_path / "out", _tiny(), xray=str(data)).rows
     csv_path = tmp_path / "out" / "denoising_tiny.csv"
     with csv_path.open() as f:
         table = list(csv.DictReader(f))
@@ -147,7 +147,8 @@ def test_end_to_end_tiny_run_writes_every_output(tmp_path, monkeypatch):
     assert (tmp_path / "out" / "denoising_tiny.png").stat().st_size > 10_000
 
     # the same seeded noise for every method: each scored input is setting i's copy drawn with its seed
-    clean = denoising.load_splits([str(data)], cfg["split"])["test"]  # (4, 1, 64, 64)
+    cfg = core.benchmark("denoising").settings("quick", _tiny())
+    clean = denoising.load_splits([data], cfg["split"])["test"]  # (4, 1, 64, 64)
     noises = [instantiate(spec, NoiseModel) for spec in denoising.noise_specs(cfg)]
     seeded = {n.label: denoising.noisy_copy(n, clean, denoising.NOISE_SEEDS["test"] + i) for i, n in enumerate(noises)}
     assert not torch.equal(*seeded.values())
@@ -186,10 +187,8 @@ def test_per_setting_mode_trains_one_net_per_setting(tmp_path):
     """The full mode's schedule (the paper's: one net per noise setting, from scratch) at tiny size."""
     data = tmp_path / "tiny.npz"
     np.savez(data, images=np.load(EMBEDDED / "chest_xray64.npz")["images"][:12])
-    cfg = _tiny_config(tmp_path)
-    cfg["modes"]["tiny"].update(training="per_setting", bm3d_images=0)
-    cfg["median_sizes"] = [3]
-    rows = denoising.run("tiny", [str(data)], tmp_path, cfg, progress=False)
+    rows = run_benchmark("denoising", tmp_path, _tiny(training="per_setting", bm3d_images=0, median_sizes=[3]),
+                         xray=str(data)).rows
     daes = [r for r in rows if r["train_size"]]
     assert sorted((r["method"], r["noise"]) for r in daes) == sorted(
         (m, n) for m in ("Gondara DAE", "residual DAE") for n in ("p=0.1·N(0,1)", "p=0.2·Poisson(1)")
@@ -198,10 +197,8 @@ def test_per_setting_mode_trains_one_net_per_setting(tmp_path):
 
 
 def test_unknown_training_schedule_is_one_clear_error(tmp_path):
-    cfg = _tiny_config(tmp_path)
-    cfg["modes"]["tiny"]["training"] = "sometimes"
     with pytest.raises(ValueError, match="choose one of"):
-        denoising.run("tiny", None, tmp_path, cfg, progress=False)
+        run_benchmark("denoising", tmp_path, _tiny(training="sometimes"))
 
 
 def test_bad_data_path_is_one_clear_error(tmp_path, capsys):
@@ -237,7 +234,7 @@ def test_anscombe_bm3d_removes_the_poisson_offset(xrays):
     assert (after > before + 5).all()
 
 
-QUICK_CSV = Path(denoising.RESULTS) / "denoising_xray64.csv"
+QUICK_CSV = Path(core.RESULTS) / "denoising_xray64.csv"
 
 
 @pytest.mark.slow

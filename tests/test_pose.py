@@ -277,12 +277,13 @@ def test_the_config_fits_its_four_stages(run_cli):
 
 
 def test_benchmark_end_to_end_on_a_tiny_budget(tmp_path):
+    from conftest import run_benchmark
+
     from benchmarks import pose
 
-    cfg = pose.load_settings()
-    cfg["modes"]["quick"].update(data={"train_size": 64, "val_size": 32, "test_size": 32},
-                                 schedule={"pretrain_epochs": [1, 1, 1], "finetune_epochs": 1}, regressor_epochs=1)
-    rows = pose.run("quick", out_dir=tmp_path, config=cfg)
+    tiny = dict(data={"train_size": 64, "val_size": 32, "test_size": 32},
+                schedule={"pretrain_epochs": [1, 1, 1], "finetune_epochs": 1}, regressor_epochs=1)
+    rows = run_benchmark("pose", tmp_path, tiny).rows
     assert [r["method"].split(" ")[0] for r in rows] == ["mean", "pose", "multimodal", "multimodal", "direct"]
     assert all(math.isfinite(r["test_mpjpe"]) and r["test_mpjpe"] > 0 for r in rows)
     mmae, reg = rows[3], rows[4]

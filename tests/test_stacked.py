@@ -183,16 +183,15 @@ def test_features_benchmark_probes_and_finetunes_the_sdae(tmp_path):
     """benchmarks/features.py end to end on a tiny budget: the SDAE config at the common code size."""
     import csv
 
-    import yaml
+    from conftest import run_benchmark
 
-    from benchmarks import features
+    from benchmarks import core, features
 
-    cfg = yaml.safe_load(features.CONFIG.read_text())
-    cfg["models"] = [m for m in cfg["models"] if m["config"] == "stacked_dae_mnist"]
-    cfg["probe"]["max_iter"] = 20
-    # the config's own schedule on 512 digits (a few seconds): enough for the head to learn, on the shared
-    # 10k test digits and on the embedded 3k alike (a clean clone has no ../shared)
-    rows = features.run("quick", out_dir=tmp_path, config=cfg, overrides={"train_size": 512, "epoch_scale": 1.0})
+    cfg = core.load_settings("features", "quick")
+    sdae_only = [m for m in cfg["models"] if m["config"] == "stacked_dae_mnist"]
+    # the config's own schedule on 512 digits (a few seconds): enough for the head to learn
+    rows = run_benchmark("features", tmp_path, {"models": sdae_only, "probe.max_iter": 20, "train_size": 512,
+                                                "epoch_scale": 1.0}).rows
     assert [r["model"] for r in rows] == ["raw pixels", "PCA", "stacked DAE"]
     sdae = rows[-1]
     assert sdae["code_dim"] == cfg["code_dim"] and sdae["train_size"] == 512
@@ -209,17 +208,16 @@ def test_features_benchmark_probes_and_finetunes_the_sdae(tmp_path):
 @pytest.mark.slow
 def test_finetuned_sdae_beats_a_linear_probe_on_raw_pixels(tmp_path):
     """What supervised fine-tuning is for: the SDAE config with its own schedule (5 + 5 + 5 pretraining epochs,
-    15 fine-tuning epochs), on the embedded set's 3,000 training digits, classifies the test digits better than
+    15 fine-tuning epochs), on 3,000 of the embedded set's training digits, classifies the test digits better than
     the benchmark's linear probe (``benchmarks.features.linear_probe``: logistic regression on standardised raw
     pixels, L2 chosen on val) trained on the same digits. Slow tier: the fast tier's budget (512 digits, or a
     quarter of the schedule on 3,000) leaves the fine-tuned net below raw pixels."""
-    import yaml
+    from conftest import run_benchmark
 
-    from benchmarks import features
+    from benchmarks import core
 
-    cfg = yaml.safe_load(features.CONFIG.read_text())
-    cfg["models"] = [m for m in cfg["models"] if m["config"] == "stacked_dae_mnist"]
-    rows = features.run("quick", out_dir=tmp_path, config=cfg, overrides={"train_size": 3000, "epoch_scale": 1.0})
+    sdae_only = [m for m in core.load_settings("features", "quick")["models"] if m["config"] == "stacked_dae_mnist"]
+    rows = run_benchmark("features", tmp_path, {"models": sdae_only, "train_size": 3000, "epoch_scale": 1.0}).rows
     raw, sdae = rows[0], rows[-1]
     assert raw["model"] == "raw pixels" and raw["train_size"] == sdae["train_size"] == 3000
     assert 1 - sdae["finetune_error"] > raw["probe_accuracy"], (sdae["finetune_error"], raw["probe_accuracy"])

@@ -311,9 +311,11 @@ def test_generation_benchmark_end_to_end_tiny(tmp_path):
     """benchmarks/generation.py as `make benchmark` runs it, at one epoch: CSV columns, bounds, figures."""
     import csv
 
+    from conftest import run_benchmark
+
     from benchmarks import generation
 
-    rows = generation.run("quick", out_dir=tmp_path, epochs=1, k=8)
+    rows = run_benchmark("generation", tmp_path, {"epochs": 1, "k": 8}).rows
     with open(tmp_path / "generation_mnist.csv") as f:
         assert next(csv.reader(f)) == generation.COLUMNS
     for r in rows:
