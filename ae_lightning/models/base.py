@@ -492,15 +492,22 @@ class DenoisingAutoencoder(Autoencoder):
     """Corrupts the input with ``noise`` and scores the reconstruction against the *clean* image.
 
     Training noise is fresh every step; validation/test noise is reseeded each epoch so that
-    the numbers are comparable across epochs. Other arguments: :class:`Autoencoder`'s. Example::
+    the numbers are comparable across epochs. ``weights``: start from trained nets, a shipped
+    pretrained name (``xray64-denoiser``) or a weights file (:mod:`ae_lightning.pretrained`); their
+    shapes must be the nets'. Other arguments: :class:`Autoencoder`'s. Example::
 
         dae = DenoisingAutoencoder(ConvEncoder((1, 64, 64), [64, 64]), ConvDecoder((1, 64, 64), [64, 64]),
                                    noise=ScaledGaussian(p=0.1))
     """
 
-    def __init__(self, encoder: nn.Module, decoder: nn.Module, noise: NoiseModel, **kwargs) -> None:
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, noise: NoiseModel, weights: str | None = None,
+                 **kwargs) -> None:
         super().__init__(encoder, decoder, **kwargs)
         self.noise = noise
+        if weights is not None:
+            from ae_lightning.pretrained import load_weights
+
+            load_weights(self, weights)
 
     def corrupt(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.noise(x, generator)
