@@ -13,7 +13,8 @@ Shipped names (:data:`REGISTRY`): ``xray64-denoiser``, the noise-blind U-Net X-r
 
     from ae_lightning import pretrained
     model = pretrained.load("xray64-denoiser")          # a DenoisingAutoencoder in eval mode, on the CPU
-    clean = model.reconstruct_full(noisy)                # (B, 1, H, W) in [0, 1], any H, W
+    with torch.no_grad():
+        clean = model.reconstruct_full(noisy)            # (B, 1, H, W) in [0, 1], any H, W
     # ae-lightning predict --config configs/denoise_pretrained_xray.yaml --data.init_args.predict_root my_xrays/
 
 Anywhere a name is taken, a path to a weights file works too. ``DenoisingAutoencoder(..., weights=name)``
