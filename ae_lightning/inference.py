@@ -2,7 +2,8 @@
 
 - A fully convolutional net (conv stages, no linear bottleneck) runs on the whole image at once,
   reflect-padded up to the multiple of ``2**depth`` its pooling needs and cropped back
-  (:func:`whole_image`).
+  (:func:`whole_image`); an image too large for that runs in pieces with overlapping context whose
+  cores give the same result (:func:`tiled_whole_image`).
 - A net that needs a fixed input size (an MLP, a conv net with a linear code) runs on overlapping
   tiles of that size whose outputs are blended with a window that falls off towards the tile edges
   (:func:`sliding_window`): each output pixel is the window-weighted mean of every tile that covers
@@ -68,6 +69,34 @@ def whole_image(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, mul
     h, w = x.shape[-2:]
     ph, pw = -h % multiple, -w % multiple
     out = fn(_pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)))  # (B, C', H + ph, W + pw)
+    return out[..., ph // 2 : ph // 2 + h, pw // 2 : pw // 2 + w]
+
+
+def tiled_whole_image(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, multiple: int = 1,
+                      tile: int = 1024, margin: int = 128) -> torch.Tensor:
+    """:func:`whole_image` in pieces, for images too large to run at once (memory grows with the pixels): the
+    padded image is cut into ``tile``-sized cores, each run with ``margin`` pixels of context on every side
+    (clamped to the image, so a piece at the border sees the same border as the whole image) and its core kept.
+    Cores and margins are rounded up to ``multiple``, so every piece keeps the down-sampling grid of the whole
+    image: with a margin at least the net's receptive-field radius the result is the whole image's (tested).
+    ``fn`` maps (B, C, h, w) to (B, C', h, w)."""
+    tile, margin = -(-tile // multiple) * multiple, -(-margin // multiple) * multiple
+    h, w = x.shape[-2:]
+    if max(h, w) <= tile + 2 * margin:
+        return whole_image(fn, x, multiple)
+    ph, pw = -h % multiple, -w % multiple
+    xp = _pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))  # (B, C, Hp, Wp), as whole_image pads
+    hp, wp = xp.shape[-2:]
+    rows = []
+    for top in range(0, hp, tile):
+        row = []
+        for left in range(0, wp, tile):
+            t0, l0 = max(0, top - margin), max(0, left - margin)
+            t1, l1 = min(hp, top + tile + margin), min(wp, left + tile + margin)
+            out = fn(xp[..., t0:t1, l0:l1])  # (B, C', t1 - t0, l1 - l0)
+            row.append(out[..., top - t0 : min(hp, top + tile) - t0, left - l0 : min(wp, left + tile) - l0])
+        rows.append(torch.cat(row, dim=-1))
+    out = torch.cat(rows, dim=-2)  # (B, C', Hp, Wp)
     return out[..., ph // 2 : ph // 2 + h, pw // 2 : pw // 2 + w]
 
 

@@ -13,6 +13,7 @@ is used (seeded by ``seed_everything`` in training)::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -119,6 +120,45 @@ class Poisson(NoiseModel):
         return torch.poisson(x.clamp(min=0) * self.peak, generator=generator) / self.peak
 
 
+def _per_image(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One uniform draw in [0, 1) per image of ``x`` (B, ...), shaped to broadcast over it: (B, 1, ..., 1)."""
+    return torch.rand((x.shape[0],) + (1,) * (x.ndim - 1), generator=generator, device=x.device, dtype=x.dtype)
+
+
+class GaussianRange(NoiseModel):
+    """AWGN whose σ is drawn per image, uniformly in ``[sigma_min, sigma_max] / scale``: noise-blind training
+    over a continuous range of levels (DnCNN-B's σ ∈ [0, 55]/255), e.g. ``GaussianRange(0, 0.55)`` covers every
+    ``p·N(0, 1)`` with p ≤ 0.55 and AWGN up to σ = 140/255."""
+
+    def __init__(self, sigma_min: float = 0.0, sigma_max: float = 0.2, scale: float = 1.0) -> None:
+        if not 0 <= sigma_min <= sigma_max or scale <= 0:
+            raise ValueError(f"GaussianRange needs 0 <= sigma_min <= sigma_max and scale > 0, got sigma_min={sigma_min}, "
+                             f"sigma_max={sigma_max}, scale={scale}")
+        self.sigma_min, self.sigma_max = sigma_min / scale, sigma_max / scale
+        unit = f"/{scale:g}" if scale != 1 else ""
+        self.label = f"AWGN σ∈[{sigma_min:g}, {sigma_max:g}]{unit}"
+
+    def corrupt(self, x, generator):
+        sigma = self.sigma_min + (self.sigma_max - self.sigma_min) * _per_image(x, generator)  # (B, 1, 1, 1)
+        return x + sigma * _randn(x, generator)
+
+
+class PoissonRange(NoiseModel):
+    """Photon-limited shot noise ``Poisson(peak · x) / peak`` (:class:`Poisson`) whose ``peak`` is drawn per image,
+    log-uniformly in ``[peak_min, peak_max]``: noise-blind training over a range of photon counts."""
+
+    def __init__(self, peak_min: float = 5.0, peak_max: float = 60.0) -> None:
+        if not 0 < peak_min <= peak_max:
+            raise ValueError(f"PoissonRange needs 0 < peak_min <= peak_max, got peak_min={peak_min}, peak_max={peak_max}")
+        self.peak_min, self.peak_max = peak_min, peak_max
+        self.label = f"shot noise peak∈[{peak_min:g}, {peak_max:g}]"
+
+    def corrupt(self, x, generator):
+        lo, hi = math.log(self.peak_min), math.log(self.peak_max)
+        peak = torch.exp(lo + (hi - lo) * _per_image(x, generator))  # (B, 1, 1, 1), log-uniform
+        return torch.poisson(x.clamp(min=0) * peak, generator=generator) / peak
+
+
 class SaltAndPepper(NoiseModel):
     """Set a fraction ``amount`` of pixels to 0 or 1 (``salt_vs_pepper`` of them to 1)."""
 
@@ -135,19 +175,39 @@ class SaltAndPepper(NoiseModel):
 
 
 class RandomChoice(NoiseModel):
-    """Per image, one of ``noises`` chosen at random: trains one noise-blind denoiser (DnCNN-B style)."""
+    """Per image, one of ``noises`` chosen at random: trains one noise-blind denoiser (DnCNN-B style).
 
-    def __init__(self, noises: Sequence[NoiseModel]) -> None:
+    ``weights`` (optional, one non-negative number per noise) make the choice non-uniform: the probability of
+    noise ``i`` is ``weights[i] / sum(weights)``.
+    """
+
+    def __init__(self, noises: Sequence[NoiseModel], weights: Sequence[float] | None = None) -> None:
         if not noises:
             raise ValueError("RandomChoice needs at least one noise model")
+        if weights is not None and (len(weights) != len(noises) or min(weights) < 0 or sum(weights) <= 0):
+            raise ValueError(f"RandomChoice weights must be {len(noises)} non-negative numbers with a positive sum "
+                             f"(one per noise), got {list(weights)}")
         self.noises = list(noises)
-        self.label = "mix(" + ", ".join(n.label for n in self.noises) + ")"
+        self.weights = None if weights is None else [float(w) for w in weights]
+        self._cdf: dict[torch.device, torch.Tensor] = {}  # cumulative weights (K,) per device
+        shares = [""] * len(self.noises) if self.weights is None else [
+            f" ×{w / sum(self.weights):.0%}" for w in self.weights]
+        self.label = "mix(" + ", ".join(n.label + s for n, s in zip(self.noises, shares, strict=True)) + ")"
+
+    def _pick(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """The chosen noise's index per image, (B,), drawn on ``x``'s device without a host sync."""
+        if self.weights is None:
+            return torch.randint(len(self.noises), (x.shape[0],), generator=generator, device=x.device)
+        cdf = self._cdf.get(x.device)
+        if cdf is None:  # made once per device: a host-to-device copy every step would wait for the device
+            cdf = self._cdf[x.device] = torch.tensor(self.weights, device=x.device).cumsum(0) / sum(self.weights)
+        u = torch.rand(x.shape[0], generator=generator, device=x.device)  # (B,)
+        return torch.searchsorted(cdf, u, right=True).clamp_(max=len(self.noises) - 1)
 
     def corrupt(self, x, generator):
         # branch-free on the device: every noise corrupts the whole batch and each image keeps its pick's
         # (a per-type `if sel.any(): out[sel] = ...` costs two host syncs per noise type and step)
-        pick = torch.randint(len(self.noises), (x.shape[0],), generator=generator, device=x.device)  # (B,)
-        pick = pick.view(-1, *([1] * (x.ndim - 1)))  # (B, 1, 1, 1)
+        pick = self._pick(x, generator).view(-1, *([1] * (x.ndim - 1)))  # (B, 1, 1, 1)
         out = x
         for i, noise in enumerate(self.noises):
             out = torch.where(pick == i, noise.corrupt(x, generator), out)

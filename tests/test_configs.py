@@ -1,6 +1,7 @@
 """Every experiment config in configs/*.yaml (found by glob) trains with fast_dev_run, in-process.
 
-Configs whose real data are absent raise ``DatasetNotFoundError`` and are skipped with its message.
+Configs whose real data are absent raise ``DatasetNotFoundError`` and are skipped with its message; so are
+configs whose shipped pretrained weights are absent (``WeightsNotFoundError``, e.g. before the training run).
 Also: a short real run writes the run directory (checkpoints, resolved config, metrics, image grids)
 and its checkpoint tests through ``ae-lightning test``; the config fragments compose.
 """
@@ -19,6 +20,7 @@ from conftest import CONFIGS
 
 from ae_lightning.config import object_arguments
 from ae_lightning.data import DatasetNotFoundError
+from ae_lightning.pretrained import WeightsNotFoundError
 
 FRAGMENTS = {"trainer.yaml", "defaults.yaml"}  # shared settings, not experiments (sub-folders: fragments)
 EXPERIMENTS = sorted(p for p in CONFIGS.glob("*.yaml") if p.name not in FRAGMENTS)
@@ -31,14 +33,15 @@ def _quiet_lightning():
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def data_absent(err: BaseException) -> DatasetNotFoundError | str | None:
-    """The DatasetNotFoundError behind ``err`` (jsonargparse may wrap errors raised while instantiating; a
-    DDP rank's error reaches the test as the text of its traceback)."""
+def data_absent(err: BaseException) -> DatasetNotFoundError | WeightsNotFoundError | str | None:
+    """The DatasetNotFoundError (or WeightsNotFoundError) behind ``err`` (jsonargparse may wrap errors raised while
+    instantiating; a DDP rank's error reaches the test as the text of its traceback)."""
     while err is not None:
-        if isinstance(err, DatasetNotFoundError):
+        if isinstance(err, DatasetNotFoundError | WeightsNotFoundError):
             return err
-        if type(err).__name__ == "ProcessRaisedException" and "DatasetNotFoundError: " in str(err):
-            return str(err).split("DatasetNotFoundError: ")[-1].strip()
+        for name in ("DatasetNotFoundError: ", "WeightsNotFoundError: "):
+            if type(err).__name__ == "ProcessRaisedException" and name in str(err):
+                return str(err).split(name)[-1].strip()
         err = err.__cause__ or err.__context__
     return None
 

@@ -495,3 +495,53 @@ def test_group_by_parent_folder_and_unmatched_names(tmp_path):
     assert group_keys(["a/x_12.png"], r"x_(\d+)", "t") == ["12"]
     with pytest.raises(ValueError, match="matches no group in 1 of 2"):
         group_keys(["person1_a.png", "IM-2.png"], r"person\d+_", "t")
+
+
+# --- extra training sources ------------------------------------------------------------------------
+def patient_npz(path: Path, patients: list[int], per_patient: int = 2, offset: int = 0) -> Path:
+    """An .npz of distinct 16×16 images named ``CLASS/person<k>_<j>.png`` (``per_patient`` images per patient)."""
+    names = [f"P/person{p}_{j}.png" for p in patients for j in range(per_patient)]
+    rng = np.random.default_rng(offset)
+    images = rng.integers(0, 256, (len(names), 16, 16)).astype(np.uint8)
+    np.savez(path, images=images, names=np.array(names))
+    return path
+
+
+def test_extra_train_joins_training_only_without_val_or_test_patients(tmp_path):
+    from ae_lightning.data.common import group_keys
+
+    rule = r"person\d+_"
+    main = patient_npz(tmp_path / "main.npz", list(range(20)))  # 20 patients × 2 images
+    extra = patient_npz(tmp_path / "extra.npz", list(range(10, 40)), per_patient=3, offset=1)  # patients 10..39
+    kw = dict(image_size=16, group_by=rule, val_fraction=0.2, test_fraction=0.2, seed=0)
+    plain = {s: XRayDataset(str(main), s, **kw) for s in ("train", "val", "test")}
+    held_out = {k for s in ("val", "test") for k in group_keys(plain[s].names, rule, "t")}
+    assert held_out & {f"person{p}_" for p in range(10, 20)}  # the extra set has val/test patients to leave out
+    train = XRayDataset(str(main), "train", extra_train=[str(extra)], **kw)
+    patients = set(group_keys(train.names, rule, "t"))
+    assert not patients & held_out  # no val/test patient among the training images
+    expected_extra = [n for n in (f"P/person{p}_{j}.png" for p in range(10, 40) for j in range(3))
+                      if group_keys([n], rule, "t")[0] not in held_out]
+    assert train.names == plain["train"].names + expected_extra  # the main split first, unchanged
+    assert len(train) == len(plain["train"]) + len(expected_extra)
+    # val and test are the main source's alone, whatever the extras
+    for s in ("val", "test"):
+        with_extra = XRayDataset(str(main), s, extra_train=[str(extra)], **kw)
+        assert with_extra.names == plain[s].names and torch.equal(with_extra.images, plain[s].images)
+
+
+def test_extra_train_drops_images_repeated_from_the_main_source(tmp_path):
+    main = patient_npz(tmp_path / "main.npz", list(range(20)))
+    raw = np.load(main)
+    # the extra set repeats every main image under other names (another export of the same files) plus 4 new ones
+    new = np.random.default_rng(5).integers(0, 256, (4, 16, 16)).astype(np.uint8)
+    np.savez(tmp_path / "extra.npz", images=np.concatenate([raw["images"], new]),
+             names=np.array([f"copy/{i}.png" for i in range(len(raw["images"]) + 4)]))
+    dm = XRayDataModule(str(main), image_size=16, val_fraction=0.2, test_fraction=0.2,
+                        extra_train=str(tmp_path / "extra.npz"))  # group_by image: identity is what counts
+    dm.setup("fit")
+    main_train = XRayDataset(str(main), "train", image_size=16, val_fraction=0.2, test_fraction=0.2)
+    assert len(dm.train_set) == len(main_train) + 4
+    assert dm.train_set.names[-4:] == [f"copy/{i}.png" for i in range(40, 44)]
+    assert len(dm.val_set) == 8 and len(dm.test_set) == 8
+

@@ -267,6 +267,6 @@ def test_hparams_follow_the_signature_types_not_the_call_stack():
     assert is_plain(float) and is_plain(int | list[int]) and is_plain(tuple[float, float] | None)
     assert not is_plain(torch.nn.Module) and not is_plain(NoiseModel | None)
     # DenoisingAutoencoder forwards **kwargs: the base class's plain arguments are its hyperparameters too
-    assert hyperparameter_names(DenoisingAutoencoder) == ["loss", "residual"]
+    assert hyperparameter_names(DenoisingAutoencoder) == ["weights", "loss", "residual"]
     model = mlp_ae(DenoisingAutoencoder, noise=Masking(0.3), loss="bce", residual=False)
-    assert dict(model.hparams) == {"loss": "bce", "residual": False}
+    assert dict(model.hparams) == {"weights": None, "loss": "bce", "residual": False}

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ae_lightning.models import Autoencoder
-from ae_lightning.nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from ae_lightning.nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, UNetDecoder, UNetEncoder
 from ae_lightning.nets.common import check_image_shape, make_activation
 
 DEEP = [1000, 500, 250, 30]
@@ -191,3 +191,74 @@ def test_make_activation():
     assert isinstance(make_activation("leaky_relu"), nn.LeakyReLU)
     with pytest.raises(ValueError, match="unknown activation 'swishy'"):
         make_activation("swishy")
+
+
+# --- U-Net ------------------------------------------------------------------------------------
+def unet(shape=(1, 64, 64), channels=(4, 8, 16, 32), blocks=1):
+    return UNetEncoder(shape, channels, blocks), UNetDecoder(shape, channels, blocks)
+
+
+def test_unet_code_is_the_feature_maps_and_the_decoder_returns_the_image_shape():
+    enc, dec = unet()
+    code = enc(torch.rand(3, 1, 64, 64))
+    assert [tuple(c.shape) for c in code] == [(3, 4, 64, 64), (3, 8, 32, 32), (3, 16, 16, 16), (3, 32, 8, 8)]
+    assert dec(code).shape == (3, 1, 64, 64)
+    assert enc.size_multiple == dec.size_multiple == 8
+    assert res_blocks(enc) == 4 and res_blocks(dec) == 3  # one block per level; none at the decoder's bottleneck
+    rgb_enc, rgb_dec = unet((3, 32, 48), (4, 8), blocks=2)
+    assert rgb_dec(rgb_enc(torch.rand(2, 3, 32, 48))).shape == (2, 3, 32, 48)
+
+
+def res_blocks(net) -> int:
+    from ae_lightning.nets.unet import ResBlock
+
+    return sum(isinstance(m, ResBlock) for m in net.modules())
+
+
+def test_unet_runs_at_any_multiple_of_its_size_and_the_module_pads_other_sizes():
+    from ae_lightning.models import DenoisingAutoencoder
+    from ae_lightning.noise import Gaussian
+
+    enc, dec = unet()
+    with torch.no_grad():
+        assert dec(enc(torch.rand(1, 1, 96, 136))).shape == (1, 1, 96, 136)  # fully convolutional
+        model = DenoisingAutoencoder(enc, dec, noise=Gaussian(0.1), residual=True).eval()
+        assert model.size_multiple() == 8
+        for h, w in [(64, 64), (65, 97), (7, 200), (130, 33)]:
+            assert model.reconstruct_full(torch.rand(2, 1, h, w)).shape == (2, 1, h, w)
+
+
+def test_unet_learns_to_denoise_a_little():
+    """A few Adam steps of a residual U-Net on one noisy batch: the loss falls (gradients reach every level)."""
+    torch.manual_seed(0)
+    enc, dec = unet((1, 16, 16), (4, 8, 8))
+    clean = torch.rand(4, 1, 16, 16).cumsum(-1) / 16  # smooth ramps
+    noisy = clean + 0.2 * torch.randn_like(clean)
+    opt = torch.optim.Adam([*enc.parameters(), *dec.parameters()], 3e-3)
+    losses = []
+    for _ in range(25):
+        loss = ((noisy - dec(enc(noisy)) - clean) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in [*enc.parameters(), *dec.parameters()])
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: UNetEncoder((1, 60, 60), [4, 8, 16, 32]), r"1x60x60 does not fit a U-Net with 4 levels.*levels - 1\) = 8"),
+    (lambda: UNetDecoder((1, 64, 36), [4, 8, 16, 32]), "1x64x36 does not fit"),
+    (lambda: UNetEncoder((1, 64, 64), []), "one positive width per level"),
+    (lambda: UNetEncoder((1, 64, 64), [4, 8], blocks=0), "blocks must be >= 1"),
+])
+def test_unet_bad_arguments_fail_at_construction(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_unet_decoder_names_a_mismatched_encoder():
+    enc = UNetEncoder((1, 64, 64), [4, 8, 16])
+    dec = UNetDecoder((1, 64, 64), [4, 8, 16, 32])
+    with pytest.raises(ValueError, match="takes the 4 feature maps of a 4-level UNetEncoder, got 3"):
+        dec(enc(torch.rand(1, 1, 64, 64)))

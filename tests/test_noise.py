@@ -7,9 +7,11 @@ import torch
 
 from ae_lightning.noise import (
     Gaussian,
+    GaussianRange,
     Masking,
     NoiseModel,
     Poisson,
+    PoissonRange,
     RandomChoice,
     SaltAndPepper,
     ScaledGaussian,
@@ -36,6 +38,9 @@ ALL = [
     Poisson(peak=10),
     SaltAndPepper(0.2),
     RandomChoice([Gaussian(0.1), Masking(0.5)]),
+    RandomChoice([Gaussian(0.1), Masking(0.5)], weights=[3, 1]),
+    GaussianRange(0.0, 0.3),
+    PoissonRange(5, 60),
 ]
 
 
@@ -86,6 +91,78 @@ def test_photon_poisson_variance_grows_with_signal():
         assert y.var().item() == pytest.approx(level / peak, rel=0.06)  # Var = x / peak
     assert variances[0] < variances[1] < variances[2]
     assert torch.equal(Poisson(peak)(torch.zeros(SHAPE), gen()), torch.zeros(SHAPE))  # no photons, no noise
+
+
+def test_photon_poisson_is_unbiased_with_variance_x_over_peak_at_the_benchmark_peaks():
+    """y = Poisson(peak·x)/peak, the photon-limited setting (peaks 10 and 30): E[y] = x, Var[y] = x/peak away from
+    the clip at 1 (level + 4 std below 1)."""
+    for peak in (10.0, 30.0):
+        for level in (0.1, 0.3):
+            y = Poisson(peak=peak)(const(level), gen(int(peak)))
+            assert y.mean().item() == pytest.approx(level, rel=0.02)
+            assert y.var().item() == pytest.approx(level / peak, rel=0.05)
+            assert torch.allclose(y * peak, (y * peak).round(), atol=1e-4)  # photon counts over peak
+
+
+def test_gaussian_range_draws_one_sigma_per_image_uniformly():
+    d = GaussianRange(0.05, 0.25)(const(0.5), gen()) - 0.5  # (32, 1, 32, 32), no clipping at these σ
+    stds = d.flatten(1).std(dim=1)  # each image's own σ, to about ±2.5 %
+    assert stds.min() > 0.05 * 0.93 and stds.max() < 0.25 * 1.07
+    assert stds.max() - stds.min() > 0.1  # they differ per image
+    many = GaussianRange(0.0, 0.3)(torch.full((4000, 1, 8, 8), 0.5), gen()) - 0.5
+    sigmas = many.flatten(1).std(dim=1)
+    assert sigmas.mean().item() == pytest.approx(0.15, abs=0.01)  # uniform on [0, 0.3]
+    d255 = GaussianRange(15, 15, scale=255)(const(0.5), gen()) - 0.5  # a range of one value is plain AWGN
+    assert d255.std().item() == pytest.approx(15 / 255, rel=0.03)
+    assert "σ∈[0, 0.3]" in GaussianRange(0.0, 0.3).label
+
+
+def test_poisson_range_draws_a_log_uniform_peak_per_image():
+    level = 0.3
+    y = PoissonRange(5, 60)(torch.full((2000, 1, 16, 16), level), gen())
+    assert y.mean().item() == pytest.approx(level, rel=0.01)  # unbiased whatever the peak
+    peaks = level / y.flatten(1).var(dim=1)  # Var = x / peak: each image's peak, to about ±10 %
+    assert peaks.min() < 6 and peaks.max() > 50
+    # log-uniform: as many images below the geometric middle √(5·60) ≈ 17.3 as above it
+    assert (peaks < (5 * 60) ** 0.5).float().mean().item() == pytest.approx(0.5, abs=0.05)
+    one = PoissonRange(10, 10)(const(level), gen(3))  # a range of one peak is the fixed-peak model
+    assert one.var().item() == pytest.approx(level / 10, rel=0.05)
+    assert "peak∈[5, 60]" in PoissonRange(5, 60).label
+
+
+def test_random_choice_weights():
+    x = torch.rand(4000, 1, 4, 4) * 0.8 + 0.1
+    y = RandomChoice([Masking(1.0), Gaussian(0.0)], weights=[3, 1])(x, gen())
+    blank = (y == 0).flatten(1).all(1).float().mean().item()
+    assert blank == pytest.approx(0.75, abs=0.03)
+    assert (RandomChoice([Masking(1.0), Gaussian(0.0)], weights=[0, 1])(x, gen()) == x).all()  # weight 0: never
+    assert "×75%" in RandomChoice([Masking(1.0), Gaussian(0.0)], weights=[3, 1]).label
+    # without weights the draw is the uniform one it always was (seeded benchmark noise unchanged)
+    torch.testing.assert_close(RandomChoice([Masking(1.0), Gaussian(0.0)])(x, gen()),
+                               RandomChoice([Masking(1.0), Gaussian(0.0)], weights=None)(x, gen()))
+
+
+def test_blind_training_noise_covers_every_benchmark_setting():
+    """configs/noise/denoiser_blind.yaml holds every setting of the benchmark grid (same type, level inside the
+    trained range) and photon peaks 10 and 30."""
+    from conftest import CONFIGS
+
+    from ae_lightning.config import instantiate, load_config
+
+    blind = instantiate(load_config(CONFIGS / "noise" / "denoiser_blind.yaml"), NoiseModel)
+    grid = instantiate(load_config(CONFIGS / "noise" / "denoising_grid.yaml"), NoiseModel)
+    ranges = [n for n in blind.noises if isinstance(n, GaussianRange)]
+    gondara = {(n.p, n.lam) for n in blind.noises if isinstance(n, ScaledPoisson)}
+    photon = [n for n in blind.noises if isinstance(n, PoissonRange)]
+    for setting in [*grid.noises, Poisson(10), Poisson(30)]:
+        if isinstance(setting, Gaussian | ScaledGaussian):
+            sigma = setting.additive_moments()[1]
+            assert any(r.sigma_min <= sigma <= r.sigma_max for r in ranges), setting
+        elif isinstance(setting, ScaledPoisson):
+            assert (setting.p, setting.lam) in gondara, setting
+        else:
+            assert any(r.peak_min <= setting.peak <= r.peak_max for r in photon), setting
+    assert all(w > 0 for w in blind.weights)
 
 
 def test_salt_and_pepper_fractions():
@@ -144,6 +221,12 @@ def test_global_rng_is_used_without_a_generator():
         lambda: SaltAndPepper(amount=2.0),
         lambda: SaltAndPepper(salt_vs_pepper=-1.0),
         lambda: RandomChoice([]),
+        lambda: RandomChoice([Gaussian(0.1)], weights=[1, 2]),
+        lambda: RandomChoice([Gaussian(0.1), Masking(0.5)], weights=[-1, 2]),
+        lambda: GaussianRange(0.3, 0.1),
+        lambda: GaussianRange(-0.1, 0.1),
+        lambda: PoissonRange(0, 10),
+        lambda: PoissonRange(30, 10),
     ],
 )
 def test_bad_arguments_raise(make):

@@ -61,6 +61,28 @@ def test_fully_convolutional_net_runs_on_the_whole_image():
         torch.testing.assert_close(model.reconstruct_full(x[..., :128, :96]), model(x[..., :128, :96]).reconstruction)
 
 
+def test_large_images_run_in_pieces_with_the_whole_images_result():
+    """Past ``whole_image_tile`` a fully convolutional net runs on 1024² pieces with context (bounded memory); with a
+    margin of at least its receptive-field radius the pieces give exactly the whole image's result."""
+    from ae_lightning.inference import tiled_whole_image
+    from ae_lightning.models import DenoisingAutoencoder
+    from ae_lightning.nets import UNetDecoder, UNetEncoder
+    from ae_lightning.noise import Gaussian
+
+    torch.manual_seed(0)
+    model = DenoisingAutoencoder(UNetEncoder((1, 64, 64), [4, 8, 16]), UNetDecoder((1, 64, 64), [4, 8, 16]),
+                                 noise=Gaussian(0.1), residual=True).eval()
+    x = torch.rand(1, 1, 203, 150)
+    with torch.no_grad():
+        whole = whole_image(model._reconstruct, x, 4)
+        pieces = tiled_whole_image(model._reconstruct, x, 4, tile=64, margin=48)  # 4 × 3 pieces
+        torch.testing.assert_close(pieces, whole, atol=1e-5, rtol=0)
+        short = tiled_whole_image(model._reconstruct, x, 4, tile=64, margin=4)  # too little context: differs
+        assert (short - whole).abs().max() > 1e-4
+        model.whole_image_tile, model.tile_margin = 64, 48  # what reconstruct_full uses for large images
+        torch.testing.assert_close(model.reconstruct_full(x), whole, atol=1e-5, rtol=0)
+
+
 def seam_ratio(out: np.ndarray, tile: int, stride: int, offset: int) -> float:
     """Mean |horizontal step| on the columns where tiles start / mean |step| on the other columns."""
     steps = np.abs(np.diff(out, axis=1))  # (H, W-1): steps[:, j] is between columns j and j+1

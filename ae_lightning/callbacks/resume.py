@@ -2,7 +2,8 @@
 
 :class:`ResumeCheckpoint` is on by default in ``ae-lightning`` (CLI arguments ``resume.*``). It is a
 ``ModelCheckpoint`` that keeps only ``last.ckpt``, written every ``every_n_train_steps`` training
-steps (in the middle of an epoch too) in the same folder as the best-by-``val/loss`` checkpoints, and:
+steps (in the middle of an epoch too; or every ``every_n_minutes`` of training, for fast GPU runs whose
+steps take milliseconds) in the same folder as the best-by-``val/loss`` checkpoints, and:
 
 - on SIGTERM (how SLURM and Kubernetes preempt a job) Lightning stops at the next batch boundary
   with ``SIGTERMException``; this callback then writes ``last.ckpt`` and the process exits with
@@ -26,6 +27,7 @@ batches and matches the uninterrupted run only statistically.
 
 from __future__ import annotations
 
+import datetime
 import random
 from pathlib import Path
 from typing import Any
@@ -38,10 +40,17 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 
 class ResumeCheckpoint(ModelCheckpoint):
-    """``last.ckpt`` every ``every_n_train_steps`` steps and on SIGTERM; see the module docstring."""
+    """``last.ckpt`` every ``every_n_train_steps`` steps (or, when set, every ``every_n_minutes`` of training
+    instead) and on SIGTERM; see the module docstring."""
 
-    def __init__(self, every_n_train_steps: int = 50, dirpath: str | None = None, save_on_sigterm: bool = True) -> None:
-        super().__init__(dirpath=dirpath, save_top_k=0, save_last=True, every_n_train_steps=every_n_train_steps,
+    def __init__(self, every_n_train_steps: int = 50, dirpath: str | None = None, save_on_sigterm: bool = True,
+                 every_n_minutes: float | None = None) -> None:
+        if every_n_minutes is not None and every_n_minutes <= 0:
+            raise ValueError(f"resume.every_n_minutes must be > 0 (or null for every_n_train_steps), got {every_n_minutes}")
+        timed = every_n_minutes is not None
+        super().__init__(dirpath=dirpath, save_top_k=0, save_last=True,
+                         every_n_train_steps=None if timed else every_n_train_steps,
+                         train_time_interval=datetime.timedelta(minutes=every_n_minutes) if timed else None,
                          enable_version_counter=False)
         self.save_on_sigterm = save_on_sigterm
         self._rng_to_restore: dict[str, Any] | None = None

@@ -13,6 +13,10 @@ set lands in another's training split):
 - a MedMNIST ``.npz`` (``train_images``/``val_images``/``test_images`` + ``*_labels``): its
   official splits are kept;
 - nothing: the embedded 800 real 64×64 chest X-rays (Kermany et al. 2018, CC BY 4.0).
+
+``extra_train`` sources add training images only: every image of theirs joins the training split except
+those that would leak into evaluation (:func:`extra_training_images`): an image of a group (patient) that
+has images in the main sources' val or test split, and an image identical to one of the main sources'.
 """
 
 from __future__ import annotations
@@ -320,11 +324,25 @@ def split_source(
     return {"train": tr, "val": va, "test": te}
 
 
+def extra_training_images(extra: XRaySource, held_out_groups: set[str], main_pixels: set[bytes],
+                          group_by: str) -> np.ndarray:
+    """Indices of ``extra``'s images that may join a training split: not of a held-out group (the groups of the
+    main sources' val and test splits under ``group_by``; with ``"image"`` a group is one image, so only
+    identity counts) and not pixel-identical to any image of the main sources (``main_pixels``: their bytes),
+    which catches the same file in both sets whatever its name (a duplicate of a training image, or a leak)."""
+    groups = group_keys(extra.names, group_by, extra.path) if group_by != "image" else [None] * len(extra.names)
+    keep = [i for i, (g, im) in enumerate(zip(groups, extra.images, strict=True))
+            if g not in held_out_groups and im.tobytes() not in main_pixels]
+    return np.asarray(keep, dtype=np.int64)
+
+
 class XRayDataset(ArrayImageDataset):
     """torchvision-style dataset: ``XRayDataset(root, split, transform, download)``.
 
     Items are ``(image (1, S, S) float in [0, 1], label)``; ``label`` is the sub-folder class
-    index, the file's label, or -1. ``root`` may list several sources (their union).
+    index, the file's label, or -1. ``root`` may list several sources (their union). ``extra_train``
+    sources add training images (the ``train`` split only) with no group of the val or test split
+    (:func:`extra_training_images`); ``names`` holds each image's name in its source.
     X-ray collections are licensed per source and downloaded by hand: ``download=True`` raises
     an error that says so.
 
@@ -347,6 +365,7 @@ class XRayDataset(ArrayImageDataset):
         seed: int = 0,
         small_images: SmallImages = "upscale",
         group_by: str = "image",
+        extra_train: str | Sequence[str] | None = None,
     ) -> None:
         if download:
             raise ValueError(
@@ -356,7 +375,9 @@ class XRayDataset(ArrayImageDataset):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         roots: list[str | Path | None] = [None] if root is None else list(as_paths(root))
-        parts, labels = [], []
+        parts, labels, names = [], [], []
+        held_out: set[str] = set()  # groups of the main sources' val and test splits
+        main_pixels: set[bytes] = set()
         for k, r in enumerate(roots):
             src = load_xray_source(r, image_size, small_images)
             idx = split_source(src, val_fraction, test_fraction, seed, group_by)
@@ -370,9 +391,27 @@ class XRayDataset(ArrayImageDataset):
             parts.append(src.images[chosen])
             # a single source keeps its own labels; a union is labelled by source index
             labels.append(src.labels[chosen] if len(roots) == 1 else np.full(len(chosen), k, dtype=np.int64))
+            names += [src.names[i] for i in chosen]
+            if split == "train" and extra_train is not None and group_by != "image":
+                keys = group_keys(src.names, group_by, src.path)
+                held_out |= {keys[i] for s in ("val", "test") for i in idx.get(s, [])}
+            if split == "train" and extra_train is not None:
+                main_pixels |= {im.tobytes() for im in src.images}
+        if split == "train" and extra_train is not None:
+            for r in as_paths(extra_train):
+                src = load_xray_source(r, image_size, small_images)
+                keep = extra_training_images(src, held_out, main_pixels, group_by)
+                log.info("X-rays in %s: %d of %d images join the training split (the rest share a group with the "
+                         "val/test splits or repeat an image of the main sources)", src.path, len(keep), len(src.images))
+                main_pixels |= {src.images[i].tobytes() for i in keep}  # one copy of an image listed twice
+                parts.append(src.images[keep])
+                labels.append(src.labels[keep])
+                names += [src.names[i] for i in keep]
         images = torch.from_numpy(np.concatenate(parts)).unsqueeze(1)  # (N, 1, S, S)
         super().__init__(images, torch.from_numpy(np.concatenate(labels)), transform)
         self.split = split
+        #: each image's name in its source (``CLASS/file`` for the Kermany X-rays), in dataset order
+        self.names = names
 
 
 class XRayDataModule(ImageDataModule):
@@ -392,6 +431,11 @@ class XRayDataModule(ImageDataModule):
             ``None``: the test split.
         small_images: ``upscale`` images smaller than ``image_size`` (one warning lists them) or
             ``error`` (refuse them; the error lists them).
+        extra_train: sources (as ``root``) whose images join the training split only, minus every image of a
+            group (``group_by``: the patient) that has images in ``root``'s val or test split and every image
+            identical to one of ``root``'s (:func:`extra_training_images`); val and test stay ``root``'s, so model
+            choice and scores use only them. E.g. ``root: null`` (the embedded X-rays, split by patient) with
+            ``extra_train: [kermany_64.npz]`` trains on the larger set without a val/test patient.
 
     A MedMNIST ``.npz`` missing some official splits loads the ones it has; asking for a missing one
     (e.g. ``test`` after ``fit``) raises an error naming the missing key.
@@ -411,6 +455,7 @@ class XRayDataModule(ImageDataModule):
         seed: int = 0,
         predict_root: str | list[str] | None = None,
         group_by: str = "image",
+        extra_train: str | list[str] | None = None,
     ) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
         self.save_hyperparameters()
@@ -431,7 +476,8 @@ class XRayDataModule(ImageDataModule):
         self.source = f"{root} ({located.describe()})" if root else "the embedded chest X-rays (800 images)"
         common = dict(image_size=hp.image_size, val_fraction=hp.val_fraction, test_fraction=hp.test_fraction,
                       seed=self.seed, small_images=hp.small_images, group_by=hp.group_by)
-        extra = {"train": dict(transform=random_hflip if hp.hflip else None, train_size=hp.train_size)}
+        extra = {"train": dict(transform=random_hflip if hp.hflip else None, train_size=hp.train_size,
+                               extra_train=hp.extra_train)}
         for split in SPLITS:
             try:
                 setattr(self, f"{split}_set", XRayDataset(root, split, **common, **extra.get(split, {})))

@@ -32,7 +32,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from ae_lightning.batch import images_of
-from ae_lightning.inference import sliding_window, whole_image
+from ae_lightning.inference import sliding_window, tiled_whole_image
 from ae_lightning.losses import ReconstructionLoss, reconstruction_loss
 from ae_lightning.metrics import image_metrics
 from ae_lightning.noise import NoiseModel
@@ -416,6 +416,10 @@ class Autoencoder(L.LightningModule):
     #: tiles for nets that take one input size only: overlap fraction and blending window (see :mod:`ae_lightning.inference`)
     tile_overlap: float = 0.5
     tile_window: str = "gaussian"
+    #: fully convolutional nets on images larger than this side (plus the margins) run in pieces with ``tile_margin``
+    #: pixels of context each (see :func:`~ae_lightning.inference.tiled_whole_image`): bounded memory, same result
+    whole_image_tile: int = 1024
+    tile_margin: int = 128
 
     def predict_step(self, batch, batch_idx: int) -> Prediction | None:
         """The batch's reconstructions at their own resolution, or its codes, as ``prediction_kind`` says
@@ -426,7 +430,10 @@ class Autoencoder(L.LightningModule):
         if kind == "reconstruction":
             return Prediction(kind, self.reconstruct_full(x, self.condition(batch)).clamp(0, 1))
         if kind == "codes":
-            return Prediction(kind, self.encode(self.fit_to_nets(x), self.condition(batch)).flatten(1))  # (B, D)
+            code = self.encode(self.fit_to_nets(x), self.condition(batch))
+            if isinstance(code, tuple | list):  # a multi-scale code (a U-Net's feature maps): its deepest map
+                code = code[-1]
+            return Prediction(kind, code.flatten(1))  # (B, D)
         return None
 
     def size_multiple(self) -> int | None:
@@ -443,7 +450,7 @@ class Autoencoder(L.LightningModule):
         if shape is None or tuple(x.shape[-2:]) == tuple(shape[1:]):
             return run(x)
         if multiple is not None:
-            return whole_image(run, x, multiple)
+            return tiled_whole_image(run, x, multiple, self.whole_image_tile, self.tile_margin)
         if cond is not None:
             raise ValueError(f"{type(self).__name__}: tiled inference of a conditional model is not supported; "
                              f"fix: give it images of its size {list(shape[1:])}")
@@ -485,15 +492,22 @@ class DenoisingAutoencoder(Autoencoder):
     """Corrupts the input with ``noise`` and scores the reconstruction against the *clean* image.
 
     Training noise is fresh every step; validation/test noise is reseeded each epoch so that
-    the numbers are comparable across epochs. Other arguments: :class:`Autoencoder`'s. Example::
+    the numbers are comparable across epochs. ``weights``: start from trained nets, a shipped
+    pretrained name (``xray64-denoiser``) or a weights file (:mod:`ae_lightning.pretrained`); their
+    shapes must be the nets'. Other arguments: :class:`Autoencoder`'s. Example::
 
         dae = DenoisingAutoencoder(ConvEncoder((1, 64, 64), [64, 64]), ConvDecoder((1, 64, 64), [64, 64]),
                                    noise=ScaledGaussian(p=0.1))
     """
 
-    def __init__(self, encoder: nn.Module, decoder: nn.Module, noise: NoiseModel, **kwargs) -> None:
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, noise: NoiseModel, weights: str | None = None,
+                 **kwargs) -> None:
         super().__init__(encoder, decoder, **kwargs)
         self.noise = noise
+        if weights is not None:
+            from ae_lightning.pretrained import load_weights
+
+            load_weights(self, weights)
 
     def corrupt(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.noise(x, generator)

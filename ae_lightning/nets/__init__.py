@@ -14,9 +14,10 @@ from ae_lightning.nets.adversarial import (
 from ae_lightning.nets.conditional import ConditionalDecoder, ConditionalEncoder, as_condition
 from ae_lightning.nets.conv import ConvDecoder, ConvEncoder
 from ae_lightning.nets.mlp import MLP, MLPDecoder, MLPEncoder
+from ae_lightning.nets.unet import UNetDecoder, UNetEncoder
 
 __all__ = [
     "CAAEEncoder", "CAAEGenerator", "ImageDiscriminator", "MLPDiscriminator",
     "ConditionalDecoder", "ConditionalEncoder", "as_condition",
-    "ConvDecoder", "ConvEncoder", "MLP", "MLPDecoder", "MLPEncoder",
+    "ConvDecoder", "ConvEncoder", "MLP", "MLPDecoder", "MLPEncoder", "UNetDecoder", "UNetEncoder",
 ]

@@ -1,0 +1,78 @@
+"""Training epochs' wall-clock times, for sizing a time-budgeted run (``scripts/train_denoiser.sh``).
+
+A cosine schedule must know the fit's length in advance, so a run that has a time budget is sized from a
+short timing fit with this callback: ``seconds_per_epoch`` is the median of the steady epochs (the first
+ones pay for compilation and warm-up, ``warmup_seconds``), written with every epoch's time to ``path`` as
+JSON. ``stop_after`` ends the timing fit once that many seconds of steady epochs are measured, however long
+the warm-up took (``trainer.max_time`` would count the compilation too)::
+
+    ae-lightning fit --config configs/denoiser_xray64.yaml --trainer.max_time=00:00:02:00 \\
+        --trainer.callbacks+=ae_lightning.callbacks.EpochTimes --trainer.callbacks.path=timing.json \\
+        --trainer.callbacks.stop_after=30
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+
+class EpochTimes(Callback):
+    """Writes ``{"seconds_per_epoch", "estimated_from", "warmup_seconds", "fit_seconds", "steps_per_epoch",
+    "seconds_per_step", "epoch_seconds"}`` to ``path`` at the end of the fit (also when ``max_time`` stops it).
+
+    An epoch's time runs from its start to the next one's (its validation, checkpoints and the host syncs at its
+    end included); ``seconds_per_epoch`` is the median over whole epochs after the first ``warmup`` ones
+    (``estimated_from: "epochs"``), ``warmup_seconds`` those first epochs' time. A fit too short for that (a slow
+    CPU) estimates it as steps per epoch × the median step time after the first ``warmup`` steps, or of all the
+    steps when there are no more (``estimated_from: "steps"``); a step's time runs from the previous step's end
+    (or the epoch's start). ``fit_seconds``: from the first epoch's start to the end of the fit.
+    """
+
+    def __init__(self, path: str, warmup: int = 2, stop_after: float | None = None) -> None:
+        self.path, self.warmup, self.stop_after = Path(path), warmup, stop_after
+        self.epochs: list[list[float]] = []  # [start, end, batches] per epoch
+        self.step_seconds: list[float] = []
+        self._last = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        now = time.perf_counter()
+        if self.epochs:
+            self.epochs[-1][1] = now  # up to this start: the previous epoch's end hooks included
+        self.epochs.append([now, now, 0])
+        self._last = now  # a step's time never spans two epochs: the first one's runs from the epoch's start
+        if self.stop_after is not None and len(self.epochs) > self.warmup + 1:
+            if now - self.epochs[self.warmup][0] >= self.stop_after:
+                trainer.should_stop = True  # the loop ends before this epoch's first batch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        now = time.perf_counter()
+        self.step_seconds.append(now - self._last)
+        self._last = now
+        self.epochs[-1][2] += 1
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.step_seconds:
+            return
+        self.epochs[-1][1] = time.perf_counter()
+        steps = int(trainer.num_training_batches)
+        full = [(k, end - start) for k, (start, end, n) in enumerate(self.epochs) if n >= steps]
+        steady = [t for k, t in full if k >= self.warmup]
+        per_step = statistics.median(self.step_seconds[self.warmup:] or self.step_seconds)
+        result = {
+            "seconds_per_epoch": statistics.median(steady) if steady else steps * per_step,
+            "estimated_from": "epochs" if steady else "steps",
+            "warmup_seconds": sum(t for k, t in full if k < self.warmup) if steady else 0.0,
+            "fit_seconds": self.epochs[-1][1] - self.epochs[0][0],
+            "steps_per_epoch": steps,
+            "seconds_per_step": per_step,
+            "epoch_seconds": [round(end - start, 4) for start, end, _ in self.epochs],
+        }
+        if trainer.is_global_zero:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps(result, indent=1))
