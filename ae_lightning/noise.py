@@ -114,7 +114,7 @@ class Poisson(NoiseModel):
         if peak <= 0:
             raise ValueError(f"Poisson peak must be > 0, got {peak}")
         self.peak = peak
-        self.label = f"shot noise peak={peak:g}"
+        self.label = f"Poisson(peak {peak:g})"
 
     def corrupt(self, x, generator):
         return torch.poisson(x.clamp(min=0) * self.peak, generator=generator) / self.peak

@@ -39,8 +39,9 @@ def test_noise_grid_is_config_and_matches_the_issue():
         "noises"]
     noises = [instantiate(spec, NoiseModel) for spec in denoising.noise_specs(cfg)]
     labels = [n.label for n in noises]
-    assert len(set(labels)) == len(labels) == 8
+    assert len(set(labels)) == len(labels) == 10
     assert {"p=0.1·N(0,1)", "p=0.25·N(0,1)", "p=0.5·N(0,1)", "p=0.2·Poisson(1)", "p=0.2·Poisson(5)"} <= set(labels)
+    assert {"Poisson(peak 10)", "Poisson(peak 30)"} <= set(labels)  # photon-limited y = Poisson(peak·x)/peak
     assert {"quick", "full"} <= set(yaml.safe_load((core.HERE / "denoising.yaml").read_text())["modes"])
 
 
@@ -82,18 +83,40 @@ def test_csv_and_markdown_writers(tmp_path):
     assert markdown_table(["m", "x"], [["NL-means", "1 / 2"]]).splitlines()[2] == "| NL-means | 1 / 2 |"
 
 
-def _tiny(**more) -> dict:
-    """Overrides of the quick settings for a tiny run: two noise settings, one epoch, a split by image."""
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory) -> str:
+    """A weights file of the shipped architecture at a tiny width (random: the run's plumbing, not its quality)."""
+    import lightning as L
+
+    from ae_lightning import pretrained
+
+    spec = load_config("denoise_pretrained_xray")["model"]
+    spec["init_args"].pop("weights")
+    for part in ("encoder", "decoder"):
+        spec["init_args"][part]["init_args"]["channels"] = [4, 8, 8, 8]
+    torch.manual_seed(0)
+    model = instantiate(spec, L.LightningModule)
+    path = tmp_path_factory.mktemp("weights") / "tiny_denoiser.pt"
+    pretrained.save(model, path, spec, {"note": "test weights"})
+    return str(path)
+
+
+def _tiny(weights: str | None = None, **more) -> dict:
+    """Overrides of the quick settings for a tiny run: two noise settings, one epoch, a split by image; the shipped
+    denoiser's row from ``weights`` (none without)."""
     grid = load_config(CONFIGS / "noise" / "denoising_grid.yaml")
     noises = grid["init_args"]["noises"]
     grid["init_args"]["noises"] = noises[:1] + noises[3:4]  # one Gaussian, one Poisson setting
     return {"noise_grid": grid, "nl_means.h_factors": [0.6, 1.0], "nl_means.tune_images": 2,
             "split.val_fraction": 0.2, "split.test_fraction": 0.2, "split.group_by": "image",  # the .npz has no names
             "train_sizes": ["all"], "training": "blind+finetune", "finetune_epochs": 1, "test_images": None,
-            "epochs": {"Gondara DAE": 1, "residual DAE": 1}, "crop": 32, "batch_size": 4, "bm3d_images": 2, **more}
+            "epochs": {"Gondara DAE": 1, "residual DAE": 1}, "crop": 32, "batch_size": 4, "bm3d_images": 2,
+            "daes": [{"name": "Gondara DAE", "config": "dae_xray64"}, {"name": "residual DAE", "config": "dae_residual_xray64"}],
+            "pretrained": [{"name": "shipped denoiser", "weights": weights, "config": "test weights"}] if weights else [],
+            **more}
 
 
-def test_end_to_end_tiny_run_writes_every_output(tmp_path, monkeypatch):
+def test_end_to_end_tiny_run_writes_every_output(tmp_path, monkeypatch, tiny_weights):
     """The whole pipeline of `make benchmark` at tiny size: 20 real X-rays, 1 epoch, 2 noise settings. Besides the
     outputs, relations that must hold: every method is given the same seeded noisy copy (recomputed here from the
     seed), the CSV's PSNR is the one of the method's output images (recomputed with scikit-image), and the noisy
@@ -119,13 +142,13 @@ def test_end_to_end_tiny_run_writes_every_output(tmp_path, monkeypatch):
     monkeypatch.setattr(denoising, "run_classical", spy(denoising.run_classical, 3))  # (pool, method, fn, noisy, clean…)
     monkeypatch.setattr(denoising, "run_dae", spy(denoising.run_dae, 2))  # (model, name, noisy, clean, …)
     monkeypatch.setattr(denoising, "Report", RecordingReport)
-    rows = run_benchmark("denoising", tmp_path / "out", _tiny(), xray=str(data)).rows
+    rows = run_benchmark("denoising", tmp_path / "out", _tiny(tiny_weights), xray=str(data)).rows
     csv_path = tmp_path / "out" / "denoising_tiny.csv"
     with csv_path.open() as f:
         table = list(csv.DictReader(f))
     assert list(table[0]) == denoising.COLUMNS
     by_noise = {n: {r["method"] for r in table if r["noise"] == n} for n in ("p=0.1·N(0,1)", "p=0.2·Poisson(1)")}
-    daes = {"Gondara DAE", "residual DAE"}
+    daes = {"Gondara DAE", "residual DAE", "shipped denoiser"}
     gaussian = {"noisy", "median 3×3", "median 5×5", "NL-means (oracle σ)", "NL-means (blind σ)"}
     # the Poisson setting's known offset p·λ is removed from every classical method's input
     poisson = {"noisy"} | {m + denoising.BIAS_CORRECTED for m in gaussian - {"noisy"}}
@@ -134,16 +157,19 @@ def test_end_to_end_tiny_run_writes_every_output(tmp_path, monkeypatch):
         poisson |= {"BM3D (oracle σ)" + denoising.BIAS_CORRECTED, "BM3D (blind σ)" + denoising.BIAS_CORRECTED,
                     "BM3D (Anscombe VST, σ = 1)"}
     assert by_noise == {"p=0.1·N(0,1)": gaussian | daes, "p=0.2·Poisson(1)": poisson | daes}
-    assert len(rows) == len(table) == len(gaussian) + len(poisson) + 4
+    assert len(rows) == len(table) == len(gaussian) + len(poisson) + 6
     assert all(float(r["psnr_mean"]) > 0 and 0 < float(r["ssim_mean"]) <= 1 for r in table)
+    shipped = [r for r in table if r["method"] == "shipped denoiser"]
+    assert [r["train_size"] for r in shipped] == ["0", "0"] and all(r["selected"] == "false" for r in shipped)
     # selection on validation: one selected DAE per setting, the one with the best validation PSNR
     for noise in by_noise:
-        dae_rows = [r for r in table if r["noise"] == noise and r["method"] in daes]
+        dae_rows = [r for r in table if r["noise"] == noise and r["method"] in daes - {"shipped denoiser"}]
         chosen = [r for r in dae_rows if r["selected"] == "true"]
         assert len(chosen) == 1 and chosen[0] == max(dae_rows, key=lambda r: float(r["val_psnr_mean"]))
     md = (tmp_path / "out" / "denoising_tiny.md").read_text()
     assert "Gondara (2016)" in md and "Who wins" in md and "p=0.1·N(0,1)" in md
     assert "Split**: by image" in md and "validation" in md and "quality bar" in md
+    assert "## The shipped denoiser vs BM3D" in md and "**shipped denoiser vs BM3D**, on all 4 scored test images" in md
     assert (tmp_path / "out" / "denoising_tiny.png").stat().st_size > 10_000
 
     # the same seeded noise for every method: each scored input is setting i's copy drawn with its seed
@@ -258,3 +284,28 @@ def test_quick_mode_selected_dae_beats_classical_baselines():
                 if not float(dae[metric]) > float(c[metric]):
                     failed.append(f"{noise}: {dae['method']} {metric} {dae[metric]} <= {c['method']} {c[metric]}")
     assert not failed, "\n".join(failed)
+
+
+def test_saturated_setting_is_found_on_validation_and_left_out_of_verdicts(xrays):
+    from ae_lightning.noise import Poisson, ScaledPoisson
+
+    noises = [ScaledGaussian(p=0.1), ScaledPoisson(p=0.2, lam=5), Poisson(peak=10)]
+    saturated = denoising.saturated_settings(noises, xrays, 0.5)
+    assert list(saturated) == ["p=0.2·Poisson(5)"] and saturated["p=0.2·Poisson(5)"] > 0.8
+    assert "no verdict" in denoising.saturation_note(0.88)
+
+
+def test_photon_bm3d_uses_the_anscombe_transform_of_the_counts(xrays):
+    if not classical.bm3d_available():
+        pytest.skip(classical.BM3D_MISSING)
+    from ae_lightning.noise import Poisson
+
+    noisy = Poisson(peak=10)(xrays[:2], torch.Generator().manual_seed(0))
+    with classical.Pool(workers=2) as pool:
+        out = torch.from_numpy(pool.map(classical.bm3d_photon, list(noisy[:, 0].numpy()), peak=10.0)).unsqueeze(1)
+        naive = torch.from_numpy(pool.map(classical.bm3d, list(noisy[:, 0].numpy()), sigma=0.1)).unsqueeze(1)
+    before, _ = psnr_ssim(noisy, xrays[:2])
+    after, _ = psnr_ssim(out, xrays[:2])
+    assert (after > before + 5).all()
+    assert abs(float(out.mean() - xrays[:2].mean())) < 0.01  # the exact unbiased inverse keeps the mean
+    assert after.mean() > psnr_ssim(naive, xrays[:2])[0].mean()  # better than a single-σ BM3D on the raw counts
