@@ -111,7 +111,8 @@ def _tiny(weights: str | None = None, **more) -> dict:
             "split.val_fraction": 0.2, "split.test_fraction": 0.2, "split.group_by": "image",  # the .npz has no names
             "train_sizes": ["all"], "training": "blind+finetune", "finetune_epochs": 1, "test_images": None,
             "epochs": {"Gondara DAE": 1, "residual DAE": 1}, "crop": 32, "batch_size": 4, "bm3d_images": 2,
-            "daes": [{"name": "Gondara DAE", "config": "dae_xray64"}, {"name": "residual DAE", "config": "dae_residual_xray64"}],
+            "daes": [{"name": "Gondara DAE", "config": "dae_xray64"},
+                     {"name": "residual DAE", "config": "dae_residual_xray64"}],
             "pretrained": [{"name": "shipped denoiser", "weights": weights, "config": "test weights"}] if weights else [],
             **more}
 
