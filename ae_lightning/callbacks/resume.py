@@ -27,6 +27,7 @@ batches and matches the uninterrupted run only statistically.
 from __future__ import annotations
 
 import random
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +41,15 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 class ResumeCheckpoint(ModelCheckpoint):
     """``last.ckpt`` every ``every_n_train_steps`` steps and on SIGTERM; see the module docstring."""
 
-    def __init__(self, every_n_train_steps: int = 50, dirpath: str | None = None, save_on_sigterm: bool = True) -> None:
-        super().__init__(dirpath=dirpath, save_top_k=0, save_last=True, every_n_train_steps=every_n_train_steps,
-                         enable_version_counter=False)
+    def __init__(self, every_n_train_steps: int | None = 50, dirpath: str | None = None, save_on_sigterm: bool = True,
+                 every_n_minutes: float | None = None) -> None:
+        """``every_n_minutes``: write ``last.ckpt`` by wall time instead of by steps (a fast GPU fit of a small net
+        makes thousands of steps a minute); ``every_n_train_steps`` is then ignored."""
+        if every_n_minutes is not None and every_n_minutes <= 0:
+            raise ValueError(f"every_n_minutes must be positive (or null), got {every_n_minutes}")
+        interval = timedelta(minutes=every_n_minutes) if every_n_minutes is not None else None
+        super().__init__(dirpath=dirpath, save_top_k=0, save_last=True, enable_version_counter=False,
+                         every_n_train_steps=None if interval else every_n_train_steps, train_time_interval=interval)
         self.save_on_sigterm = save_on_sigterm
         self._rng_to_restore: dict[str, Any] | None = None
 
