@@ -26,6 +26,7 @@ Likelihoods are small ``nn.Module`` objects (a learned σ is a parameter), injec
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -176,15 +177,21 @@ class GaussianLikelihood(Likelihood):
             learned σ shared by all pixels (the "σ-VAE" of Rybkin et al. 2021: it balances the
             reconstruction and KL terms by itself instead of a hand-tuned β).
         learn_sigma: learn σ by maximum likelihood.
+        per_pixel: one σ per pixel (per feature) instead of one for all, shape ``image_shape`` (set from the
+            data, like the nets'): for data whose features differ in scale, e.g. a VAE's latent codes modelled by
+            M2 in Kingma et al.'s M1+M2 (their decoder outputs a variance per feature).
 
     With a fixed σ, ``−log p`` is ``Σ (x − μ)² / 2σ² + const``: MSE scaled by ``1 / 2σ²``.
     """
 
-    def __init__(self, sigma: float = 0.1, learn_sigma: bool = False) -> None:
+    def __init__(self, sigma: float = 0.1, learn_sigma: bool = False, per_pixel: bool = False,
+                 image_shape: Sequence[int] | None = None) -> None:
         super().__init__()
         if sigma <= 0:
             raise ValueError(f"sigma must be positive, got {sigma}")
-        log_sigma = torch.tensor(math.log(sigma))
+        if per_pixel and image_shape is None:
+            raise ValueError("per_pixel=True needs the data's image_shape (the CLI sets it from the data block)")
+        log_sigma = torch.full(tuple(image_shape) if per_pixel else (), math.log(sigma))
         if learn_sigma:
             self.log_sigma = nn.Parameter(log_sigma)
         else:

@@ -25,7 +25,7 @@ import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
-__all__ = ["CosineToZero", "LRSchedulerCallable", "OptimizerCallable", "configure"]
+__all__ = ["CosineToZero", "GeometricDecay", "LRSchedulerCallable", "OptimizerCallable", "configure"]
 
 
 class CosineToZero(torch.optim.lr_scheduler.LRScheduler):
@@ -45,6 +45,30 @@ class CosineToZero(torch.optim.lr_scheduler.LRScheduler):
         n = self.total_steps or 1
         t = min(max(self.last_epoch, 0), n)
         return [base * 0.5 * (1 + math.cos(math.pi * t / n)) for base in self.base_lrs]
+
+
+class GeometricDecay(torch.optim.lr_scheduler.LRScheduler):
+    """Geometric decay from each group's initial rate to ``final_factor`` times it over ``total_steps`` optimiser
+    steps: ``lr_t = lr_0 · final_factor^(t / total_steps)``.
+
+    Burda et al. (2016) trained their VAEs with ``lr = 10⁻³ · 10^(−i/7)`` for ``3^i`` epochs, ``i = 0 … 7``: a
+    decay by ``final_factor = 0.1`` in all; this is that decay, smooth, over the fit's budget (``total_steps=None``
+    as for :class:`CosineToZero`).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, final_factor: float = 0.1, total_steps: int | None = None,
+                 last_epoch: int = -1) -> None:
+        if not 0 < final_factor <= 1:
+            raise ValueError(f"GeometricDecay final_factor must be in (0, 1], got {final_factor}")
+        if total_steps is not None and total_steps < 1:
+            raise ValueError(f"GeometricDecay total_steps must be >= 1 (or null for the whole fit), got {total_steps}")
+        self.final_factor, self.total_steps = final_factor, total_steps
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        n = self.total_steps or 1
+        t = min(max(self.last_epoch, 0), n)
+        return [base * self.final_factor ** (t / n) for base in self.base_lrs]
 
 
 def configure(

@@ -201,7 +201,7 @@ def test_export_of_a_run_writes_weights_training_names_and_val_scores(run_cli, t
     assert not set(group_keys(names, KERMANY_PATIENT, "names")) & held_out_patients()
     with (tmp_path / "out" / "val_scores.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 10 and {"p=0.1·N(0,1)", "shot noise peak=10", "shot noise peak=30"} <= {r["noise"] for r in rows}
+    assert len(rows) == 10 and {"p=0.1·N(0,1)", "Poisson(peak 10)", "Poisson(peak 30)"} <= {r["noise"] for r in rows}
     assert all(int(r["images"]) == 80 and 0 < float(r["float16_psnr"]) < 60 for r in rows)
     assert all(abs(float(r["float16_psnr"]) - float(r["float32_psnr"])) < 0.05 for r in rows)
 

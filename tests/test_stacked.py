@@ -146,6 +146,25 @@ def test_resume_mid_run_continues_in_the_right_stage(tmp_path):
     assert first_epoch["opt_steps_at_start"] == [4, 4, 0]  # layer 2's Adam state came back from the checkpoint
 
 
+def test_testing_a_checkpoint_or_a_trained_model_tests_its_last_stage(tmp_path):
+    """``ae-lightning test --ckpt_path`` (and a trained model handed to a new Trainer) starts the Trainer at epoch 0:
+    the fine-tuned stack must still be tested as fine-tuned, not as layer 1's autoencoder."""
+    kwargs = dict(widths=[32, 16], pretrain_epochs=[1, 1], finetune_epochs=1, finetune="supervised")
+    model = stacked(**kwargs)
+    trainer(3, tmp_path, callbacks=[ModelCheckpoint(dirpath=tmp_path, save_last=True)]).fit(model, data())
+    fresh = trainer(1, limit_test_batches=2)
+    fresh.test(model, data())
+    assert "test/accuracy" in fresh.callback_metrics and "test/layer1_loss" not in fresh.callback_metrics
+    loaded = trainer(1, limit_test_batches=2)
+    loaded.test(stacked(**kwargs), data(), ckpt_path=tmp_path / "last.ckpt")
+    assert "test/accuracy" in loaded.callback_metrics
+    mid = stacked(**kwargs)  # a checkpoint from layer 2's stage tests layer 2
+    trainer(2, tmp_path / "mid", callbacks=[ModelCheckpoint(dirpath=tmp_path / "mid", save_last=True)]).fit(mid, data())
+    again = trainer(1, limit_test_batches=2)
+    again.test(stacked(**kwargs), data(), ckpt_path=tmp_path / "mid" / "last.ckpt")
+    assert "test/layer2_loss" in again.callback_metrics
+
+
 def test_supervised_finetuning_learns_digits():
     model = stacked(widths=[64, 32], pretrain_epochs=[1, 1], finetune_epochs=4, finetune="supervised",
                     noise=Masking(0.25), finetune_optimizer=partial(torch.optim.Adam, lr=1e-2))

@@ -8,9 +8,9 @@ from ae_lightning.callbacks.prediction import PredictionWriter
 from ae_lightning.callbacks.resume import ResumeCheckpoint
 from ae_lightning.callbacks.run_dir import SaveRunConfig, run_dir
 from ae_lightning.callbacks.speed import Speed
-from ae_lightning.callbacks.timing import EpochTimes
+from ae_lightning.callbacks.timing import EpochTimes, StepTimer
 
 __all__ = [
     "EpochTimes", "GenerationGrids", "NonFiniteLossError", "PredictionWriter", "ReconstructionGrid", "ResumeCheckpoint",
-    "SaveRunConfig", "Speed", "StopOnNonFinite", "log_image", "run_dir",
+    "SaveRunConfig", "Speed", "StepTimer", "StopOnNonFinite", "log_image", "run_dir",
 ]

@@ -43,7 +43,7 @@ class ResumeCheckpoint(ModelCheckpoint):
     """``last.ckpt`` every ``every_n_train_steps`` steps (or, when set, every ``every_n_minutes`` of training
     instead) and on SIGTERM; see the module docstring."""
 
-    def __init__(self, every_n_train_steps: int = 50, dirpath: str | None = None, save_on_sigterm: bool = True,
+    def __init__(self, every_n_train_steps: int | None = 50, dirpath: str | None = None, save_on_sigterm: bool = True,
                  every_n_minutes: float | None = None) -> None:
         if every_n_minutes is not None and every_n_minutes <= 0:
             raise ValueError(f"resume.every_n_minutes must be > 0 (or null for every_n_train_steps), got {every_n_minutes}")

@@ -1,14 +1,22 @@
-"""Training epochs' wall-clock times, for sizing a time-budgeted run (``scripts/train_denoiser.sh``).
+"""Wall-clock measurements that size a time-budgeted fit (a cosine or geometric schedule must know the fit's length).
 
-A cosine schedule must know the fit's length in advance, so a run that has a time budget is sized from a
-short timing fit with this callback: ``seconds_per_epoch`` is the median of the steady epochs (the first
-ones pay for compilation and warm-up, ``warmup_seconds``), written with every epoch's time to ``path`` as
-JSON. ``stop_after`` ends the timing fit once that many seconds of steady epochs are measured, however long
-the warm-up took (``trainer.max_time`` would count the compilation too)::
+- :class:`EpochTimes`: the median steady epoch (validation and checkpoints included) of a short timing fit,
+  warm-up epochs apart (``scripts/train_denoiser.sh``)::
 
-    ae-lightning fit --config configs/denoiser_xray64.yaml --trainer.max_time=00:00:02:00 \\
-        --trainer.callbacks+=ae_lightning.callbacks.EpochTimes --trainer.callbacks.path=timing.json \\
-        --trainer.callbacks.stop_after=30
+      ae-lightning fit --config configs/denoiser_xray64.yaml --trainer.max_time=00:00:02:00 \\
+          --trainer.callbacks+=ae_lightning.callbacks.EpochTimes --trainer.callbacks.path=timing.json \\
+          --trainer.callbacks.stop_after=30
+
+- :class:`StepTimer`: ``batches`` training batches after ``warmup`` ones, the device synchronised at both ends, then
+  the fit stops (``scripts/train_mnist_full.sh`` calibrates every model at once this way, so the numbers include
+  their contention for one GPU)::
+
+      ae-lightning fit --config configs/full/vae_burda_mnist.yaml --data.init_args.root MNIST \\
+          --trainer.limit_val_batches 0 --trainer.num_sanity_val_steps 0 \\
+          --trainer.callbacks+=ae_lightning.callbacks.StepTimer --trainer.callbacks.init_args.path timing.json
+
+  writes ``{"s_per_batch", "batches_per_epoch", "s_per_epoch", "warmup", "batches", "device"}`` (``s_per_epoch``
+  covers training batches only).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import time
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback
 
 
@@ -76,3 +85,39 @@ class EpochTimes(Callback):
         if trainer.is_global_zero:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text(json.dumps(result, indent=1))
+
+
+class StepTimer(L.Callback):
+    """Time ``batches`` training batches after ``warmup`` ones, write ``path`` (JSON) and stop the fit."""
+
+    def __init__(self, path: str = "step_timer.json", warmup: int = 20, batches: int = 100) -> None:
+        if warmup < 0 or batches < 1:
+            raise ValueError(f"StepTimer needs warmup >= 0 and batches >= 1, got {warmup} and {batches}")
+        self.path, self.warmup, self.batches = Path(path), warmup, batches
+        self._seen = 0
+        self._start: float | None = None
+
+    def _now(self, module: L.LightningModule) -> float:
+        if module.device.type == "cuda":
+            torch.cuda.synchronize(module.device)
+        return time.perf_counter()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if self._seen == self.warmup:
+            self._start = self._now(pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self._seen += 1
+        if self._start is None or self._seen < self.warmup + self.batches:
+            return
+        per_batch = (self._now(pl_module) - self._start) / self.batches
+        per_epoch = trainer.num_training_batches
+        result = {"s_per_batch": per_batch, "batches_per_epoch": per_epoch, "s_per_epoch": per_batch * per_epoch,
+                  "warmup": self.warmup, "batches": self.batches, "device": str(pl_module.device),
+                  "device_name": torch.cuda.get_device_name(pl_module.device) if pl_module.device.type == "cuda"
+                  else "cpu"}
+        if trainer.is_global_zero:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps(result, indent=1) + "\n")
+        self._start = None
+        trainer.should_stop = True

@@ -1,6 +1,7 @@
 """DataModules and torchvision-style datasets; each runs offline on embedded real samples."""
 
 from ae_lightning.data.celeba import CelebADataModule, CelebAFaces
+from ae_lightning.data.codes import MNISTCodesDataModule
 from ae_lightning.data.common import DatasetNotFoundError
 from ae_lightning.data.mnist import MNISTDataModule
 from ae_lightning.data.pose import PoseDataModule, SyntheticPoseDataset
@@ -12,6 +13,7 @@ __all__ = [
     "CelebADataModule",
     "CelebAFaces",
     "DatasetNotFoundError",
+    "MNISTCodesDataModule",
     "MNISTDataModule",
     "PoseDataModule",
     "StreamingImageDataModule",

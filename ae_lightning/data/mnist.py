@@ -166,6 +166,7 @@ class MNISTDataModule(ImageDataModule):
         self.unlabelled_indices: np.ndarray | None = None
         self.root = Path(root).expanduser() if root else None
         self.download = download
+        self.binarize = binarize  # an attribute: a subclass without the argument (MNISTCodesDataModule) has no hparam
         self.source = ""
 
     def located(self) -> Located:
@@ -235,7 +236,7 @@ class MNISTDataModule(ImageDataModule):
             arrays["train"] = images, self._hide_labels(labels)
         for split, (images, labels) in arrays.items():
             x, y = _to_tensors(images, labels)
-            transform = _bernoulli if self.hparams.binarize else None
+            transform = _bernoulli if self.binarize else None
             setattr(self, f"{split}_set", ArrayImageDataset(x, y, transform=transform))
 
 

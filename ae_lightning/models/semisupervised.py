@@ -100,6 +100,8 @@ class M2(ConditionalVAE):
             is a mean over the labelled ones; divided by ``N`` that is ``alpha = 0.1`` here (their code,
             ``learn_yz_x_ss.py``, scales each labelled image's ``log q(y|x)`` by ``0.1 · N / N_labelled`` in a
             per-image mean: the same weight).
+        image_metrics: score reconstructions by PSNR/SSIM outside training; ``false`` for data that are not images
+            (M1+M2: M2 models a VAE's latent codes, :class:`~ae_lightning.data.MNISTCodesDataModule`).
         Other arguments: :class:`~ae_lightning.models.VAE`'s (``beta``, ``warmup_steps``, the likelihood,
         the optimiser). ``free_bits`` and the importance-weighted ``test_samples`` are not supported (both would
         need the sum over classes): they must stay 0.
@@ -109,7 +111,7 @@ class M2(ConditionalVAE):
     """
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, classifier: nn.Module, latent_dim: int,
-                 alpha: float = 0.1, test_samples: int = 0, **kwargs) -> None:
+                 alpha: float = 0.1, test_samples: int = 0, image_metrics: bool = True, **kwargs) -> None:
         super().__init__(encoder, decoder, latent_dim, test_samples=test_samples, **kwargs)
         if alpha < 0:
             raise ValueError(f"alpha must be non-negative, got {alpha}")
@@ -125,6 +127,10 @@ class M2(ConditionalVAE):
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of ``q(y | x)`` (B, K), float32."""
         return self.classifier(x).float()
+
+    def update_image_metrics(self, stage: str, reconstruction: torch.Tensor, x: torch.Tensor) -> None:
+        if self.hparams.image_metrics:
+            super().update_image_metrics(stage, reconstruction, x)
 
     def condition(self, batch) -> torch.Tensor:
         """One-hot labels (B, K) as for the conditional VAE, with an all-zero row for an unlabelled image (label -1)."""

@@ -74,7 +74,14 @@ class StagedTraining:
 
     @property
     def stage(self) -> int:
-        return self.stage_at(self.current_epoch)
+        """The stage of the current epoch while fitting; outside a fit (``validate``/``test``/``predict``) the stage the
+        model was trained to: a checkpoint loaded for testing, or a model handed to a new Trainer, starts that
+        Trainer at epoch 0, which would test layer 1's stage instead of the fine-tuned stack."""
+        epoch = self.current_epoch
+        fitting = self._trainer is not None and self.trainer.state.fn == "fit"
+        if not fitting:
+            epoch = max(epoch, getattr(self, "_trained_epoch", 0))
+        return self.stage_at(epoch)
 
     def schedule_text(self) -> str:
         """``image: 3, pose: 5, finetune: 5`` — the schedule as warnings and tables print it."""
@@ -99,6 +106,18 @@ class StagedTraining:
                 f"trainer.max_epochs={max_epochs}: the run stops before the schedule ends; fix: leave "
                 "trainer.max_epochs unset (the module stops the fit after its last stage) or shorten the schedule"
             )
+
+    def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
+        self._trained_epoch = self.current_epoch  # the latest epoch trained (see :attr:`stage`)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["staged_epoch"] = int(getattr(self, "_trained_epoch", self.current_epoch))
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self._trained_epoch = int(checkpoint.get("staged_epoch", checkpoint.get("epoch", 0)))
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()

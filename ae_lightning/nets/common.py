@@ -13,6 +13,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
     "elu": nn.ELU,
     "gelu": nn.GELU,
+    "softplus": nn.Softplus,  # Kingma et al. 2014's nets (M1, M2)
     "identity": nn.Identity,
 }
 

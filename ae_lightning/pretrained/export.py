@@ -10,7 +10,7 @@ writes into ``OUT``:
 - ``training_names.txt``: the name of every training image (rebuilt from the run's data config: the same
   split, the same exclusions), one per line after ``#`` comment lines that say where they come from;
 - ``val_scores.csv``: PSNR / SSIM of the exported (float16) weights on the validation split at every setting of
-  the denoising grid and at photon-limited Poisson peaks 10 and 30, each setting's noise seeded, with the
+  the denoising grid (photon-limited Poisson peaks 10 and 30 included), each setting's noise seeded, with the
   float32 checkpoint's PSNR beside it (the cost of storing float16).
 
 Then copy ``<name>.pt`` and ``training_names.txt`` into ``ae_lightning/pretrained/`` and fill ``MODEL_CARD.md``.
@@ -31,15 +31,14 @@ from ae_lightning import pretrained
 from ae_lightning.config import CONFIGS, find_run_config, instantiate, load_config, load_run
 from ae_lightning.inference import in_eval_batches
 from ae_lightning.metrics import psnr_ssim
-from ae_lightning.noise import NoiseModel, Poisson
+from ae_lightning.noise import NoiseModel
 
 VAL_SEED = 100  # setting i's noisy copy of the val split is drawn with seed VAL_SEED + i (as benchmarks/denoising.py)
 
 
 def score_settings() -> list[NoiseModel]:
-    """The denoising benchmark's grid (``configs/noise/denoising_grid.yaml``) and photon-limited peaks 10 and 30."""
-    grid = instantiate(load_config(CONFIGS / "noise" / "denoising_grid.yaml"), NoiseModel)
-    return [*grid.noises, Poisson(peak=10), Poisson(peak=30)]
+    """The denoising benchmark's grid (``configs/noise/denoising_grid.yaml``, photon-limited peaks 10 and 30 included)."""
+    return list(instantiate(load_config(CONFIGS / "noise" / "denoising_grid.yaml"), NoiseModel).noises)
 
 
 def val_scores(models: dict[str, torch.nn.Module], clean: torch.Tensor) -> list[dict]:
