@@ -21,7 +21,7 @@ data="$(realpath "${2:?usage: gpu_session.sh OUT DATA [MINUTES]}")"
 minutes="${3:-7}"
 cd "$(dirname "$0")/.."
 mkdir -p "$out" /tmp/gpu_jobs
-export PYTHONUNBUFFERED=1 WANDB_MODE=disabled
+export PYTHONUNBUFFERED=1 WANDB_MODE=disabled PRUNE=1  # PRUNE: train_mnist_full.sh drops checkpoints over 20 MB after its tests
 log="$out/jobs.log"
 { nvidia-smi; python3 -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__)"; } \
   >"$out/gpu.txt" 2>&1
