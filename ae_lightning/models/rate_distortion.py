@@ -72,7 +72,7 @@ class RateDistortionOutput(AutoencoderOutput):
     likelihoods: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-def bits_per_pixel(likelihoods: dict[str, torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+def likelihood_bpp(likelihoods: dict[str, torch.Tensor], images: torch.Tensor) -> torch.Tensor:
     """``Σ −log₂ p`` over every latent of the batch ÷ the batch's pixels (B·H·W): the mean rate per image pixel."""
     pixels = images.shape[0] * images.shape[-2] * images.shape[-1]
     return sum(torch.log(p).sum() for p in likelihoods.values()) / (-math.log(2) * pixels)
@@ -129,7 +129,7 @@ class RateDistortionAutoencoder(Autoencoder):
                                     likelihoods=out["likelihoods"])
 
     def compute_losses(self, out: RateDistortionOutput, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        bpp = bits_per_pixel(out.likelihoods, target)
+        bpp = likelihood_bpp(out.likelihoods, target)
         mse = F.mse_loss(out.reconstruction, target.float())
         return {"loss": self.hparams.lmbda * 255**2 * mse + bpp, "bpp": bpp, "mse": mse, "aux": self.codec.aux_loss()}
 
