@@ -17,6 +17,7 @@ i.e. the Pareto front of all its points.
 From the command line (the sweep script's evaluation; codec files of ``python -m ae_lightning.learned_codec weights``)::
 
     python -m ae_lightning.rd_comparison evaluate --codec out/rd_0.01.pt --codec out/rd_0.04.pt --out out/
+    python -m ae_lightning.rd_comparison evaluate --ckpt runs/rd_xray64_0.01/version_0/checkpoints/last.ckpt --out out/
     python -m ae_lightning.rd_comparison pool --data ../shared/data/xray64/kermany_64.npz --out pool.npz
 """
 
@@ -76,14 +77,16 @@ def classical_curves(images: torch.Tensor, settings: ClassicalSettings | None = 
 
 
 def learned_curve(codecs: Mapping[str, nn.Module | str | Path], images: torch.Tensor, name: str = "learned codec",
-                  keep: int | None = 0) -> list[RDPoint]:
-    """One point per codec (``{setting: a trained CompressAI model, or a codec file}``), scored on real bytes."""
+                  keep: int | None = 0, extra: Mapping[str, dict] | None = None) -> list[RDPoint]:
+    """One point per codec (``{setting: a trained CompressAI model, or a codec file}``), scored on real bytes;
+    ``extra[setting]``: columns for that point's row (λ, epochs, …)."""
     from ae_lightning.learned_codec import load_codec, prepare, score
 
     points = []
     for setting, codec in codecs.items():
         prepared = load_codec(codec) if isinstance(codec, str | Path) else prepare(codec)
         p = score(prepared, images, name=name, setting=str(setting), prepared=True)
+        p.extra.update((extra or {}).get(setting, {}))
         if keep is not None:
             p.decoded = p.decoded[:keep]
         points.append(p)
@@ -126,11 +129,12 @@ def bd_table(learned: Sequence[RDPoint], anchors: Mapping[str, Sequence[RDPoint]
 
 
 def compare(codecs: Mapping[str, nn.Module | str | Path], images: torch.Tensor, settings: ClassicalSettings | None = None,
-            name: str = "learned codec", keep: int | None = 0) -> Comparison:
+            name: str = "learned codec", keep: int | None = 0, extra: Mapping[str, dict] | None = None) -> Comparison:
     """The learned codec (one trained model per λ, ``{setting: model or codec file}``) against the classical codecs
-    on ``images`` (N, 1, H, W) in [0, 1]: every curve, and BD-rates by PSNR and SSIM (module docstring)."""
+    on ``images`` (N, 1, H, W) in [0, 1]: every curve, and BD-rates by PSNR and SSIM (module docstring). ``keep``:
+    decoded images kept per point (``None``: all); ``extra[setting]``: columns for a learned point's row."""
     classical = classical_curves(images, settings, keep)
-    learned = learned_curve(codecs, images, name, keep)
+    learned = learned_curve(codecs, images, name, keep, extra)
     return Comparison(name, {name: learned, **classical}, bd_table(learned, classical, name))
 
 
@@ -191,8 +195,11 @@ def write_csv(path: Path, rows: list[dict]) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m ae_lightning.rd_comparison", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
-    ev = sub.add_parser("evaluate", help="score codec files and the classical codecs on a test split; write CSVs")
-    ev.add_argument("--codec", action="append", required=True, help="a codec file (repeat: one per λ)")
+    ev = sub.add_parser("evaluate", help="score learned codecs and the classical codecs on a test split; write CSVs")
+    ev.add_argument("--codec", action="append", default=[], help="a codec file (repeat: one per λ)")
+    ev.add_argument("--ckpt", action="append", default=[],
+                    help="a checkpoint of an `ae-lightning fit` run (runs/<config>/version_N/checkpoints/*.ckpt; repeat)")
+    ev.add_argument("--save-codecs", help="write each --ckpt's codec file (weights + coding tables) here, as <config>.pt")
     ev.add_argument("--config", default=DEFAULT_CONFIG, help="the experiment config whose data block gives the test split")
     ev.add_argument("--data", help="override the config's data root")
     ev.add_argument("--out", required=True, help="folder for rd_points.csv and rd_bd_rates.csv")
@@ -205,9 +212,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "pool":
         print(training_pool(args.data, args.out, config=args.config))
         return 0
+    if not args.codec and not args.ckpt:
+        ap.error("evaluate needs at least one --codec or --ckpt")
     images = split_images(args.config, args.data)
-    codecs = {Path(c).stem: c for c in args.codec}
-    result = compare(codecs, images, ClassicalSettings.quick() if args.quick else None)
+    codecs: dict[str, nn.Module | str] = {Path(c).stem: c for c in args.codec}
+    extra = {}
+    for ckpt in map(Path, args.ckpt):
+        from ae_lightning.learned_codec import codec_of_run, save_codec
+
+        name = ckpt.parents[2].name if ckpt.parent.name == "checkpoints" else ckpt.stem  # runs/<config>/version_N/...
+        codecs[name], spec = codec_of_run(ckpt)
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        extra[name] = {"lmbda": state["hyper_parameters"].get("lmbda"), "epochs": state["epoch"],
+                       "global_step": state["global_step"]}
+        if args.save_codecs:
+            save_codec(codecs[name], spec, Path(args.save_codecs) / f"{name}.pt")
+    result = compare(codecs, images, ClassicalSettings.quick() if args.quick else None, extra=extra)
     out = Path(args.out)
     write_csv(out / "rd_points.csv", result.rows())
     write_csv(out / "rd_bd_rates.csv", result.bd_rates)
