@@ -5,6 +5,7 @@ Examples::
     ae-lightning fit --config configs/dae_xray64.yaml
     ae-lightning fit --config configs/ae_mnist.yaml --config configs/logger/wandb.yaml
     ae-lightning test --config configs/dae_xray64.yaml --ckpt_path runs/dae_xray64/version_0/checkpoints/last.ckpt
+    ae-lightning compress --ckpt runs/rd_xray64_0.01/version_0/checkpoints/last.ckpt my_xrays/ coded/   # learned codec
     ae-lightning predict --config configs/dae_xray64.yaml --ckpt_path runs/dae_xray64/version_0/checkpoints/last.ckpt \
         --data.init_args.predict_root my_xrays/          # denoised copies in runs/dae_xray64/predict/
 
@@ -221,6 +222,10 @@ def main(args=None) -> None:
         finally:  # LightningCLI's help lists the Trainer subcommands only: name the others too
             print("\nother subcommands:\n" + "\n".join(f"  {name:<10} {text}" for name, (_, text) in TOOLS.items()))
         return
+    if argv[:1] in (["compress"], ["decompress"]):  # files to bytes and back with a learned codec (not Trainer methods)
+        from ae_lightning.learned_codec import main as codec_main
+
+        sys.exit(codec_main(argv))
     try:
         _run(args)
     except NonFiniteLossError as err:  # a diverged run: one line, exit status 1, the last good checkpoint kept

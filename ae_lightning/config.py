@@ -29,9 +29,10 @@ DEFAULTS = CONFIGS / "defaults.yaml"
 
 
 def config_path(path: str | Path) -> Path:
-    """``path`` itself, or ``configs/<path>.yaml`` for a bare name such as ``dae_xray64``."""
+    """``path`` itself, or ``configs/<path>.yaml`` for a bare name such as ``dae_xray64`` (or ``rd_xray64_0.01``: a
+    name is anything not ending in ``.yaml`` / ``.yml``)."""
     p = Path(path)
-    if not p.suffix:
+    if p.suffix not in (".yaml", ".yml"):
         p = CONFIGS / f"{p}.yaml"
     if not p.is_file():
         raise FileNotFoundError(f"config {p} does not exist; fix: pass a path to a YAML file (see configs/)")

@@ -4,6 +4,7 @@ from ae_lightning.models.adversarial import AdversarialAutoencoder, AdversarialO
 from ae_lightning.models.base import Autoencoder, AutoencoderOutput, DenoisingAutoencoder
 from ae_lightning.models.caae import CAAEOutput, ConditionalAdversarialAutoencoder
 from ae_lightning.models.multimodal import MultimodalAutoencoder, MultimodalOutput, PoseRegressor
+from ae_lightning.models.rate_distortion import RateDistortionAutoencoder, RateDistortionOutput
 from ae_lightning.models.semisupervised import M2, M2Output, SemiSupervisedAAE
 from ae_lightning.models.sparse import KLSparsity, L1Sparsity, SparseAutoencoder, SparsityPenalty
 from ae_lightning.models.stacked import StackedAutoencoder, StackedOutput
@@ -25,6 +26,8 @@ __all__ = [
     "MultimodalAutoencoder",
     "MultimodalOutput",
     "PoseRegressor",
+    "RateDistortionAutoencoder",
+    "RateDistortionOutput",
     "SemiSupervisedAAE",
     "SparseAutoencoder",
     "SparsityPenalty",
