@@ -4,7 +4,7 @@
 #
 #   bash scripts/gpu_session.sh OUT DATA [MINUTES]
 #
-#   OUT      results folder: <job>.tar.gz per job, jobs.log, gpu.txt
+#   OUT      results folder: <job>.tar.gz per job (checkpoints left out: the exported weights are kept), jobs.log, gpu.txt
 #   DATA     a folder with mnist_full/ (the 60k + 10k MNIST IDX files), xray64/kermany_64.npz (1,564 Kermany chest
 #            X-rays) and fullres/ (full-size chest X-rays for the tiled check)
 #   MINUTES  each job's training budget (default 7)
@@ -44,6 +44,6 @@ job codec scripts/train_rd_sweep.sh "$data/xray64/kermany_64.npz" /tmp/gpu_jobs/
 wait
 for dir in /tmp/gpu_jobs/*/; do
   name=$(basename "$dir")
-  tar -czf "$out/$name.tar.gz" -C "$dir" . && echo "$(date +%T) packed $name: $(du -h "$out/$name.tar.gz" | cut -f1)" >>"$log"
+  tar -czf "$out/$name.tar.gz" --exclude='*.ckpt' -C "$dir" . && echo "$(date +%T) packed $name: $(du -h "$out/$name.tar.gz" | cut -f1)" >>"$log"
 done
 cat "$log"
