@@ -3,7 +3,7 @@
 ::
 
     from ae_lightning.rd_comparison import compare, split_images
-    images = split_images("rd_xray64_0.01")                   # the config's test split (patient-disjoint), (N, 1, 64, 64)
+    images = split_images("rd_xray64_0.013")                  # the config's test split (patient-disjoint), (N, 1, 64, 64)
     result = compare({"λ=0.0025": codec_a, "λ=0.01": codec_b, ...}, images)   # trained CompressAI models (or codec files)
     result.rows()           # CSV rows: every point of every curve (real bytes, decoded PSNR / SSIM, estimate)
     result.bd_rates         # BD-rate (%) of the learned codec against each classical codec, by PSNR and by SSIM
@@ -37,7 +37,7 @@ from torch import nn
 
 from ae_lightning.rd import RDPoint, bd_rate, front, overlap
 
-DEFAULT_CONFIG = "rd_xray64_0.01"  # any of the sweep's configs: they share the data block
+DEFAULT_CONFIG = "rd_xray64_0.013"  # any of the sweep's configs: they share the data block
 
 
 @dataclass
