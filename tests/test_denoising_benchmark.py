@@ -266,20 +266,22 @@ QUICK_CSV = Path(core.RESULTS) / "denoising_xray64.csv"
 
 @pytest.mark.slow
 def test_quick_mode_selected_dae_beats_classical_baselines():
-    """The quality bar of `make benchmark`, on the committed (regenerated) quick CSV: at every setting the
-    validation-selected DAE beats NL-means (oracle and blind σ) and both median filters in PSNR and SSIM."""
+    """The quality bar of `make benchmark`, on the committed (regenerated) quick CSV: at every setting but the
+    saturated one the validation-selected DAE beats NL-means and both median filters in PSNR and SSIM."""
     with QUICK_CSV.open() as f:
         rows = list(csv.DictReader(f))
     noises = list(dict.fromkeys(r["noise"] for r in rows))
-    assert len(noises) == 8
+    assert len(noises) == 10
     failed = []
     for noise in noises:
         rs = [r for r in rows if r["noise"] == noise]
+        if not any(r["method"].startswith("NL-means") for r in rs):  # the saturated setting: medians only, no verdict
+            continue
         (dae,) = [r for r in rs if r["selected"] == "true"]
         daes = [r for r in rs if r["train_size"] != "0"]
         assert float(dae["val_psnr_mean"]) == max(float(r["val_psnr_mean"]) for r in daes)  # chosen on val
         bar = [r for r in rs if r["method"].startswith(("NL-means", "median"))]
-        assert len(bar) == 4
+        assert len(bar) >= 3
         for c in bar:
             for metric in ("psnr_mean", "ssim_mean"):
                 if not float(dae[metric]) > float(c[metric]):
