@@ -157,6 +157,10 @@ def test_step_timer_times_batches_and_stops_the_fit(tmp_path, tiny_mnist):
     assert trainer.global_step == 3  # 1 + 2 of the 4 batches, then stopped (5 epochs asked)
     assert result["batches_per_epoch"] == 4 and result["s_per_batch"] > 0
     assert result["s_per_epoch"] == pytest.approx(4 * result["s_per_batch"]) and result["device_name"] == "cpu"
+    short = StepTimer(str(tmp_path / "short.json"), warmup=1, batches=50)  # the fit ends first: 3 timed batches
+    L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False, limit_val_batches=0, callbacks=[short], accelerator="cpu").fit(model, tiny_mnist)
+    assert json.loads((tmp_path / "short.json").read_text())["batches"] == 3
 
 
 def test_pixel_logistic_regression_on_the_labelled_pool():

@@ -88,7 +88,8 @@ class EpochTimes(Callback):
 
 
 class StepTimer(L.Callback):
-    """Time ``batches`` training batches after ``warmup`` ones, write ``path`` (JSON) and stop the fit."""
+    """Time ``batches`` training batches after ``warmup`` ones, write ``path`` (JSON) and stop the fit (a fit that ends
+    sooner writes what it timed; ``batches`` in the JSON says how many)."""
 
     def __init__(self, path: str = "step_timer.json", warmup: int = 20, batches: int = 100) -> None:
         if warmup < 0 or batches < 1:
@@ -108,16 +109,24 @@ class StepTimer(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         self._seen += 1
-        if self._start is None or self._seen < self.warmup + self.batches:
-            return
-        per_batch = (self._now(pl_module) - self._start) / self.batches
+        if self._start is not None and self._seen >= self.warmup + self.batches:
+            self._write(trainer, pl_module)
+            trainer.should_stop = True
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        """A fit shorter than ``warmup + batches`` (a small set, ``max_steps``): what was timed, if anything."""
+        if self._start is not None and self._seen > self.warmup:
+            self._write(trainer, pl_module)
+
+    def _write(self, trainer, pl_module) -> None:
+        timed = self._seen - self.warmup
+        per_batch = (self._now(pl_module) - self._start) / timed
         per_epoch = trainer.num_training_batches
         result = {"s_per_batch": per_batch, "batches_per_epoch": per_epoch, "s_per_epoch": per_batch * per_epoch,
-                  "warmup": self.warmup, "batches": self.batches, "device": str(pl_module.device),
+                  "warmup": self.warmup, "batches": timed, "device": str(pl_module.device),
                   "device_name": torch.cuda.get_device_name(pl_module.device) if pl_module.device.type == "cuda"
                   else "cpu"}
         if trainer.is_global_zero:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text(json.dumps(result, indent=1) + "\n")
         self._start = None
-        trainer.should_stop = True
