@@ -161,6 +161,10 @@ def test_step_timer_times_batches_and_stops_the_fit(tmp_path, tiny_mnist):
     L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
               enable_model_summary=False, limit_val_batches=0, callbacks=[short], accelerator="cpu").fit(model, tiny_mnist)
     assert json.loads((tmp_path / "short.json").read_text())["batches"] == 3
+    inside = StepTimer(str(tmp_path / "inside.json"), warmup=10, batches=5)  # the fit ends inside the warm-up
+    L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False, limit_val_batches=0, callbacks=[inside], accelerator="cpu").fit(model, tiny_mnist)
+    assert json.loads((tmp_path / "inside.json").read_text())["batches"] == 4
 
 
 def test_pixel_logistic_regression_on_the_labelled_pool():

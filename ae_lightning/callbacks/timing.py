@@ -96,7 +96,9 @@ class StepTimer(L.Callback):
             raise ValueError(f"StepTimer needs warmup >= 0 and batches >= 1, got {warmup} and {batches}")
         self.path, self.warmup, self.batches = Path(path), warmup, batches
         self._seen = 0
+        self._first: float | None = None
         self._start: float | None = None
+        self._written = False
 
     def _now(self, module: L.LightningModule) -> float:
         if module.device.type == "cuda":
@@ -104,6 +106,8 @@ class StepTimer(L.Callback):
         return time.perf_counter()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if self._seen == 0:
+            self._first = self._now(pl_module)
         if self._seen == self.warmup:
             self._start = self._now(pl_module)
 
@@ -114,8 +118,12 @@ class StepTimer(L.Callback):
             trainer.should_stop = True
 
     def on_train_end(self, trainer, pl_module) -> None:
-        """A fit shorter than ``warmup + batches`` (a small set, ``max_steps``): what was timed, if anything."""
+        """A fit shorter than ``warmup + batches`` (a small set, ``max_steps``): what was timed, or, when the fit
+        ended inside the warm-up, every batch it ran (``"warmup": 0`` in the JSON)."""
         if self._start is not None and self._seen > self.warmup:
+            self._write(trainer, pl_module)
+        elif self._first is not None and self._seen > 0 and not self._written:
+            self._start, self.warmup = self._first, 0
             self._write(trainer, pl_module)
 
     def _write(self, trainer, pl_module) -> None:
@@ -129,4 +137,4 @@ class StepTimer(L.Callback):
         if trainer.is_global_zero:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text(json.dumps(result, indent=1) + "\n")
-        self._start = None
+        self._start, self._written = None, True
