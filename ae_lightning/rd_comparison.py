@@ -18,7 +18,7 @@ From the command line (the sweep script's evaluation; codec files of ``python -m
 
     python -m ae_lightning.rd_comparison evaluate --codec out/rd_0.01.pt --codec out/rd_0.04.pt --out out/
     python -m ae_lightning.rd_comparison evaluate --ckpt runs/rd_xray64_0.01/version_0/checkpoints/last.ckpt --out out/
-    python -m ae_lightning.rd_comparison pool --data ../shared/data/xray64/kermany_64.npz --out pool.npz
+    python -m ae_lightning.rd_comparison pool --data PATH/kermany_64.npz --out pool.npz
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 #
 #   bash scripts/train_denoiser.sh DATA_NPZ OUTDIR [MAX_MINUTES] [EPOCHS]
 #
-#   DATA_NPZ     extra training X-rays, e.g. ../shared/data/xray64/kermany_64.npz (1,564 Kermany chest X-rays);
+#   DATA_NPZ     extra training X-rays, e.g. PATH/kermany_64.npz (1,564 Kermany chest X-rays);
 #                the patients of the embedded val/test splits are left out (the data module does it)
 #   OUTDIR       gets (flat, at most 8 files): xray64_denoiser.pt (the weights file, float16), training_names.txt,
 #                val_scores.csv (the exported weights on the val split per benchmark setting), metrics.csv (the run's

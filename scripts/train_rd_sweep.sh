@@ -2,7 +2,7 @@
 # Train the learned codec's λ sweep (configs/rd_xray64_*.yaml) for the compression benchmark's full mode within
 # MINUTES, then score every model on real bytes against JPEG, JPEG at reduced resolution, JPEG 2000 and WebP.
 #
-#   bash scripts/train_rd_sweep.sh ../shared/data/xray64/kermany_64.npz out/rd_full 120
+#   bash scripts/train_rd_sweep.sh PATH/kermany_64.npz out/rd_full 120
 #   bash scripts/train_rd_sweep.sh - out/rd_smoke 1          # DATA "-": the embedded X-rays alone (a smoke test)
 #
 # Training data: DATA (an .npz with an `images` array and Kermany `names`) without any patient of the embedded
