@@ -38,7 +38,6 @@ the 60k training set. Writes ``benchmarks/results/compression_<dataset>.{csv,md,
 from __future__ import annotations
 
 import copy
-import io
 import sys
 import time
 from collections.abc import Sequence
@@ -50,6 +49,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ae_lightning.classical_codecs import jpeg_decode, jpeg_encode, jpeg_image_only, jpeg_tables, to_uint8
 from ae_lightning.compression import (
     bits_per_pixel,
     decode_codes,
@@ -154,52 +154,6 @@ def load_data(cfg: dict, dataset: str, m: dict, mode: str, xray_data: str | None
 
 
 # --- JPEG ------------------------------------------------------------------------------------------
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """A (1, H, W) image in [0, 1] as the (H, W) uint8 array JPEG encodes."""
-    return (image[0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-
-
-def jpeg_encode(pixels: np.ndarray, quality: int, **options) -> bytes:
-    """Greyscale JPEG bytes of an (H, W) uint8 image (Pillow ``save`` options, e.g. ``optimize=True``)."""
-    buf = io.BytesIO()
-    Image.fromarray(pixels, mode="L").save(buf, "JPEG", quality=quality, **options)
-    return buf.getvalue()
-
-
-def jpeg_decode(data: bytes) -> np.ndarray:
-    with Image.open(io.BytesIO(data)) as im:
-        return np.asarray(im.convert("L"))  # (H, W) uint8
-
-
-def drop_app_segments(data: bytes) -> bytes:
-    """A JPEG stream without its APPn segments (JFIF / EXIF metadata, which no decoder needs for the pixels)."""
-    out, pos = bytearray(data[:2]), 2  # SOI
-    while pos + 4 <= len(data) and data[pos] == 0xFF:
-        marker, length = data[pos + 1], int.from_bytes(data[pos + 2 : pos + 4], "big")
-        if marker == 0xDA:  # start of scan: the entropy-coded data follow, to the end
-            break
-        if not 0xE0 <= marker <= 0xEF:
-            out += data[pos : pos + 2 + length]
-        pos += 2 + length
-    return bytes(out + data[pos:])
-
-
-def jpeg_image_only(pixels: np.ndarray, quality: int) -> bytes:
-    """The abbreviated JPEG stream (standard tables left out, ``streamtype=2``; APPn dropped): what an image
-    costs when every image at this quality shares one tables stream (:func:`jpeg_tables`)."""
-    return drop_app_segments(jpeg_encode(pixels, quality, streamtype=2))
-
-
-def jpeg_tables(quality: int, shape: tuple[int, int] = (8, 8)) -> bytes:
-    """The tables-only stream (quantisation + standard Huffman tables) every abbreviated image of this quality uses."""
-    return jpeg_encode(np.zeros(shape, np.uint8), quality, streamtype=1)
-
-
-def with_tables(tables: bytes, image_only: bytes) -> bytes:
-    """The complete JPEG a decoder reads: the tables stream's segments, then the image's (one SOI, one EOI)."""
-    return tables[:-2] + image_only[2:]
-
-
 # --- one point of a rate–distortion curve ----------------------------------------------------------------
 @dataclass
 class RatePoint:
