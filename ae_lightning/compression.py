@@ -67,7 +67,8 @@ def dequantise(q: torch.Tensor, step: float) -> torch.Tensor:
 
 
 # --- the byte stream ---------------------------------------------------------------------------------
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
+    """``n`` >= 0 as a LEB128 varint (7 bits a byte, the high bit set on every byte but the last)."""
     out = bytearray()
     while True:
         byte, n = n & 0x7F, n >> 7
@@ -76,11 +77,12 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+def read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    """The varint at ``data[pos:]`` and the position after it; one clear error for a cut-off header."""
     n = shift = 0
     while True:
         if pos >= len(data):
-            raise ValueError("code stream ends inside its header; fix: pass the complete bytes pack() returned")
+            raise ValueError("code stream ends inside its header; fix: pass the complete bytes the coder wrote")
         byte = data[pos]
         n |= (byte & 0x7F) << shift
         pos, shift = pos + 1, shift + 7
@@ -119,7 +121,7 @@ def pack(q: torch.Tensor, step: float, codec: Codec = "zlib") -> bytes:
     else:
         body = lzma.compress(payload, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
     header = bytes([CODECS.index(codec) << 4 | width]) + struct.pack("<f", _check_step(step))
-    header += _varint(q.dim() - 1) + b"".join(_varint(int(s)) for s in q.shape)
+    header += varint(q.dim() - 1) + b"".join(varint(int(s)) for s in q.shape)
     return header + body
 
 
@@ -131,10 +133,10 @@ def unpack(data: bytes) -> tuple[torch.Tensor, float]:
     if codec >= len(CODECS) or width >= len(_WIDTHS):
         raise ValueError(f"not an ae_lightning code stream (format byte {data[0]:#04x}); fix: pass what pack() returned")
     (step,) = struct.unpack("<f", data[1:5])
-    ndim, pos = _read_varint(data, 5)
+    ndim, pos = read_varint(data, 5)
     shape = []
     for _ in range(ndim + 1):
-        s, pos = _read_varint(data, pos)
+        s, pos = read_varint(data, pos)
         shape.append(s)
     body = data[pos:]
     try:

@@ -48,6 +48,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ae_lightning.compression import read_varint, varint
 from ae_lightning.inference import _pad
 from ae_lightning.models.rate_distortion import flush_denormals
 from ae_lightning.rd import RDPoint, scored_point
@@ -57,38 +58,18 @@ WEIGHTS_FORMAT = "ae_lightning.learned_codec/1"
 
 
 # --- the byte string -----------------------------------------------------------------------------------------
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    n = shift = 0
-    while True:
-        if pos >= len(data):
-            raise ValueError("code stream ends inside its header; fix: pass the complete bytes encode_image() returned")
-        byte = data[pos]
-        n, pos, shift = n | (byte & 0x7F) << shift, pos + 1, shift + 7
-        if not byte & 0x80:
-            return n, pos
-
-
 def pack(height: int, width: int, strings: Sequence[bytes]) -> bytes:
     """The per-image byte string: size, the lengths of all strings but the last, the strings (module docstring)."""
-    return _varint(height) + _varint(width) + b"".join(_varint(len(s)) for s in strings[:-1]) + b"".join(strings)
+    return varint(height) + varint(width) + b"".join(varint(len(s)) for s in strings[:-1]) + b"".join(strings)
 
 
 def unpack(data: bytes, n_strings: int) -> tuple[int, int, list[bytes]]:
     """``(H, W, strings)`` of :func:`pack`'s bytes, for a model that writes ``n_strings`` strings per image."""
-    height, pos = _read_varint(data, 0)
-    width, pos = _read_varint(data, pos)
+    height, pos = read_varint(data, 0)
+    width, pos = read_varint(data, pos)
     lengths = []
     for _ in range(n_strings - 1):
-        n, pos = _read_varint(data, pos)
+        n, pos = read_varint(data, pos)
         lengths.append(n)
     strings = []
     for n in lengths:
