@@ -231,20 +231,16 @@ class Context:
         """The command line's value for ``family``, else ``None`` (then the DataModule's lookup decides)."""
         return self.data.get(family)
 
-    def mnist(self, benchmark: str, *, setup: bool = True, **kwargs):
+    def mnist(self, benchmark: str, **kwargs):
         """An MNIST DataModule by the one lookup order, prepared (full mode: downloaded when nothing is found) and
         set up; full mode refuses anything but the 60k training set."""
         from ae_lightning.data import MNISTDataModule
 
-        source = mnist_source(self.data_root("mnist"), "full" if self.full else "quick")
-        if kwargs.pop("download", False):
-            source["download"] = True
-        dm = MNISTDataModule(**source, **kwargs)
+        dm = MNISTDataModule(**mnist_source(self.data_root("mnist"), "full" if self.full else "quick"), **kwargs)
         dm.prepare_data()
-        if setup:
-            dm.setup("fit")
-            if self.full:
-                require_full_mnist(dm, benchmark)
+        dm.setup("fit")
+        if self.full:
+            require_full_mnist(dm, benchmark)
         return dm
 
     def results(self) -> Results:
