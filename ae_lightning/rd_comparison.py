@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import sys
 from collections.abc import Mapping, Sequence
@@ -199,7 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ev.add_argument("--codec", action="append", default=[], help="a codec file (repeat: one per λ)")
     ev.add_argument("--ckpt", action="append", default=[],
                     help="a checkpoint of an `ae-lightning fit` run (runs/<config>/version_N/checkpoints/*.ckpt; repeat)")
-    ev.add_argument("--save-codecs", help="write each --ckpt's codec file (weights + coding tables) here, as <config>.pt")
+    ev.add_argument("--save-codecs", help="write each --ckpt's codec file (weights + coding tables) here, as "
+                    "<config>.pt, and its λ, epochs and steps as <config>.json (read back by --codec)")
     ev.add_argument("--config", default=DEFAULT_CONFIG, help="the experiment config whose data block gives the test split")
     ev.add_argument("--data", help="override the config's data root")
     ev.add_argument("--out", required=True, help="folder for rd_points.csv and rd_bd_rates.csv")
@@ -216,7 +218,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error("evaluate needs at least one --codec or --ckpt")
     images = split_images(args.config, args.data)
     codecs: dict[str, nn.Module | str] = {Path(c).stem: c for c in args.codec}
-    extra = {}
+    # a codec file saved by --save-codecs has its run's λ, epochs and steps beside it (<config>.json)
+    extra = {Path(c).stem: json.loads(Path(c).with_suffix(".json").read_text()) for c in args.codec
+             if Path(c).with_suffix(".json").is_file()}
     for ckpt in map(Path, args.ckpt):
         from ae_lightning.learned_codec import codec_of_run, save_codec
 
@@ -225,8 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
         extra[name] = {"lmbda": state["hyper_parameters"].get("lmbda"), "epochs": state["epoch"],
                        "global_step": state["global_step"]}
-        if args.save_codecs:
+        if args.save_codecs:  # before the scoring: a scoring cut short still leaves every trained codec
             save_codec(codecs[name], spec, Path(args.save_codecs) / f"{name}.pt")
+            (Path(args.save_codecs) / f"{name}.json").write_text(json.dumps(extra[name]) + "\n")
     result = compare(codecs, images, ClassicalSettings.quick() if args.quick else None, extra=extra)
     out = Path(args.out)
     write_csv(out / "rd_points.csv", result.rows())

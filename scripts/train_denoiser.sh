@@ -13,8 +13,10 @@
 #                reaches zero as the time ends; trainer.max_time caps it as well. The export runs after it.
 #   EPOCHS       skip the timing fit and train this many epochs (still capped by MAX_MINUTES)
 #
-# On a CUDA device: bf16-mixed, channels-last weights and device-resident batches (speed.*); COMPILE=1 adds
-# torch.compile. On the CPU: float32, none of them. PYTHON: the interpreter (default python3); RUNS: where the run
+# On a CUDA device: float32 (TF32 convolutions; PRECISION=bf16-mixed to change it: a bf16 run met a non-finite
+# gradient at epoch 234, and at 5 batches an epoch the step is bound by per-step overhead, ~17 ms on an H200, not by
+# arithmetic), channels-last weights and device-resident batches (speed.*); COMPILE=1 adds torch.compile. On the CPU:
+# float32, none of them. A fit that stops early (a non-finite gradient, a crash) still exports its best checkpoint. PYTHON: the interpreter (default python3); RUNS: where the run
 # folders go (default runs/). Needs the suite importable (`pip install -e .`, or `--no-deps` where torch,
 # lightning & co. are already installed). Then: cp OUTDIR/{xray64_denoiser.pt,training_names.txt} ae_lightning/pretrained/
 set -euo pipefail
@@ -44,10 +46,12 @@ main() {  # one function, parsed whole before it runs: editing this file mid-run
   common=(fit --config configs/denoiser_xray64.yaml "--data.init_args.extra_train=[$data]"
           --trainer.enable_progress_bar=false --trainer.logger.init_args.save_dir="$runs")
   if [ "$device" != cpu ]; then
-    common+=(--trainer.accelerator=gpu --trainer.devices=1 --trainer.precision=bf16-mixed
+    precision="${PRECISION:-32-true}"
+    common+=(--trainer.accelerator=gpu --trainer.devices=1 --trainer.precision="$precision"
              --speed.channels_last=true --speed.device_resident_data=true)
     [ "${COMPILE:-0}" = 1 ] && common+=(--speed.compile=true)
   else
+    precision=32-true
     common+=(--trainer.accelerator=cpu)
   fi
   say "device: $device; budget ${minutes} min; data $data; runs in $runs"
@@ -62,7 +66,9 @@ main() {  # one function, parsed whole before it runs: editing this file mid-run
       --trainer.check_val_every_n_epoch=1000000 --trainer.num_sanity_val_steps=0 --resume.every_n_minutes=100000 \
       --trainer.logger.init_args.version=timing --trainer.enable_model_summary=false \
       --trainer.callbacks+=ae_lightning.callbacks.EpochTimes --trainer.callbacks.path="$out/timing.json" \
-      --trainer.callbacks.stop_after="$probe" >>"$log" 2>&1 || { tail -30 "$log"; exit 1; }
+      --trainer.callbacks.stop_after="$probe" >>"$log" 2>&1 \
+      || { [ -f "$out/timing.json" ] || { tail -30 "$log"; exit 1; }
+           say "the timing fit stopped early (exit $?), after timing its epochs: its rate is used"; }
     wall=$(( $(date +%s) - t0 ))
     rm -rf "$runs/denoiser_xray64/timing"
     # epochs that fill 90 % of what is left after the fit's start-up (as the timing fit's) and its warm-up epochs;
@@ -83,10 +89,16 @@ print(max(1, math.floor((0.9 * left - t['warmup_seconds']) / t['seconds_per_epoc
   say "fit: $epochs epochs, validation every $every, max_time $(hms "$left"), run $runs/denoiser_xray64/$version"
   "$py" -m ae_lightning.cli "${common[@]}" --trainer.max_epochs="$epochs" --trainer.max_time="$(hms "$left")" \
     --trainer.check_val_every_n_epoch="$every" --trainer.logger.init_args.version="$version" \
-    >>"$log" 2>&1 || { say "the fit failed:"; tail -30 "$log"; exit 1; }
+    >>"$log" 2>&1 || { say "the fit stopped early (exit $?):"; tail -5 "$log"; fit_failed=1; }
   grep -h "stopped" "$log" | tail -1 || true
   run="$runs/denoiser_xray64/$version"
-  [ -f "$run/checkpoints/last.ckpt" ] || { say "the fit wrote no checkpoint; see $log"; tail -30 "$log"; exit 1; }
+  [ -f "$run/checkpoints/last.ckpt" ] || ls "$run"/checkpoints/epoch=*.ckpt >/dev/null 2>&1 \
+    || { say "the fit wrote no checkpoint; see $log"; tail -30 "$log"; exit 1; }
+  early=()
+  if [ -n "${fit_failed:-}" ]; then
+    say "exporting its best checkpoint so far (the model card must say the fit stopped early)"
+    early=(--note "fit=stopped early at $(grep -ho 'epoch [0-9]*' "$log" | tail -1), see train.log")
+  fi
   trained=$(elapsed)
 
   best=$(ls "$run"/checkpoints/epoch=*.ckpt 2>/dev/null | head -1 || true)  # best by val/loss (save_top_k=1)
@@ -95,7 +107,7 @@ print(max(1, math.floor((0.9 * left - t['warmup_seconds']) / t['seconds_per_epoc
   say "training took ${trained} s; exporting $ckpt"
   "$py" -m ae_lightning.pretrained.export --ckpt_path "$ckpt" --out_dir "$out" \
     --note hardware="$device" --note train_wall_seconds="$trained" --note budget_minutes="$minutes" \
-    --note precision="$([ "$device" = cpu ] && echo 32-true || echo bf16-mixed)" 2>&1 | tee -a "$log"
+    --note precision="$precision" "${early[@]}" 2>&1 | tee -a "$log"
   say "done in $(elapsed) s; files in $out:"
   ls -l "$out" | tee -a "$log"
 }

@@ -256,6 +256,34 @@ def test_epoch_times_measure_steady_epochs_and_end_a_probe_fit(tmp_path, tiny_mn
     assert 0 < t["seconds_per_step"] <= max(t["epoch_seconds"])
 
 
+def test_epoch_times_write_their_rate_when_the_fit_stops_on_an_error(tmp_path, tiny_mnist):
+    """A timing fit that diverges (the H200 run's non-finite gradient at epoch 234) still leaves the rate it timed,
+    which scripts/train_denoiser.sh then uses; the error itself still ends the fit."""
+    import json
+
+    import lightning as L
+
+    from ae_lightning.callbacks import EpochTimes
+    from ae_lightning.models import Autoencoder
+    from ae_lightning.nets import MLPDecoder, MLPEncoder
+
+    class Diverges(L.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            if trainer.current_epoch == 3:
+                raise FloatingPointError("non-finite gradient")
+
+    model = Autoencoder(MLPEncoder((1, 28, 28), [16]), MLPDecoder((1, 28, 28), [16]))
+    timer = EpochTimes(str(tmp_path / "timing.json"), warmup=1)
+    trainer = L.Trainer(max_epochs=100, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[timer, Diverges()],
+                        accelerator="cpu")
+    with pytest.raises(FloatingPointError):
+        trainer.fit(model, tiny_mnist)
+    t = json.loads((tmp_path / "timing.json").read_text())
+    assert t["estimated_from"] == "epochs" and t["steps_per_epoch"] == 4 and len(t["epoch_seconds"]) == 4
+    assert t["seconds_per_epoch"] > 0
+
+
 def test_resume_checkpoint_every_few_minutes_instead_of_steps():
     """configs/denoiser_xray64.yaml writes last.ckpt every 3 minutes (a GPU step takes milliseconds: every 50 steps
     would write one each second)."""

@@ -86,6 +86,11 @@ class EpochTimes(Callback):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text(json.dumps(result, indent=1))
 
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        """A fit that stops on an error (a diverged run's non-finite gradient) still writes what it timed: the
+        rate is a property of the machine, not of the run's numbers."""
+        self.on_train_end(trainer, pl_module)
+
 
 class StepTimer(L.Callback):
     """Time ``batches`` training batches after ``warmup`` ones, write ``path`` (JSON) and stop the fit (a fit that ends
