@@ -16,9 +16,15 @@
 # On a CUDA device: float32 (TF32 convolutions; PRECISION=bf16-mixed to change it: a bf16 run met a non-finite
 # gradient at epoch 234, and at 5 batches an epoch the step is bound by per-step overhead, ~17 ms on an H200, not by
 # arithmetic), channels-last weights and device-resident batches (speed.*); COMPILE=1 adds torch.compile. On the CPU:
-# float32, none of them. A fit that stops early (a non-finite gradient, a crash) still exports its best checkpoint. PYTHON: the interpreter (default python3); RUNS: where the run
-# folders go (default runs/). Needs the suite importable (`pip install -e .`, or `--no-deps` where torch,
-# lightning & co. are already installed). Then: cp OUTDIR/{xray64_denoiser.pt,training_names.txt} ae_lightning/pretrained/
+# float32, none of them. A fit that stops early (a non-finite gradient, a crash) still exports its best checkpoint.
+# PYTHON: the interpreter (default python3); RUNS: where the run folders go (default runs/); BATCH_SIZE: overrides
+# the config's 256 (on a CPU, 32 gives 8x the updates for the same images/s); VERSION: the run's name (default
+# train_<date>): when VERSION's last.ckpt exists, the fit resumes from it (give EPOCHS: the cosine keeps its length,
+# and MAX_MINUTES counts the whole run, as Lightning's max_time restores its elapsed time). A long CPU run:
+#   RUNS=~/ae_runs VERSION=cpu BATCH_SIZE=32 nohup bash scripts/train_denoiser.sh PATH/kermany_64.npz OUT 600 140 &
+# and the same line again after a kill resumes it. Needs the suite importable (`pip install -e .`, or `--no-deps`
+# where torch, lightning & co. are already installed). Then: cp OUTDIR/{xray64_denoiser.pt,training_names.txt}
+# ae_lightning/pretrained/
 set -euo pipefail
 
 main() {  # one function, parsed whole before it runs: editing this file mid-run cannot break the run
@@ -54,7 +60,14 @@ main() {  # one function, parsed whole before it runs: editing this file mid-run
     precision=32-true
     common+=(--trainer.accelerator=cpu)
   fi
-  say "device: $device; budget ${minutes} min; data $data; runs in $runs"
+  [ -z "${BATCH_SIZE:-}" ] || common+=(--data.init_args.batch_size="$BATCH_SIZE")
+  version="${VERSION:-train_$(date +%Y%m%d_%H%M%S)}"
+  resume=()
+  if [ -f "$runs/denoiser_xray64/$version/checkpoints/last.ckpt" ]; then
+    [ -n "$epochs" ] || { echo "train_denoiser: resuming $version needs EPOCHS (the cosine's length)" >&2; exit 2; }
+    resume=(--ckpt_path "$runs/denoiser_xray64/$version/checkpoints/last.ckpt")
+  fi
+  say "device: $device; budget ${minutes} min; data $data; runs in $runs${resume:+; resuming ${resume[1]}}"
   budget=$(( minutes * 60 ))
 
   if [ -z "$epochs" ]; then
@@ -85,10 +98,9 @@ print(max(1, math.floor((0.9 * left - t['warmup_seconds']) / t['seconds_per_epoc
   # about 20 validations over the fit, and the last epoch among them (the best-by-val checkpoint sees the end)
   every=$(( epochs / 20 )); every=$(( every < 1 ? 1 : every ))
   epochs=$(( epochs / every * every ))
-  version="train_$(date +%Y%m%d_%H%M%S)"
   say "fit: $epochs epochs, validation every $every, max_time $(hms "$left"), run $runs/denoiser_xray64/$version"
   "$py" -m ae_lightning.cli "${common[@]}" --trainer.max_epochs="$epochs" --trainer.max_time="$(hms "$left")" \
-    --trainer.check_val_every_n_epoch="$every" --trainer.logger.init_args.version="$version" \
+    --trainer.check_val_every_n_epoch="$every" --trainer.logger.init_args.version="$version" "${resume[@]}" \
     >>"$log" 2>&1 || { say "the fit stopped early (exit $?):"; tail -5 "$log"; fit_failed=1; }
   grep -h "stopped" "$log" | tail -1 || true
   run="$runs/denoiser_xray64/$version"
