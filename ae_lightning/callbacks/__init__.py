@@ -1,6 +1,7 @@
 """Callbacks that write what a run produced (image grids) to the run directory and the logger, and
 the divergence guard every ``ae-lightning`` run has."""
 
+from ae_lightning.callbacks.diagnostics import Diagnostics
 from ae_lightning.callbacks.divergence import NonFiniteLossError, StopOnNonFinite
 from ae_lightning.callbacks.generation import GenerationGrids
 from ae_lightning.callbacks.images import ReconstructionGrid, log_image
@@ -10,6 +11,6 @@ from ae_lightning.callbacks.run_dir import SaveRunConfig, run_dir
 from ae_lightning.callbacks.speed import Speed
 
 __all__ = [
-    "GenerationGrids", "NonFiniteLossError", "PredictionWriter", "ReconstructionGrid", "ResumeCheckpoint",
+    "Diagnostics", "GenerationGrids", "NonFiniteLossError", "PredictionWriter", "ReconstructionGrid", "ResumeCheckpoint",
     "SaveRunConfig", "Speed", "StopOnNonFinite", "log_image", "run_dir",
 ]
