@@ -183,13 +183,16 @@ class VAE(Autoencoder):
         kl = kl_per_dim.sum(-1).mean()
         kl_term = free_bits_kl(kl_per_dim, self.hparams.free_bits) if self.hparams.free_bits > 0 else kl
         weight = self.kl_weight()
+        with torch.no_grad():  # logged, never differentiated: no graph for them
+            elbo = -(recon + kl)
+            # on the module's device (NCCL syncs no CPU tensors), filled there: new_tensor would copy from the host
+            kl_weight = torch.full_like(recon, weight)
         return {
-            "loss": recon + weight * kl_term,
+            "loss": recon + kl_term if weight == 1 else recon + weight * kl_term,  # β = 1: the same, one op fewer
             "recon": recon,
             "kl": kl,
-            "elbo": -(recon + kl),
-            # on the module's device (NCCL syncs no CPU tensors), filled there: new_tensor would copy from the host
-            "kl_weight": torch.full_like(recon, weight),
+            "elbo": elbo,
+            "kl_weight": kl_weight,
         }
 
     # --- evaluation: the shared step, plus active units and the importance-weighted NLL ------------
