@@ -19,7 +19,7 @@ the next step's non-finite loss, before that step's update, with no checkpoint o
 an accelerator the check is lazy: each step's terms (and the gradient norm) are tested on the device
 and the first non-finite one is recorded there (its step, epoch, term and value), and the host reads
 that record every ``check_every_n_steps`` training batches (default 100 on an accelerator, 1 on the
-CPU, where a read costs nothing: there each step's terms are read at once, a stack and one comparison), at each
+CPU, where a read costs nothing: there each step's terms are read at once as Python numbers), at each
 epoch end, and before every checkpoint is written. The error then names the *first* non-finite step and term, and
 no checkpoint is written after it, so the last good checkpoint is still the one kept; on the CPU the run also stops
 before the optimiser step that would have applied a non-finite loss's gradient (and, with ``check_gradients``, any
@@ -33,6 +33,8 @@ optimiser step, so a blow-up can be seen coming::
 """
 
 from __future__ import annotations
+
+import math
 
 import lightning as L
 import torch
@@ -91,6 +93,8 @@ class StopOnNonFinite(Callback):
         if not values:
             return
         self._noted.update(values)
+        if self._every == 1 and all(math.isfinite(float(t)) for t in values.values()):
+            return  # read now, one number at a time (the CPU: nothing to wait for, no tensor op): nothing to record
         keys = tuple(values)
         for key in keys:
             if key not in self._slots:
@@ -98,8 +102,6 @@ class StopOnNonFinite(Callback):
                     raise RuntimeError(f"StopOnNonFinite: more than {self.MAX_TERMS} distinct train/* terms")
                 self._slots[key] = len(self._slots)
         v = torch.stack([t.detach().float().reshape(()) for t in values.values()])  # (T,)
-        if self._every == 1 and bool(torch.isfinite(v).all()):  # read now: nothing to record
-            return
         if self._record is None:
             self._record = self._new_record(v.device)
         if keys not in self._index:  # made once per key set: an index built from a list each step is a copy to the device
