@@ -255,7 +255,7 @@ def raw_images_per_s(model: L.LightningModule, data, w: Workload, steps: int, de
 
         epoch()
         _sync(device)
-        t0 = time.perf_counter()
+        t0 = clock()
         epoch()
     else:
         order = torch.randperm(len(images), generator=gen, device=device)
@@ -263,11 +263,11 @@ def raw_images_per_s(model: L.LightningModule, data, w: Workload, steps: int, de
         for batch in batches[:WARMUP]:
             train_step(images[batch])
         _sync(device)
-        t0 = time.perf_counter()
+        t0 = clock()
         for batch in batches[WARMUP:]:
             train_step(images[batch])
     _sync(device)
-    return _images(w, steps, data) / (time.perf_counter() - t0)
+    return _images(w, steps, data) / (clock() - t0)
 
 
 # --- Lightning with nothing of the suite: the framework's own cost ---------------------------------------
@@ -298,7 +298,7 @@ class Bare(L.LightningModule):
 
 # --- the suite: Trainer.fit on the config's DataModule -------------------------------------------------
 class StepClock(L.Callback):
-    """Wall time of the timed span, and the training images of the batches in it (counted, not assumed: a short
+    """Time (:data:`clock`) of the timed span, and the training images of the batches in it (counted, not assumed: a short
     last batch is fewer images). A step workload: from the end of the first ``warmup`` batches to the end of
     batch ``last``. An epoch workload: from the end of the first epoch to the end of the second (callbacks'
     epoch-end hooks run before the module's, so the span holds one of the module's epoch ends, as it holds one
@@ -375,9 +375,13 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+#: the timed spans' clock: wall time; ``--cpu-time`` (CPU only): this process's CPU time, see :func:`run`
+clock = time.perf_counter
+
+
 def _synced_time(pl_module) -> float:
     _sync(pl_module.device)
-    return time.perf_counter()
+    return clock()
 
 
 # --- data loading: a folder of image files against LitData chunks of the same images ----------------------
@@ -461,10 +465,31 @@ def loading_rows(mode: str, tag: str) -> list[dict]:
 
 
 # --- the run ---------------------------------------------------------------------------------------------
-def run(mode: str = "quick", out_dir: Path = RESULTS, workloads: list[Workload] | None = None) -> list[dict]:
+def run(mode: str = "quick", out_dir: Path = RESULTS, workloads: list[Workload] | None = None,
+        cpu_time: bool = False) -> list[dict]:
+    """``cpu_time``: on a CPU shared with other jobs, time the spans with this process's CPU time on one thread
+    (another process's time slices then do not count; its pressure on caches and memory still does), not wall time;
+    the loading rows stay wall time (they wait on the disk)."""
+    global clock
     quiet()
     accelerator, precision, hw = hardware()
     device = torch.device("cuda" if accelerator == "gpu" else "cpu")
+    if cpu_time:
+        if device.type != "cpu":
+            raise ValueError("--cpu-time times CPU work: it is for CPU-only runs (a GPU works while the host waits)")
+        threads, clock = torch.get_num_threads(), time.process_time
+        torch.set_num_threads(1)
+        hw = "CPU, 1 thread, fp32, process CPU time"
+    try:
+        return _run(mode, out_dir, workloads, accelerator, precision, hw, device)
+    finally:
+        if cpu_time:
+            torch.set_num_threads(threads)
+            clock = time.perf_counter
+
+
+def _run(mode: str, out_dir: Path, workloads: list[Workload] | None, accelerator: str, precision: str, hw: str,
+         device: torch.device) -> list[dict]:
     tag = "cpu" if device.type == "cpu" else torch.cuda.get_device_name(0).split()[-1].lower()
     print(f"throughput ({mode}) on {hw}: raw PyTorch loop vs the suite's default fit, alternating", flush=True)
     rows, verdicts = [], []
@@ -566,8 +591,11 @@ def verdict(w: Workload, rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    args = benchmark_parser(__doc__, "more steps (GPU: bf16 autocast)").parse_args(argv)
-    return run_main(lambda: run(args.mode, args.out))
+    ap = benchmark_parser(__doc__, "more steps (GPU: bf16 autocast)")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="CPU only: time with this process's CPU time on one thread (a CPU shared with other jobs)")
+    args = ap.parse_args(argv)
+    return run_main(lambda: run(args.mode, args.out, cpu_time=args.cpu_time))
 
 if __name__ == "__main__":
     sys.exit(main())

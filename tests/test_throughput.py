@@ -89,3 +89,16 @@ def test_the_raw_loss_is_the_models_objective(config):
     raw = T.loss_of(model, x)
     torch.manual_seed(1)
     assert float(raw) == pytest.approx(float(model.compute_losses(model(model.corrupt(x)), x)["loss"]), rel=1e-5)
+
+
+def test_cpu_time_mode_times_one_thread_with_the_process_clock(tmp_path):
+    """``--cpu-time`` (a CPU shared with other jobs): the spans on this process's CPU time, one thread, both restored
+    after the run; the table says which clock it used and each workload's targets."""
+    threads = torch.get_num_threads()
+    workload = T.Workload("VAE epoch", "vae_mnist", 50, {"quick": 0}, epoch=(200, 100), vs_raw=1.15, vs_bare=1.05)
+    rows = T.run("quick", tmp_path, [workload], cpu_time=True)
+    assert [r["path"] for r in rows] == ["raw", "lightning, bare", "suite"]
+    assert all(r["images_per_s"] > 0 for r in rows) and rows[1]["ratio_to_bare"] == 1.0
+    text = (tmp_path / "throughput_cpu.md").read_text()
+    assert "process CPU time" in text and "VAE epoch at batch 50: the suite takes" in text
+    assert T.clock is T.time.perf_counter and torch.get_num_threads() == threads
