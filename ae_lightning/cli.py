@@ -20,6 +20,8 @@ What every experiment shares is not repeated in its YAML:
   only its own extras;
 - a non-finite loss term stops the run with one line naming the epoch, the step and the term, and no
   checkpoint with non-finite weights is written (``divergence.*``, :mod:`ae_lightning.callbacks.divergence`);
+- validation SSIM and the adversarial models' prior match look at a bounded sample of each validation epoch,
+  ``diagnostics.*`` (:mod:`ae_lightning.callbacks.diagnostics`; ``null``: every image);
 - ``last.ckpt`` is also written every ``resume.every_n_train_steps`` steps and on SIGTERM, so a killed or
   preempted run resumes with ``--ckpt_path last`` to the same weights (:mod:`ae_lightning.callbacks.resume`);
 - ``ae-lightning predict`` writes one output per input, codes or samples (``prediction.*``, see
@@ -44,6 +46,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from ae_lightning.callbacks import (
+    Diagnostics,
     NonFiniteLossError,
     PredictionWriter,
     ReconstructionGrid,
@@ -178,6 +181,8 @@ class AutoencoderCLI(LightningCLI):
         parser.add_lightning_class_args(PredictionWriter, "prediction")
         # channels-last, torch.compile, device-resident in-memory data (all off by default)
         parser.add_lightning_class_args(Speed, "speed")
+        # how much of each validation epoch the expensive diagnostics (SSIM, the AAE's prior match) look at
+        parser.add_lightning_class_args(Diagnostics, "diagnostics")
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config.get(self.subcommand, self.config) if self.subcommand else self.config

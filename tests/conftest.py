@@ -50,12 +50,14 @@ def _no_data_lookup_outside_the_test(monkeypatch, tmp_path_factory):
     monkeypatch.setattr(locate, "LOCAL", tmp_path_factory.mktemp("workdir") / "data")
 
 
-def run_benchmark(name: str, out: Path, overrides: dict | None = None, mode: str = "quick", **data):
+def run_benchmark(name: str, out: Path, overrides: dict | None = None, mode: str = "quick", options: dict | None = None,
+                  **data):
     """The one way tests run a benchmark: ``benchmarks.core``'s registered benchmark on a fresh context writing to
-    ``out``, its settings changed by ``overrides`` (dotted keys); ``data``: ``mnist=`` / ``xray=`` roots."""
+    ``out``, its settings changed by ``overrides`` (dotted keys); ``options``: its own command-line options (as
+    ``--cpu-time`` gives ``{"cpu_time": True}``); ``data``: ``mnist=`` / ``xray=`` roots."""
     from benchmarks.core import Context, benchmark
 
-    return benchmark(name)(Context(mode, out, data), overrides)
+    return benchmark(name)(Context(mode, out, data, options or {}), overrides)
 
 
 # sizes of the synthetic MNIST in ``mnist_root``

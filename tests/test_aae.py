@@ -51,6 +51,41 @@ def test_prior_match_statistics():
     assert abs(mmd(same, same[torch.randperm(800)])) < 1e-6 + 0.01
 
 
+def test_mmd_is_the_full_kernel_matrix_estimate():
+    """``mmd`` sums each within-sample pair once (pdist) and one kernel at a time: the unbiased estimate of the full
+    kernel matrices, diagonal removed, to float64 rounding."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(300, 8, generator=g), 1.2 * torch.randn(250, 8, generator=g) + 0.1
+    bandwidths = (0.5, 1.0, 2.0)
+
+    def k(a, b):
+        d2 = torch.cdist(a.double(), b.double()).pow(2)
+        return sum(torch.exp(-d2 / (2 * s * s)) for s in bandwidths)
+
+    kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
+    reference = ((kxx.sum() - kxx.diagonal().sum()) / (300 * 299) + (kyy.sum() - kyy.diagonal().sum()) / (250 * 249)
+                 - 2 * kxy.mean())
+    assert mmd(x, y, bandwidths) == pytest.approx(float(reference), rel=1e-9, abs=1e-12)
+
+
+def test_validation_prior_match_uses_the_first_codes(digits, monkeypatch, tmp_path):
+    """``val/prior_mmd`` / ``val/prior_ks`` over the first ``val_prior_match_codes`` (500) validation codes (the MMD's
+    cost grows with their square); ``None`` (``--diagnostics.prior_match_codes=null``): prior_match's own limit."""
+    from ae_lightning.models import adversarial
+
+    seen = []
+    monkeypatch.setattr(adversarial, "prior_match", lambda codes, prior, labels=None, max_samples=2000:
+                        seen.append((len(codes), max_samples)) or {"mmd": 0.0, "ks": 0.0})
+    model = _aae(True)
+    assert model.val_prior_match_codes == 500
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=2,
+                        default_root_dir=tmp_path)  # the sample grid's folder
+    trainer.validate(model, digits, verbose=False)
+    model.val_prior_match_codes = None
+    trainer.validate(model, digits, verbose=False)
+    assert seen == [(200, 500), (200, 2000)]
+
+
 def _aae(adversarial: bool, prior=None, **kw) -> AdversarialAutoencoder:
     adam = partial(torch.optim.Adam, lr=1e-3, betas=(0.5, 0.999))  # every phase; GAN practice: β₁ = 0.5
     return AdversarialAutoencoder(

@@ -76,3 +76,70 @@ def test_the_check_reads_the_device_only_every_n_steps_and_names_the_first_bad_s
     msg = str(err.value)
     assert msg.startswith("non-finite loss: train/loss = nan at epoch 0, global step 6 (seen at step 8")
     assert "train/kl" not in msg and "no checkpoint was written after it" in msg
+
+
+def _cpu_guard(guard, terms: dict):
+    """``guard`` set up on the CPU (a read every step), with a module whose step logged ``terms``."""
+    from types import SimpleNamespace
+
+    trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cpu")), current_epoch=0,
+                              global_step=3, callback_metrics={})
+    module = SimpleNamespace(train_terms=terms)
+    guard.setup(trainer, module, "fit")
+    guard.on_train_batch_start(trainer, module, None, 0)
+    return trainer, module
+
+
+def test_gradients_are_checked_only_on_request(monkeypatch):
+    """The gradient norm is a pass over every gradient every step (about 3 % of a small MLP's CPU step): off by
+    default (a non-finite gradient behind finite losses then stops the run at the next step's loss, and no checkpoint
+    of its weights is written); ``check_gradients`` stops before the update, naming the gradient."""
+    from types import SimpleNamespace
+
+    from ae_lightning.callbacks import NonFiniteLossError, StopOnNonFinite, divergence
+
+    norms = []
+    monkeypatch.setattr(divergence.torch.linalg, "vector_norm",
+                        lambda t, _norm=torch.linalg.vector_norm: norms.append(t.shape) or _norm(t))
+    weight = torch.nn.Parameter(torch.ones(3))
+    weight.grad = torch.tensor([1.0, float("nan"), 0.0])
+    optimizer = SimpleNamespace(param_groups=[{"params": [weight]}])
+    guard = StopOnNonFinite()
+    trainer, module = _cpu_guard(guard, {"train/loss": torch.tensor(0.5)})
+    guard.on_before_optimizer_step(trainer, module, optimizer)  # the loss is finite: no error, no norm
+    assert norms == []
+    guard = StopOnNonFinite(check_gradients=True)
+    trainer, module = _cpu_guard(guard, {"train/loss": torch.tensor(0.5)})
+    with pytest.raises(NonFiniteLossError, match=r"^non-finite gradient at epoch 0, global step 3 \(the loss terms"):
+        guard.on_before_optimizer_step(trainer, module, optimizer)
+    assert norms
+
+
+def test_each_value_is_tested_once_per_step(monkeypatch):
+    """On the CPU a step's terms are read at once, as Python numbers (no tensor op), before the optimiser step and not
+    read again at the batch's end; a term logged after the step (an AAE's d_loss) is read there."""
+    import sys
+
+    from ae_lightning.callbacks import StopOnNonFinite
+
+    reads = []
+
+    def spy(t, _float=torch.Tensor.__float__):
+        if sys._getframe(1).f_code.co_filename.endswith("divergence.py"):
+            reads.append(float(_float(t)))
+        return _float(t)
+
+    monkeypatch.setattr(torch.Tensor, "__float__", spy)
+    guard = StopOnNonFinite()
+    terms = {"train/loss": torch.tensor(0.5), "train/kl": torch.tensor(0.25)}
+    trainer, module = _cpu_guard(guard, terms)
+    optimizer = type("Opt", (), {"param_groups": []})()
+    guard.on_before_optimizer_step(trainer, module, optimizer)
+    guard.on_train_batch_end(trainer, module, None, None, 0)
+    assert reads == [0.5, 0.25]
+    terms["train/d_loss"] = torch.tensor(0.75)
+    guard.on_train_batch_end(trainer, module, None, None, 0)
+    assert reads == [0.5, 0.25, 0.75]
+    guard.on_train_batch_start(trainer, module, None, 1)  # the next step: every value read again
+    guard.on_before_optimizer_step(trainer, module, optimizer)
+    assert len(reads) == 6

@@ -11,8 +11,9 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio as sk_psnr
 from skimage.metrics import structural_similarity as sk_ssim
 
+from ae_lightning import metrics as M
 from ae_lightning.data import XRayDataset
-from ae_lightning.metrics import image_metrics, psnr_ssim, ssim_skimage_borders
+from ae_lightning.metrics import SSIM, image_metrics, psnr_ssim, ssim, ssim_skimage_borders
 from ae_lightning.noise import ScaledGaussian
 
 # scikit-image's settings that match torchmetrics' SSIM window (11×11 Gaussian, σ = 1.5, population covariance)
@@ -80,3 +81,38 @@ def test_psnr_ssim_clamps_predictions_to_the_data_range(pairs):
     ours, _ = psnr_ssim(overshoot, clean)
     ref, _ = _sk(overshoot.clamp(0, 1), clean)
     assert torch.allclose(ours.double(), ref, rtol=0, atol=1e-3)
+
+
+def test_ssim_laid_out_as_channels_is_torchmetrics_ssim(pairs):
+    """``ssim`` hands torchmetrics the batch as the channels of one image (a depthwise convolution, several times
+    faster on the CPU): the per-image values of torchmetrics' own layout, for gray and for 3-channel images."""
+    from torchmetrics.functional.image import structural_similarity_index_measure as tm_ssim
+
+    pred, clean = pairs
+    ref = tm_ssim(pred, clean, data_range=1.0, reduction="none")
+    assert ref.max() - ref.min() > 0.3
+    assert torch.allclose(ssim(pred, clean), ref, rtol=0, atol=1e-6)
+    rgb_pred, rgb_clean = pred.reshape(4, 3, 64, 64), clean.reshape(4, 3, 64, 64)
+    assert torch.allclose(ssim(rgb_pred, rgb_clean), tm_ssim(rgb_pred, rgb_clean, data_range=1.0, reduction="none"),
+                          rtol=0, atol=1e-6)
+
+
+def test_bounded_ssim_scores_the_first_images_and_computes_nothing_after(pairs, monkeypatch):
+    """``SSIM(max_images=7)`` (validation's bound, ``diagnostics.ssim_images``): the mean over the first 7 images fed,
+    no SSIM computed for the batches past the bound, a fresh count after ``reset``; ``None``: every image."""
+    pred, clean = pairs
+    computed = []
+    monkeypatch.setattr(M, "ssim", lambda p, t, _ssim=M.ssim: computed.append(len(p)) or _ssim(p, t))
+    bounded, every = SSIM(max_images=7), SSIM()
+    for a, b in zip(pred.split(5), clean.split(5), strict=True):
+        bounded.update(a, b)
+    assert computed == [5, 2]
+    assert float(bounded.compute()) == pytest.approx(float(ssim(pred[:7], clean[:7]).mean()), abs=1e-6)
+    for a, b in zip(pred.split(5), clean.split(5), strict=True):
+        every.update(a, b)
+    assert float(every.compute()) == pytest.approx(float(ssim(pred, clean).mean()), abs=1e-6)
+    bounded.reset()
+    bounded.update(pred[:3], clean[:3])
+    assert int(bounded.total) == 3
+    with pytest.raises(ValueError, match="max_images"):
+        SSIM(max_images=0)

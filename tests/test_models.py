@@ -136,6 +136,54 @@ def test_short_fit_on_real_mnist_beats_the_mean_image():
     assert after["val/ssim"] > before["val/ssim"]
 
 
+def test_gray_grids_are_one_channel_pngs_of_the_same_pixels(tmp_path):
+    """A grid of gray images (make_grid repeats their channel three times) is written as a one-channel PNG, a third of
+    the pixels to compress: the values torchvision's save_image writes in each of its three channels. A colour grid
+    stays RGB."""
+    from torchvision.utils import make_grid, save_image
+
+    from ae_lightning.callbacks.images import save_png
+
+    gray = make_grid(torch.rand(6, 1, 28, 28), nrow=3, pad_value=1.0)  # (3, H, W), equal channels
+    save_png(gray, tmp_path / "ours.png")
+    save_image(gray, tmp_path / "torchvision.png")
+    with Image.open(tmp_path / "ours.png") as ours, Image.open(tmp_path / "torchvision.png") as theirs:
+        assert ours.mode == "L" and theirs.mode == "RGB"
+        assert np.array_equal(np.asarray(ours), np.asarray(theirs)[..., 0])
+    colour = make_grid(torch.rand(2, 3, 8, 8))
+    save_png(colour, tmp_path / "colour.png")
+    with Image.open(tmp_path / "colour.png") as im:
+        assert im.mode == "RGB"
+
+
+def test_validation_ssim_covers_the_first_images_by_default_and_every_image_on_request(tiny_mnist):
+    """``val/ssim`` is over the first ``val_ssim_images`` (100) validation images of each epoch: SSIM costs more per
+    digit than a small MLP's forward pass. ``None`` (``--diagnostics.ssim_images=null``) scores every image, and
+    ``test/ssim`` always does; PSNR is over every image either way."""
+    from ae_lightning.callbacks import Diagnostics
+    from ae_lightning.metrics import psnr_ssim
+
+    L.seed_everything(0)
+    model = mlp_ae(loss="mse")
+    assert model.val_ssim_images == 100
+    x = tiny_mnist.val_set.images  # (300, 1, 28, 28): 5 batches of 64
+    with torch.no_grad():
+        psnr, ssim = psnr_ssim(model(x).reconstruction, x)
+    bounded = trainer().validate(model, tiny_mnist, verbose=False)[0]
+    assert bounded["val/ssim"] == pytest.approx(float(ssim[:100].mean()), abs=1e-5)
+    assert bounded["val/psnr"] == pytest.approx(float(psnr.mean()), abs=1e-4)
+    every = trainer(callbacks=[Diagnostics(ssim_images=None)]).validate(model, tiny_mnist, verbose=False)[0]
+    assert model.val_ssim_images is None
+    assert every["val/ssim"] == pytest.approx(float(ssim.mean()), abs=1e-5) != pytest.approx(bounded["val/ssim"])
+    tiny_mnist.setup("test")
+    t = tiny_mnist.test_set.images
+    with torch.no_grad():
+        _, test_ssim = psnr_ssim(model(t).reconstruction, t)
+    model.val_ssim_images = 10  # validation's bound only
+    assert trainer().test(model, tiny_mnist, verbose=False)[0]["test/ssim"] == pytest.approx(float(test_ssim.mean()),
+                                                                                          abs=1e-5)
+
+
 def test_validation_noise_is_identical_across_epochs_and_training_noise_is_not(tmp_path, tiny_mnist):
     L.seed_everything(0)
     model = mlp_ae(DenoisingAutoencoder, noise=Masking(0.5))

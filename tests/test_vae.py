@@ -138,6 +138,22 @@ def test_losses_are_per_image_nats_and_combine():
     assert losses["loss"].item() == pytest.approx((losses["recon"] + 0.5 * losses["kl"]).item(), rel=1e-6)
 
 
+def test_the_reconstruction_is_computed_only_when_read(monkeypatch):
+    """A training step never reads the likelihood's mean image: it is computed on the first read of
+    ``out.reconstruction`` (validation's metrics and grids), once, and equals the mean of the decoder's parameters."""
+    model = tiny_vae()
+    calls = []
+    mean = model.likelihood.mean
+    monkeypatch.setattr(model.likelihood, "mean", lambda params: calls.append(1) or mean(params))
+    x = torch.rand(6, *SHAPE).bernoulli()
+    loss = model.training_step((x,), 0)
+    loss.backward()
+    assert calls == []
+    out = model(x)
+    assert torch.equal(out.reconstruction, torch.sigmoid(out.params)) and out.reconstruction is out.reconstruction
+    assert calls == [1]
+
+
 def test_iwae_k1_is_the_elbo_and_tightens_with_k():
     model = tiny_vae().eval()
     x = torch.rand(16, *SHAPE).bernoulli()

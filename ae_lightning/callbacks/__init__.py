@@ -1,6 +1,7 @@
 """Callbacks that write what a run produced (image grids) to the run directory and the logger, and
 the divergence guard every ``ae-lightning`` run has."""
 
+from ae_lightning.callbacks.diagnostics import Diagnostics
 from ae_lightning.callbacks.divergence import NonFiniteLossError, StopOnNonFinite
 from ae_lightning.callbacks.generation import GenerationGrids
 from ae_lightning.callbacks.images import ReconstructionGrid, log_image
@@ -11,6 +12,6 @@ from ae_lightning.callbacks.speed import Speed
 from ae_lightning.callbacks.timing import EpochTimes, StepTimer
 
 __all__ = [
-    "EpochTimes", "GenerationGrids", "NonFiniteLossError", "PredictionWriter", "ReconstructionGrid", "ResumeCheckpoint",
-    "SaveRunConfig", "Speed", "StepTimer", "StopOnNonFinite", "log_image", "run_dir",
+    "Diagnostics", "EpochTimes", "GenerationGrids", "NonFiniteLossError", "PredictionWriter", "ReconstructionGrid",
+    "ResumeCheckpoint", "SaveRunConfig", "Speed", "StepTimer", "StopOnNonFinite", "log_image", "run_dir",
 ]

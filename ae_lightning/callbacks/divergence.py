@@ -9,14 +9,22 @@ infinite. It raises *before* any checkpoint callback of that batch runs (Lightni
 last good checkpoint is never overwritten with NaN weights. ``ae-lightning`` turns the error into
 one line on stderr and exit status 1.
 
+**Gradients, on request.** ``check_gradients=True`` also tests the gradient norm before every optimiser step,
+so that a non-finite gradient behind finite loss terms never reaches the weights. It is off by default: it reads
+every gradient every step (about 3 % of a small MLP's CPU step), and without it such a step still stops the run at
+the next step's non-finite loss, before that step's update, with no checkpoint of the non-finite weights written
+(``check_weights``). ``log_grad_norm=True`` computes the norm anyway and checks it too.
+
 **Without host syncs on GPUs.** Reading a GPU value on the host waits for every queued kernel, so on
 an accelerator the check is lazy: each step's terms (and the gradient norm) are tested on the device
 and the first non-finite one is recorded there (its step, epoch, term and value), and the host reads
 that record every ``check_every_n_steps`` training batches (default 100 on an accelerator, 1 on the
-CPU, where a read costs nothing), at each epoch end, and before every checkpoint is written. The
-error then names the *first* non-finite step and term, and no checkpoint is written after it, so the
-last good checkpoint is still the one kept; on the CPU the run also stops before the optimiser step
-that would have applied a non-finite gradient.
+CPU, where a read costs nothing: there each step's terms are read at once as Python numbers), at each
+epoch end, and before every checkpoint is written. The error then names the *first* non-finite step and term, and
+no checkpoint is written after it, so the last good checkpoint is still the one kept; on the CPU the run also stops
+before the optimiser step that would have applied a non-finite loss's gradient (and, with ``check_gradients``, any
+non-finite gradient). Each value is tested once: a term noted before the optimiser step is not noted again at the
+batch's end.
 
 ``log_grad_norm=True`` logs ``train/grad_norm`` (the 2-norm over all parameters) before every
 optimiser step, so a blow-up can be seen coming::
@@ -25,6 +33,8 @@ optimiser step, so a blow-up can be seen coming::
 """
 
 from __future__ import annotations
+
+import math
 
 import lightning as L
 import torch
@@ -39,7 +49,8 @@ class StopOnNonFinite(Callback):
     """Raise :class:`NonFiniteLossError` on the first non-finite ``train/*`` value; never checkpoint NaN weights.
 
     Args:
-        log_grad_norm: log ``train/grad_norm`` before each optimiser step.
+        log_grad_norm: log ``train/grad_norm`` before each optimiser step (and check it, as ``check_gradients``).
+        check_gradients: test the gradient norm before each optimiser step (a pass over every gradient).
         check_weights: refuse to save a checkpoint whose floating-point tensors are not all finite.
         check_every_n_steps: read the device-side record on the host every this many training batches;
             ``None``: 1 on the CPU, 100 on an accelerator (see the module docstring).
@@ -48,17 +59,19 @@ class StopOnNonFinite(Callback):
     MAX_TERMS = 64  # slots of the device-side record (distinct train/* keys of one run)
     GRADIENT = "gradient norm"
 
-    def __init__(self, log_grad_norm: bool = False, check_weights: bool = True,
+    def __init__(self, log_grad_norm: bool = False, check_gradients: bool = False, check_weights: bool = True,
                  check_every_n_steps: int | None = None) -> None:
         if check_every_n_steps is not None and check_every_n_steps < 1:
             raise ValueError(f"check_every_n_steps must be >= 1 or null, got {check_every_n_steps}")
         self.log_grad_norm = log_grad_norm
+        self.check_gradients = check_gradients
         self.check_weights = check_weights
         self.check_every_n_steps = check_every_n_steps
         self._slots: dict[str, int] = {}  # term → slot of the record
         self._index: dict[tuple[str, ...], torch.Tensor] = {}  # a step's terms → their slots, on the device
         self._record: dict[str, torch.Tensor] | None = None
         self._batches = 0
+        self._noted: dict[str, torch.Tensor] = {}  # this batch's values already noted (each is tested once)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         device = trainer.strategy.root_device
@@ -73,9 +86,15 @@ class StopOnNonFinite(Callback):
                 "value": torch.zeros(self.MAX_TERMS, device=device)}
 
     def _note(self, trainer: L.Trainer, values: dict[str, torch.Tensor]) -> None:
-        """Record, on the device, whether any of ``values`` is non-finite (the first time only)."""
+        """Record, on the device, whether any of ``values`` is non-finite (the first time only). Values already noted
+        in this batch (the same tensors) are skipped; with a read every step (the CPU) the values are read at once
+        and only a non-finite one is recorded."""
+        values = {k: v for k, v in values.items() if self._noted.get(k) is not v}
         if not values:
             return
+        self._noted.update(values)
+        if self._every == 1 and all(math.isfinite(float(t)) for t in values.values()):
+            return  # read now, one number at a time (the CPU: nothing to wait for, no tensor op): nothing to record
         keys = tuple(values)
         for key in keys:
             if key not in self._slots:
@@ -133,22 +152,27 @@ class StopOnNonFinite(Callback):
         return {k: v for k, v in terms.items()
                 if k != "train/grad_norm" and isinstance(v, torch.Tensor) and v.numel() == 1}
 
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        self._noted.clear()
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
-        self._note(trainer, self.logged_terms(trainer, pl_module))  # a term logged after the optimiser step too
+        self._note(trainer, self.logged_terms(trainer, pl_module))  # the terms logged after the optimiser step
         self._batches += 1
         if self._batches % self._every == 0:
             self._check(trainer)
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
-        """Check the gradients before the step: on the CPU a non-finite gradient never reaches the weights."""
-        grads = [p.grad.detach() for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        if not grads:
-            return
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
-        if self.log_grad_norm:
-            pl_module.log("train/grad_norm", norm, on_step=True, on_epoch=False)
-        # the loss terms first: if one is the cause, it is named
-        self._note(trainer, {**self.logged_terms(trainer, pl_module), self.GRADIENT: norm})
+        """Check the step's loss terms (and with ``check_gradients`` the gradient norm) before the step: on the CPU
+        their non-finite gradients never reach the weights."""
+        values = self.logged_terms(trainer, pl_module)  # the loss terms first: if one is the cause, it is named
+        if self.check_gradients or self.log_grad_norm:
+            grads = [p.grad.detach() for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            if grads:
+                norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+                if self.log_grad_norm:
+                    pl_module.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+                values[self.GRADIENT] = norm
+        self._note(trainer, values)
         if self._every == 1:
             self._check(trainer)
 

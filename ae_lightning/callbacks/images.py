@@ -9,9 +9,23 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
+from PIL import Image
 from torchvision.utils import make_grid, save_image
 
 from ae_lightning.callbacks.run_dir import run_dir
+
+
+def save_png(grid: torch.Tensor, path: Path) -> None:
+    """``grid`` (C, H, W) in [0, 1] as a PNG; a grid of gray images (``make_grid`` repeats their one channel three
+    times) as a one-channel PNG: the same picture, a third of the pixels to compress (4× faster to write)."""
+    if grid.shape[0] == 3 and torch.equal(grid[0], grid[1]) and torch.equal(grid[0], grid[2]):
+        grid = grid[:1]
+    if grid.shape[0] != 1:
+        save_image(grid, path)
+        return
+    # torchvision's save_image conversion (round half up, clamp), then one channel; it always writes RGB(A)
+    gray = grid[0].mul(255).add_(0.5).clamp_(0, 255).to("cpu", torch.uint8).numpy()  # (H, W)
+    Image.fromarray(gray, mode="L").save(path)
 
 
 @rank_zero_only
@@ -19,7 +33,7 @@ def log_image(trainer: L.Trainer, key: str, grid: torch.Tensor, caption: str = "
     """Save ``grid`` (C, H, W) as ``<run dir>/images/<key>_epoch<NNN>.png`` and send it to image-capable loggers."""
     path = run_dir(trainer) / "images" / f"{key.replace('/', '_')}_epoch{trainer.current_epoch:03d}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(grid, path)
+    save_png(grid, path)
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
             logger.log_image(key=key, images=[grid], caption=[caption], step=trainer.global_step)

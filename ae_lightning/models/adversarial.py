@@ -45,7 +45,7 @@ from ae_lightning.distributions import DiagonalGaussian
 from ae_lightning.losses import ReconstructionLoss, adversarial_loss, reconstruction_loss
 from ae_lightning.models.base import Autoencoder, AutoencoderOutput
 from ae_lightning.optim import OptimizerCallable
-from ae_lightning.priors import GaussianPrior, Prior, prior_match
+from ae_lightning.priors import VAL_PRIOR_MATCH_CODES, GaussianPrior, Prior, prior_match
 
 Posterior = Literal["deterministic", "gaussian"]
 
@@ -80,6 +80,9 @@ class AdversarialAutoencoder(Autoencoder):
 
     # each phase leaves parameters unused (phase 1 never touches the discriminator): see Autoencoder.setup
     every_parameter_in_each_step = False
+    #: ``val/prior_mmd`` and ``val/prior_ks`` over the first this many validation codes (the MMD's cost grows with
+    #: their square); ``None``: up to :func:`~ae_lightning.priors.prior_match`'s own limit. CLI: ``--diagnostics.*``
+    val_prior_match_codes: int | None = VAL_PRIOR_MATCH_CODES
 
     def __init__(
         self,
@@ -252,8 +255,9 @@ class AdversarialAutoencoder(Autoencoder):
         self._val_codes, self._val_labels = [], []
 
     def on_validation_epoch_end(self) -> None:
-        """Log ``val/prior_mmd`` and ``val/prior_ks`` (see :func:`~ae_lightning.priors.prior_match`) over the
-        validation codes of every process, and a grid of decoded prior samples."""
+        """Log ``val/prior_mmd`` and ``val/prior_ks`` (see :func:`~ae_lightning.priors.prior_match`) over the first
+        :attr:`val_prior_match_codes` of the validation codes gathered from every process, and a grid of decoded prior
+        samples."""
         super().on_validation_epoch_end()
         if not self._val_codes:
             return
@@ -263,7 +267,8 @@ class AdversarialAutoencoder(Autoencoder):
             labels = self.all_processes(torch.cat(self._val_labels)).cpu()  # (N,)
         if self.prior.supervised and labels is None:
             return
-        stats = prior_match(codes, self.prior, labels=labels)
+        limit = {} if self.val_prior_match_codes is None else {"max_samples": self.val_prior_match_codes}
+        stats = prior_match(codes, self.prior, labels=labels, **limit)
         # the same numbers on every process (computed from all codes): nothing to synchronise
         self.log_dict({f"val/prior_{k}": float(v) for k, v in stats.items()})
         if not self.trainer.sanity_checking:

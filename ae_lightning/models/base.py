@@ -34,7 +34,7 @@ from torch import nn
 from ae_lightning.batch import images_of
 from ae_lightning.inference import sliding_window, tiled_whole_image
 from ae_lightning.losses import ReconstructionLoss, reconstruction_loss
-from ae_lightning.metrics import image_metrics
+from ae_lightning.metrics import VAL_SSIM_IMAGES, image_metrics
 from ae_lightning.noise import NoiseModel
 from ae_lightning.optim import LRSchedulerCallable, OptimizerCallable, configure
 
@@ -162,8 +162,8 @@ class Autoencoder(L.LightningModule):
             decoder.tie_to(encoder)
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
-        self.val_metrics = image_metrics("val/")
-        self.test_metrics = image_metrics("test/")
+        self.val_metrics = image_metrics("val/", ssim_images=self.val_ssim_images)
+        self.test_metrics = image_metrics("test/")  # test/ssim: every image
         self.residual = residual
         #: ``{"train/<name>": value}`` of the current training step, every term (see :meth:`log_terms`)
         self.train_terms: dict[str, torch.Tensor | float] = {}
@@ -172,6 +172,11 @@ class Autoencoder(L.LightningModule):
         self._epoch_sums: dict[str, dict[tuple[str, ...], tuple[torch.Tensor, int]]] = {}
         #: training terms a callback monitors (set at the start of each fit, see :meth:`monitored_train_terms`)
         self._monitored: frozenset[str] = frozenset()
+
+    #: ``val/ssim`` over the first this many validation images of each epoch (per process; the same images every
+    #: epoch); ``None``: every image. SSIM costs more per image than a small net's forward pass (see
+    #: :mod:`ae_lightning.metrics`); ``test/ssim`` is always over every image. CLI: ``--diagnostics.ssim_images``.
+    val_ssim_images: int | None = VAL_SSIM_IMAGES
 
     #: whether every trainable parameter gets a gradient in every training step; a model that trains
     #: some parameters per phase or stage (adversarial, stacked) sets False, and :meth:`setup` then runs DDP
@@ -258,6 +263,7 @@ class Autoencoder(L.LightningModule):
         # fresh metric states made in this loop's grad mode: states left by an earlier `validate` / `test`
         # call are inference tensors, which a later `fit` cannot update in place
         self.val_metrics.reset()
+        self.val_metrics["ssim"].max_images = self.val_ssim_images
 
     def on_test_epoch_start(self) -> None:
         self._reseed_eval()

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -44,10 +45,22 @@ _IWAE_CHUNK_ELEMENTS = 2**24
 @dataclass
 class VAEOutput(AutoencoderOutput):
     """``code`` is the sampled ``z`` (B, D); ``posterior`` is ``q(z | x)``; ``params`` the decoder's raw
-    output (logits or means, (B, C, H, W)); ``reconstruction`` the likelihood's mean image."""
+    output (logits or means, (B, C, H, W)); ``reconstruction`` the likelihood's mean image: when it is not given,
+    ``mean_of(params)`` on its first read (a training step never reads it: no sigmoid of every pixel per step)."""
 
     posterior: DiagonalGaussian | None = None
     params: torch.Tensor | None = None
+    mean_of: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False, compare=False)
+
+    @property  # type: ignore[override]  # the dataclass field of AutoencoderOutput, computed when first read
+    def reconstruction(self) -> torch.Tensor:
+        if self._reconstruction is None and self.mean_of is not None:
+            self._reconstruction = self.mean_of(self.params)  # (B, C, H, W)
+        return self._reconstruction
+
+    @reconstruction.setter
+    def reconstruction(self, value: torch.Tensor | None) -> None:
+        self._reconstruction = value
 
 
 def _float32(method):
@@ -157,8 +170,8 @@ class VAE(Autoencoder):
         # training: fresh noise; evaluation: the seeded generator, so val/test numbers are repeatable
         z = q.rsample(generator=None if self.training else self._eval_generator())  # (B, D)
         params = self.decoder_params(z, cond)  # (B, C, H, W)
-        return VAEOutput(reconstruction=self.likelihood.mean(params), code=z, input=x, condition=cond,
-                         posterior=q, params=params)
+        return VAEOutput(reconstruction=None, code=z, input=x, condition=cond, posterior=q, params=params,
+                         mean_of=self.likelihood.mean)
 
     def kl_weight(self) -> float:
         return kl_warmup_weight(self.global_step, self.hparams.beta, self.hparams.warmup_steps)
@@ -170,13 +183,16 @@ class VAE(Autoencoder):
         kl = kl_per_dim.sum(-1).mean()
         kl_term = free_bits_kl(kl_per_dim, self.hparams.free_bits) if self.hparams.free_bits > 0 else kl
         weight = self.kl_weight()
+        with torch.no_grad():  # logged, never differentiated: no graph for them
+            elbo = -(recon + kl)
+            # on the module's device (NCCL syncs no CPU tensors), filled there: new_tensor would copy from the host
+            kl_weight = torch.full_like(recon, weight)
         return {
-            "loss": recon + weight * kl_term,
+            "loss": recon + kl_term if weight == 1 else recon + weight * kl_term,  # β = 1: the same, one op fewer
             "recon": recon,
             "kl": kl,
-            "elbo": -(recon + kl),
-            # on the module's device (NCCL syncs no CPU tensors), filled there: new_tensor would copy from the host
-            "kl_weight": torch.full_like(recon, weight),
+            "elbo": elbo,
+            "kl_weight": kl_weight,
         }
 
     # --- evaluation: the shared step, plus active units and the importance-weighted NLL ------------
