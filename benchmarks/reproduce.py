@@ -10,7 +10,8 @@ largest deviation of each table is printed either way.
     python -m benchmarks.reproduce --compare-only DIR    # compare DIR's results with the committed ones
 
 Not compared: the throughput tables (speeds are reported, not reproduced: they depend on the machine), the
-``*_full`` tables (``make benchmark-full``'s, not the quick run's), and timing columns (seconds, CPU-s,
+``*_full`` tables (``make benchmark-full``'s, not the quick run's), ``denoising_fullsize`` (run on data that do
+not ship: ``python -m benchmarks.denoising_fullsize --data PATH``), and timing columns (seconds, CPU-s,
 ms per image, images/s). Every other column must match: a number within its tolerance, anything else exactly
 (names, configs, settings, the chosen model).
 """
@@ -51,7 +52,7 @@ TOLERANCES: list[tuple[str, float]] = [
 #: columns that are measurements of the machine, not results: reported, never compared
 TIMING = {"seconds", "cpu_s", "train_s", "ms_per_image", "images_per_s", "ratio_to_raw", "device"}
 #: result files that the quick run does not reproduce
-SKIP = ["throughput_*.csv", "*_full.csv"]
+SKIP = ["throughput_*.csv", "*_full.csv", "denoising_fullsize.csv"]  # the last: not make benchmark's (its data do not ship)
 
 
 @dataclass

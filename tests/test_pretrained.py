@@ -297,3 +297,52 @@ def test_resume_checkpoint_every_few_minutes_instead_of_steps():
     assert yaml.safe_load((CONFIGS / "denoiser_xray64.yaml").read_text())["resume"] == {"every_n_minutes": 3}
     with pytest.raises(ValueError, match="every_n_minutes must be > 0"):
         ResumeCheckpoint(every_n_minutes=0)
+
+
+# --- the full-size check (benchmarks/denoising_fullsize.py) -------------------------------------------------
+def test_fullsize_check_scores_every_image_tiled_against_oracle_bm3d(tmp_path):
+    """Full-size X-rays of any size through the tiled path: one row per image, setting and method, the tiled output
+    equal to the whole-image one (the margin covers the tiny net's reach), and a verdict per setting."""
+    import csv
+
+    pytest.importorskip("bm3d")
+    from benchmarks import denoising_fullsize as F
+
+    folder = tmp_path / "fullres"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name, (h, w) in {"a.png": (80, 96), "b.png": (72, 72)}.items():
+        smooth = np.cumsum(np.cumsum(rng.random((h, w)), 0), 1)
+        Image.fromarray((255 * smooth / smooth.max()).astype(np.uint8)).save(folder / name)
+    weights = tmp_path / "w.pt"
+    model = write_weights(weights, TINY)
+    rows = F.run(folder, str(weights), [25], tile=32, margin=32, out=tmp_path / "out")
+    assert [(r["image"], r["method"]) for r in rows] == [
+        (img, m) for img in ("a.png", "b.png") for m in ("noisy", "BM3D (oracle σ)", f"shipped denoiser ({weights})")]
+    assert {(r["width"], r["height"]) for r in rows} == {(96, 80), (72, 72)}
+    noisy, bm3d = rows[0], rows[1]
+    assert bm3d["psnr"] > noisy["psnr"] + 3 and bm3d["s_per_megapixel"] > 0
+    # the tiled output is the whole-image output
+    clean = torch.from_numpy(np.asarray(Image.open(folder / "a.png"), dtype=np.float32) / 255)[None, None]
+    x = F.noisy_copy(F.Gaussian(25, 255), clean, seed=0)
+    with torch.no_grad():
+        whole = model._reconstruct(x)
+    from ae_lightning.metrics import psnr_ssim
+
+    assert float(psnr_ssim(whole.clamp(0, 1), clean)[0][0]) == pytest.approx(rows[2]["psnr"], abs=1e-3)
+    with open(tmp_path / "out" / "denoising_fullsize.csv") as f:
+        assert len(list(csv.DictReader(f))) == 6
+    text = (tmp_path / "out" / "denoising_fullsize.md").read_text()
+    assert "2 full-size NIH" in text and "AWGN σ=25/255" in text and "BM3D (oracle σ) in PSNR" in text
+
+
+def test_fullsize_check_names_every_unreadable_file(tmp_path):
+    from benchmarks import denoising_fullsize as F
+
+    (tmp_path / "a.png").write_bytes(b"not a png")
+    (tmp_path / "b.jpg").write_bytes(b"nor a jpeg")
+    with pytest.raises(ValueError, match=r"2 unreadable image\(s\): a\.png .*; b\.jpg .*fix"):
+        F.load_images(tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no .png/.jpg images"):
+        F.load_images(tmp_path / "empty")
