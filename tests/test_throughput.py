@@ -11,9 +11,9 @@ import math
 import lightning as L
 import pytest
 import torch
+from conftest import run_benchmark
 
 from benchmarks import throughput as T
-from conftest import run_benchmark
 
 AAE_STEPS = T.Workload("AAE steps", "aae_mnist", 16, {"quick": 3})  # manual optimisation: 3 optimiser steps a batch
 VAE_EPOCH = T.Workload("VAE epoch", "vae_mnist", 50, {"quick": 0}, epoch=(200, 100))
