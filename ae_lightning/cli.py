@@ -5,7 +5,7 @@ Examples::
     ae-lightning fit --config configs/dae_xray64.yaml
     ae-lightning fit --config configs/ae_mnist.yaml --config configs/logger/wandb.yaml
     ae-lightning test --config configs/dae_xray64.yaml --ckpt_path runs/dae_xray64/version_0/checkpoints/last.ckpt
-    ae-lightning compress --ckpt runs/rd_xray64_0.01/version_0/checkpoints/last.ckpt my_xrays/ coded/   # learned codec
+    ae-lightning compress --ckpt runs/rd_xray64_0.013/version_0/checkpoints/last.ckpt my_xrays/ coded/   # learned codec
     ae-lightning predict --config configs/dae_xray64.yaml --ckpt_path runs/dae_xray64/version_0/checkpoints/last.ckpt \
         --data.init_args.predict_root my_xrays/          # denoised copies in runs/dae_xray64/predict/
 

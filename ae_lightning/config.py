@@ -29,7 +29,7 @@ DEFAULTS = CONFIGS / "defaults.yaml"
 
 
 def config_path(path: str | Path) -> Path:
-    """``path`` itself, or ``configs/<path>.yaml`` for a bare name such as ``dae_xray64`` (or ``rd_xray64_0.01``: a
+    """``path`` itself, or ``configs/<path>.yaml`` for a bare name such as ``dae_xray64`` (or ``rd_xray64_0.013``: a
     name is anything not ending in ``.yaml`` / ``.yml``)."""
     p = Path(path)
     if p.suffix not in (".yaml", ".yml"):

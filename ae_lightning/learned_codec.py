@@ -29,8 +29,8 @@ float output, so a decoder on other hardware can mis-decode (CompressAI's known 
 
 Files on disk (``ae-lightning compress`` / ``decompress``)::
 
-    ae-lightning compress --ckpt runs/rd_xray64_0.01/version_0/checkpoints/last.ckpt my_xrays/ coded/   # coded/*.rdc
-    ae-lightning decompress --ckpt runs/rd_xray64_0.01/version_0/checkpoints/last.ckpt coded/ decoded/  # decoded/*.png
+    ae-lightning compress --ckpt runs/rd_xray64_0.013/version_0/checkpoints/last.ckpt my_xrays/ coded/   # coded/*.rdc
+    ae-lightning decompress --ckpt runs/rd_xray64_0.013/version_0/checkpoints/last.ckpt coded/ decoded/  # decoded/*.png
     python -m ae_lightning.learned_codec weights --ckpt CKPT codec.pt     # the model file alone (weights + tables)
     ae-lightning compress --weights codec.pt my_xrays/ coded/
 

@@ -17,7 +17,7 @@ i.e. the Pareto front of all its points.
 From the command line (the sweep script's evaluation; codec files of ``python -m ae_lightning.learned_codec weights``)::
 
     python -m ae_lightning.rd_comparison evaluate --codec out/rd_0.01.pt --codec out/rd_0.04.pt --out out/
-    python -m ae_lightning.rd_comparison evaluate --ckpt runs/rd_xray64_0.01/version_0/checkpoints/last.ckpt --out out/
+    python -m ae_lightning.rd_comparison evaluate --ckpt runs/rd_xray64_0.013/version_0/checkpoints/last.ckpt --out out/
     python -m ae_lightning.rd_comparison pool --data PATH/kermany_64.npz --out pool.npz
 """
 

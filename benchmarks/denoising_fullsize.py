@@ -9,7 +9,8 @@ context each), at AWGN σ = 15, 25 and 50 (8-bit units), and BM3D gets the true 
 folder is scored (grayscale PNG/JPEG; colour is converted as the DataModules do); the noise is drawn from a
 generator seeded per setting, clipped to [0, 1] as in the denoising benchmark.
 
-Writes ``benchmarks/results/denoising_fullsize.{csv,md}`` (``--out`` to change): PSNR, SSIM and seconds per
+Writes ``benchmarks/results/denoising_fullsize.{csv,md,png}`` (``--out`` to change; the PNG: before / after on
+the first image at σ = 25): PSNR, SSIM and seconds per
 megapixel (one process, this machine's threads) per image and setting, the mean per setting, and the verdict
 "at least level with BM3D in PSNR". Not part of ``make benchmark``: the NIH images do not ship with the project.
 """
@@ -33,6 +34,7 @@ from benchmarks.denoising import noisy_copy
 
 COLUMNS = ["image", "width", "height", "noise", "method", "psnr", "ssim", "seconds", "s_per_megapixel"]
 SUFFIXES = {".png", ".jpg", ".jpeg"}
+FIGURE_SIGMA = 25  # the before / after figure: the first image at this σ (or none when it is not run)
 
 
 def load_images(folder: Path) -> list[tuple[str, torch.Tensor]]:
@@ -67,7 +69,7 @@ def run(data: Path, weights: str, sigmas: list[float], tile: int, margin: int, o
 
     model = pretrained.load(weights)
     model.whole_image_tile, model.tile_margin = tile, margin
-    rows = []
+    rows, shown = [], None
     for name, clean in load_images(data):
         h, w = clean.shape[-2:]
         mp = h * w / 1e6
@@ -77,6 +79,8 @@ def run(data: Path, weights: str, sigmas: list[float], tile: int, margin: int, o
             with torch.no_grad():
                 ours, t_ours = timed(model.reconstruct_full, noisy)
             bm3d, t_bm3d = timed(classical.bm3d, noisy[0, 0].numpy(), sigma=sigma / 255)
+            if shown is None and sigma == FIGURE_SIGMA:
+                shown = (name, noise.label, clean, noisy, torch.from_numpy(bm3d)[None, None], ours)
             for method, img, seconds in (("noisy", noisy, 0.0), ("BM3D (oracle σ)", torch.from_numpy(bm3d)[None, None],
                                                                   t_bm3d),
                                          (f"shipped denoiser ({weights})", ours, t_ours)):
@@ -86,7 +90,36 @@ def run(data: Path, weights: str, sigmas: list[float], tile: int, margin: int, o
                 print(f"{name} {noise.label:<14} {method:<40} {float(psnr[0]):6.2f} dB  SSIM {float(ssim[0]):.3f}  "
                       f"{seconds / mp:6.2f} s/MP", flush=True)
     write(rows, out, data, weights, tile, margin)
+    if shown is not None:
+        figure(*shown, out / "denoising_fullsize.png")
     return rows
+
+
+def figure(name: str, label: str, clean, noisy, bm3d, ours, path: Path, crop: int = 256) -> Path:
+    """Before / after: the centre ``crop``² of the image, clean, noisy, BM3D (oracle σ) and the shipped denoiser,
+    each titled with its PSNR / SSIM on the whole image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    h, w = clean.shape[-2:]
+    c = min(crop, h, w)
+    top, left = (h - c) // 2, (w - c) // 2
+    panels = [("clean", clean), (f"noisy, {label}", noisy), ("BM3D (oracle σ)", bm3d), ("shipped denoiser", ours)]
+    fig, axes = plt.subplots(1, 4, figsize=(12, 3.4))
+    for ax, (title, img) in zip(axes, panels, strict=True):
+        img = img.clamp(0, 1)
+        if title != "clean":
+            psnr, ssim = psnr_ssim(img, clean)
+            title += f"\n{float(psnr[0]):.2f} dB / {float(ssim[0]):.3f}"
+        ax.imshow(img[0, 0, top:top + c, left:left + c].numpy(), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(f"{name} ({w}×{h}, NIH ChestX-ray14), centre {c}×{c}", fontsize=10)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 def write(rows: list[dict], out: Path, data: Path, weights: str, tile: int, margin: int) -> None:

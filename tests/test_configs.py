@@ -200,3 +200,23 @@ def test_config_fits_under_ddp_with_two_cpu_processes(config, run_cli, tmp_path,
     ckpt = torch.load(last, weights_only=True)
     assert ckpt["global_step"] >= 2  # two batches (3 optimiser steps each for the adversarial models)
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+
+
+def test_every_config_the_docs_name_exists():
+    """A command in the README, a benchmark README, a model card or a module's docstring that names
+    ``configs/<name>.yaml`` (or a run folder ``runs/<name>/``) names a config that exists: a user copies them."""
+    import re
+
+    root = CONFIGS.parent
+    docs = [root / "README.md", root / "benchmarks" / "README.md", *sorted((root / "ae_lightning").rglob("*.md")),
+            *sorted((root / "ae_lightning").rglob("*.py")), *sorted((root / "scripts").glob("*"))]
+    missing = []
+    for doc in docs:
+        if not doc.is_file():
+            continue
+        text = doc.read_text(errors="replace")
+        for m in re.finditer(r"configs/([\w./-]+?\.yaml)|runs/(rd_xray64_[\d.]+)/", text):
+            path = CONFIGS / m[1] if m[1] else CONFIGS / f"{m[2]}.yaml"
+            if "<" not in m[0] and "*" not in m[0] and not path.is_file():
+                missing.append(f"{doc.relative_to(root)}: {m[0]}")
+    assert not missing, "\n".join(missing)

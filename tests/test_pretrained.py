@@ -317,6 +317,7 @@ def test_fullsize_check_scores_every_image_tiled_against_oracle_bm3d(tmp_path):
     weights = tmp_path / "w.pt"
     model = write_weights(weights, TINY)
     rows = F.run(folder, str(weights), [25], tile=32, margin=32, out=tmp_path / "out")
+    assert (tmp_path / "out" / "denoising_fullsize.png").stat().st_size > 1000  # the before / after figure
     assert [(r["image"], r["method"]) for r in rows] == [
         (img, m) for img in ("a.png", "b.png") for m in ("noisy", "BM3D (oracle σ)", f"shipped denoiser ({weights})")]
     assert {(r["width"], r["height"]) for r in rows} == {(96, 80), (72, 72)}
