@@ -49,6 +49,12 @@ def pixel_logistic_regression(root: str | None, labelled_per_class: int = 10, se
 
     dm = MNISTDataModule(root=root, labelled_per_class=labelled_per_class, seed=seed)
     dm.setup("fit")
+    return labelled_pixel_regression(dm, l2s, max_iter)
+
+
+def labelled_pixel_regression(dm, l2s: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0), max_iter: int = 500) -> dict:
+    """:func:`pixel_logistic_regression` on a set-up :class:`~ae_lightning.data.MNISTDataModule` (its labelled pool,
+    val and test splits): what a benchmark that already has the split calls."""
     keep = torch.as_tensor(dm.labelled_indices)
     x, y = dm.train_set.images[keep], dm.train_set.labels[keep]  # (n, 1, 28, 28), (n,)
     fits = {l2: softmax_regression(x, y, dm.num_classes, l2, max_iter) for l2 in l2s}

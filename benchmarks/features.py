@@ -79,10 +79,11 @@ def model_spec_of(entry: dict, code_dim: int, epoch_scale: float, schedule: dict
                   ) -> tuple[dict, int, dict]:
     """``(model block, epochs, experiment config)`` of one ``models`` entry: the experiment config's
     model with its code size set to ``code_dim`` and its schedule scaled by ``epoch_scale``; ``schedule``
-    (the mode's ``schedules`` entry for this model) then sets schedule entries outright."""
+    (the mode's ``schedules`` entry for this model), then the entry's own ``schedule``, set entries outright."""
     exp = load_config(entry["config"])
     spec, epochs = scaled_schedule(exp, epoch_scale)
     spec["init_args"].update(copy.deepcopy(schedule or {}))
+    spec["init_args"].update(copy.deepcopy(entry.get("schedule") or {}))
     return with_code_dim(spec, code_dim), epochs, exp
 
 
@@ -152,6 +153,18 @@ def pca_features(feats: dict[str, torch.Tensor], dim: int) -> dict[str, torch.Te
 
 
 # --- outputs -----------------------------------------------------------------------------------
+def pretraining_verdict(rows: list[dict], sdae: str = "stacked DAE", scratch: str = "same net from random init"
+                        ) -> list[str]:
+    """The paper's point, read off the table: does layer-wise pretraining beat the same fine-tuning from scratch?"""
+    by = {r["model"]: r for r in rows if r["finetune_error"] != ""}
+    if sdae not in by or scratch not in by:
+        return []
+    a, b = by[sdae]["finetune_error"], by[scratch]["finetune_error"]
+    said = "beats" if a < b else "does not beat"
+    return [f"- **Pretraining**: the {sdae} fine-tuned ({100 * a:.2f} % test error) {said} the same net from random "
+            f"initialisation with the same fine-tuning ({100 * b:.2f} %)."]
+
+
 def markdown(rows: list[dict], meta: dict, paper: dict) -> str:
     table = [[r["model"], r["code_dim"], r["train_size"], f"{100 * r['probe_accuracy']:.2f}",
               f"{100 * r['finetune_error']:.2f}" if r["finetune_error"] != "" else "–", meta["seconds"].get(r["model"], "–"),
@@ -166,6 +179,7 @@ def markdown(rows: list[dict], meta: dict, paper: dict) -> str:
         "## Setup\n",
         f"- **Ours**: {meta['setup']}",
         f"- **Paper anchor**: {paper['setup']}",
+        *pretraining_verdict(rows),
         "",
         f"Figure: `{meta['figure']}` (2-D PCA of the test codes, coloured by digit).",
     ]
@@ -226,7 +240,7 @@ def train_and_probe(ctx: Context, entry: dict, s: dict, d: Digits, probes: Probe
           flush=True)
     final = {k: codes_of(model, x) for k, x in d.images.items()}
     head = getattr(model, "head", None)
-    config = config_file(entry["config"])
+    config = config_file(entry["config"]) + "".join(f" ({k} {v})" for k, v in (entry.get("schedule") or {}).items())
     if snapshot.codes is not None and head is not None:
         with torch.no_grad():
             logits = head(final["test"].to(next(head.parameters()).device)).float().cpu()

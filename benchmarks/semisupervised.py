@@ -137,6 +137,17 @@ def run_probe(ctx: Context, model, dm: MNISTDataModule, labelled: MNISTDataModul
     return dict(epochs=epochs, best_epoch=epochs, val_error=1 - val_accuracy, test_error=1 - accuracy)
 
 
+def pixel_baseline(labelled: MNISTDataModule, cfg: dict) -> dict:
+    """The supervised baseline: softmax regression on the labelled digits' pixels alone, L2 chosen on val."""
+    from ae_lightning.baselines import labelled_pixel_regression
+
+    c1 = time.process_time()
+    r = labelled_pixel_regression(labelled, cfg["l2"], cfg["max_iter"])
+    return dict(model=cfg["name"], labels=r["labels"], train_size=r["labels"], epochs="–", best_epoch="–",
+                val_error=r["val_error"], test_error=r["test_error"], cpu_s=f"{time.process_time() - c1:.0f}",
+                config=f"ae_lightning.baselines (L2 {r['l2']:g})")
+
+
 # --- outputs -------------------------------------------------------------------------------------
 def class_rows(model, columns: int = 10) -> torch.Tensor:
     """The SS-AAE's decoder with one class per row and the same style code down each column: (K·columns, C, H, W)."""
@@ -180,7 +191,15 @@ def setup_text(cfg: dict, mode: str) -> str:
 
 def verdict(rows: list[dict], cfg: dict, mode: str) -> str:
     papers = {p["model"]: p["error"] for p in cfg["paper"]}
-    ours = ", ".join(f"{r['model']} {100 * r['test_error']:.1f} %" for r in rows)
+    base = next((r for r in rows if r["model"] == (cfg.get("baseline") or {}).get("name")), None)
+    methods = [r for r in rows if r is not base]
+    ours = ", ".join(f"{r['model']} {100 * r['test_error']:.1f} %" for r in methods)
+    if base is not None:
+        beat = [r["model"] for r in methods if r["test_error"] < base["test_error"]]
+        lose = [r["model"] for r in methods if r["model"] not in beat]
+        ours += (f"; against the supervised baseline on the same 100 labels ({100 * base['test_error']:.1f} %): "
+                 + (f"{', '.join(beat)} beat it" if beat else "no method beats it")
+                 + (f", {', '.join(lose)} does not" if beat and lose else ""))
     gap = ("quick mode's short CPU schedules on 7k digits are far from the papers' thousands of epochs on 50k digits: "
            "every method here is well above its paper's error (M2 " f"{100 * papers['M2 (Kingma et al. 2014)']:.2f} %, "
            f"AAE {100 * papers['AAE (Makhzani et al. 2015)']:.2f} %)") if mode == "quick" else "compare row by row"
@@ -218,6 +237,10 @@ class SemiSupervised(Benchmark):
             trained[name] = model
             print(f"  {name:<12} test error {100 * result['test_error']:6.2f} %  (val {100 * result['val_error']:.2f} "
                   f"%, epoch {result['best_epoch']}/{epochs}, {rows[-1]['cpu_s']} CPU-s)", flush=True)
+
+        if s.get("baseline"):  # on the same split and labelled pool as the methods
+            rows.append(pixel_baseline(labelled, s["baseline"]))
+            print(f"  {rows[-1]['model']:<12} test error {100 * rows[-1]['test_error']:6.2f} %", flush=True)
 
         results = ctx.results()
         results.table("semisupervised_mnist", rows, COLUMNS)

@@ -230,3 +230,20 @@ def test_ssaae_categorical_code_matches_the_prior():
     after, used = stats(model)
     assert after < 0.25 * before, (before, after)
     assert used > 0.85 * math.log(10), used
+
+
+def test_benchmark_reports_the_supervised_pixel_baseline_on_the_same_labels(tmp_path):
+    """semisupervised.py's table has the supervised baseline (softmax regression on the same 100 labelled digits'
+    pixels, L2 chosen on val) beside the methods, and its verdict says which method beats it."""
+    from conftest import run_benchmark
+
+    m1 = [{"name": "M1 + probe", "config": "vae_mnist", "method": "probe"}]
+    results = run_benchmark("semisupervised", tmp_path, {"models": m1, "epochs": {"M1 + probe": 1}, "train_size": 1000,
+                                                         "baseline.l2": [1.0e-2, 1.0], "baseline.max_iter": 50})
+    rows = {r["model"]: r for r in results.rows}
+    base = rows["softmax regression, 100 labelled digits' pixels"]
+    assert base["labels"] == 100 and 0 < base["test_error"] < 0.9 and "L2 " in base["config"]
+    md = (tmp_path / "semisupervised_mnist.md").read_text()
+    assert f"against the supervised baseline on the same 100 labels ({100 * base['test_error']:.1f} %)" in md
+    beats = rows["M1 + probe"]["test_error"] < base["test_error"]
+    assert ("M1 + probe beat it" in md) == beats and ("no method beats it" in md) == (not beats)

@@ -211,8 +211,10 @@ def test_features_benchmark_probes_and_finetunes_the_sdae(tmp_path):
     # the config's own schedule on 512 digits (a few seconds): enough for the head to learn
     rows = run_benchmark("features", tmp_path, {"models": sdae_only, "probe.max_iter": 20, "train_size": 512,
                                                 "epoch_scale": 1.0}).rows
-    assert [r["model"] for r in rows] == ["raw pixels", "PCA", "stacked DAE"]
-    sdae = rows[-1]
+    assert [r["model"] for r in rows] == ["raw pixels", "PCA", "stacked DAE", "same net from random init"]
+    sdae, scratch = rows[2], rows[3]
+    assert scratch["config"] == "configs/stacked_dae_mnist.yaml (pretrain_epochs [0, 0, 0])"
+    assert 0.0 <= scratch["finetune_error"] < 0.9  # fine-tuned from random init: a row of its own
     assert sdae["code_dim"] == cfg["code_dim"] and sdae["train_size"] == 512
     # smoke bounds only (chance: 0.9 error, 0.1 accuracy): 512 digits and this schedule are too little for the
     # fine-tuned SDAE to beat raw pixels (≈ 50 % error against an ≈ 83 % pixel probe); that claim is the slow
@@ -220,7 +222,10 @@ def test_features_benchmark_probes_and_finetunes_the_sdae(tmp_path):
     assert 0.0 <= sdae["finetune_error"] < 0.75 and sdae["probe_accuracy"] > 0.2
     with open(tmp_path / "features_mnist.csv") as f:
         assert next(csv.reader(f)) == features.COLUMNS
-    assert "| 1.28 |" in (tmp_path / "features_mnist.md").read_text()  # the paper anchor beside ours
+    md = (tmp_path / "features_mnist.md").read_text()
+    assert "| 1.28 |" in md  # the paper anchor beside ours
+    said = "beats" if sdae["finetune_error"] < scratch["finetune_error"] else "does not beat"
+    assert f"the stacked DAE fine-tuned ({100 * sdae['finetune_error']:.2f} % test error) {said} the same net" in md
     assert (tmp_path / "features_mnist_embedding.png").stat().st_size > 10_000
 
 
@@ -235,7 +240,7 @@ def test_finetuned_sdae_beats_a_linear_probe_on_raw_pixels(tmp_path):
 
     from benchmarks import core
 
-    sdae_only = [m for m in core.load_settings("features", "quick")["models"] if m["config"] == "stacked_dae_mnist"]
+    sdae_only = [m for m in core.load_settings("features", "quick")["models"] if m["name"] == "stacked DAE"]
     rows = run_benchmark("features", tmp_path, {"models": sdae_only, "train_size": 3000, "epoch_scale": 1.0}).rows
     raw, sdae = rows[0], rows[-1]
     assert raw["model"] == "raw pixels" and raw["train_size"] == sdae["train_size"] == 3000
