@@ -37,7 +37,8 @@ from ae_lightning.batch import images_of, labels_of
 from ae_lightning.callbacks.images import log_image
 from ae_lightning.losses import adversarial_loss, reconstruction_loss, total_variation
 from ae_lightning.models.adversarial import AdversarialAutoencoder, AdversarialOutput
-from ae_lightning.models.base import AutoencoderOutput, Prediction
+from ae_lightning.models.base import AutoencoderOutput
+from ae_lightning.models.prediction import Prediction
 from ae_lightning.optim import OptimizerCallable
 from ae_lightning.priors import Prior, UniformPrior
 
