@@ -13,12 +13,9 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from ae_lightning.data.predict import predict_loader
+
 EMBEDDED = Path(__file__).parent / "embedded"
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """A dataset's files are not where the DataModule looks; the message names the path, the
-    expected layout and how to get the data. Tests and tools can tell "data absent" from a bug."""
 
 
 def random_hflip(x: torch.Tensor) -> torch.Tensor:
@@ -436,13 +433,5 @@ class ImageDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         if self.predict_set is not None:
-            from ae_lightning.data.predict import predict_loader
-
             return predict_loader(self.predict_set, self.num_workers)
         return self._loader(self.test_set, shuffle=False, split="test")
-
-
-def as_paths(root: str | Path | Sequence[str | Path]) -> list[Path]:
-    if isinstance(root, str | Path):
-        return [Path(root).expanduser()]
-    return [Path(r).expanduser() for r in root]

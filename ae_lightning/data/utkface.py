@@ -33,7 +33,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ae_lightning.data.common import DatasetNotFoundError, ImageDataModule, random_hflip, seeded_split
+from ae_lightning.data.common import ImageDataModule, random_hflip, seeded_split
+from ae_lightning.data.files import DatasetNotFoundError
 
 log = logging.getLogger(__name__)
 
