@@ -224,7 +224,7 @@ def main(args=None) -> None:
         return
     if argv[:1] in (["-h"], ["--help"]):
         try:
-            _run(args)
+            _launch_cli(args)
         finally:  # LightningCLI's help lists the Trainer subcommands only: name the others too
             print("\nother subcommands:\n" + "\n".join(f"  {name:<10} {text}" for name, (_, text) in TOOLS.items()))
         return
@@ -233,12 +233,13 @@ def main(args=None) -> None:
 
         sys.exit(codec_main(argv))
     try:
-        _run(args)
+        _launch_cli(args)
     except NonFiniteLossError as err:  # a diverged run: one line, exit status 1, the last good checkpoint kept
         sys.exit(f"ae-lightning: {err}")
 
 
-def _run(args) -> None:
+def _launch_cli(args) -> None:
+    """The Trainer subcommands (fit / validate / test / predict) through :class:`AutoencoderCLI`."""
     AutoencoderCLI(
         L.LightningModule,
         L.LightningDataModule,

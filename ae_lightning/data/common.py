@@ -144,11 +144,11 @@ def group_keys(names: Sequence[str], group_by: str, what: str) -> list[str]:
     pattern = re.compile(group_by)
     keys, missed = [], []
     for n in names:
-        m = pattern.search(str(n))
-        if m is None:
+        found = pattern.search(str(n))
+        if found is None:
             missed.append(str(n))
             continue
-        keys.append(m.group(1) if pattern.groups and m.group(1) is not None else m.group(0))
+        keys.append(found.group(1) if pattern.groups and found.group(1) is not None else found.group(0))
     if missed:
         raise ValueError(
             f"{what}: group_by={group_by!r} matches no group in {len(missed)} of {len(names)} names "
@@ -174,11 +174,11 @@ def grouped_split(
     targets = [len(te), len(va)]
     out: list[list[np.ndarray]] = [[], [], []]  # test, val, train
     filled = [0, 0]
-    for m in members:
+    for member in members:
         k = 0 if filled[0] < targets[0] else 1 if filled[1] < targets[1] else 2
-        out[k].append(m)
+        out[k].append(member)
         if k < 2:
-            filled[k] += len(m)
+            filled[k] += len(member)
     test, val, train = (np.concatenate(o) if o else np.empty(0, dtype=np.int64) for o in out)
     if not len(train) or (val_fraction > 0 and not len(val)) or (test_fraction > 0 and not len(test)):
         raise ValueError(f"{what} has {len(uniq)} groups ({n} images), too few for a split by group with "

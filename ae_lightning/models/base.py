@@ -133,8 +133,8 @@ class Autoencoder(EpochMetrics, TiledPrediction, L.LightningModule):
         """The batch's condition for the nets (labels, attributes); ``None`` for unconditional models."""
         return None
 
-    def first_time(self, check: str) -> bool:
-        """True the first time ``check`` runs in training and the first time outside it, then False: label
+    def is_first_check(self, check: str) -> bool:
+        """Whether this is the first batch ``check`` sees in training, or the first outside it: label
         range checks read values on the host, which stalls a GPU every step; the first batch of each
         dataset is checked (a bad file's labels are the DataModules' to report when they load them)."""
         key = (check, self.training)

@@ -131,7 +131,7 @@ class ConditionalAdversarialAutoencoder(AdversarialAutoencoder):
         target = labels_of(batch)
         if not isinstance(target, dict) or "age_group" not in target or "gender" not in target:
             raise ValueError("CAAE batches must be (image, {'age_group': ..., 'gender': ...}) as UTKFaceDataModule yields")
-        return self.make_condition(target["age_group"], target["gender"], self.first_time("labels"))
+        return self.make_condition(target["age_group"], target["gender"], self.is_first_check("labels"))
 
     # --- the model ----------------------------------------------------------------------------
     def posterior_of(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
