@@ -36,6 +36,7 @@ What every experiment shares is not repeated in its YAML:
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -58,6 +59,8 @@ from ae_lightning.callbacks import (
 )
 from ae_lightning.config import DEFAULTS, instantiate, link_image_shape
 from ae_lightning.loggers import WandbLogger
+from ae_lightning.models.ddp import ddp_strategy
+from ae_lightning.models.hparams import init_parameters
 
 
 def run_name(config_paths) -> str | None:
@@ -102,23 +105,17 @@ def _logger_specs(logger) -> list:
 
 def _init_parameters(class_path: str) -> list[str]:
     """The constructor arguments ``class_path`` accepts, following ``**kwargs`` up its base classes."""
-    import importlib
-    import inspect
+    cls = _import_class(class_path)
+    return list(init_parameters(cls)) if isinstance(cls, type) else []
 
-    module, _, name = class_path.rpartition(".")
+
+def _import_class(class_path: str):
+    """The object ``class_path`` names; ``None`` when it cannot be imported."""
+    module, _, name = str(class_path).rpartition(".")
     try:
-        cls = getattr(importlib.import_module(module), name)
+        return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError):
-        return []
-    names: list[str] = []
-    for klass in getattr(cls, "__mro__", [cls]):
-        if "__init__" not in vars(klass):
-            continue
-        params = inspect.signature(klass.__init__).parameters.values()
-        names += [p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name != "self"]
-        if not any(p.kind == p.VAR_KEYWORD for p in params):
-            break
-    return names
+        return None
 
 
 def did_you_mean(message: str, parser) -> str:
@@ -199,6 +196,12 @@ class AutoencoderCLI(LightningCLI):
         data_spec = yaml.safe_load(self.parser.dump(self.config, skip_check=True))
         data_spec = (data_spec.get(self.subcommand) if self.subcommand else data_spec)["data"]
         link_image_shape(cfg["model"], instantiate(data_spec, L.LightningDataModule).image_shape)
+        # a model that trains some parameters per phase or stage needs DDP's unused-parameter handling, asked for
+        # by the strategy's registered name before the Trainer builds it (see ae_lightning.models.ddp)
+        trainer = cfg.get("trainer", {})
+        model_class = _import_class(cfg["model"].get("class_path"))
+        if model_class is not None and isinstance(trainer.get("strategy"), str):
+            trainer["strategy"] = ddp_strategy(trainer["strategy"], model_class)
 
     def after_instantiate_classes(self) -> None:
         # W&B's own files into the run's folder too (beside checkpoints/, config.yaml, images/), whatever logger is first
@@ -217,13 +220,11 @@ def main(args=None) -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
     argv = sys.argv[1:] if args is None else list(args)
     if argv[:1] and argv[0] in TOOLS:
-        import importlib
-
         importlib.import_module(TOOLS[argv[0]][0]).main(argv[1:])
         return
     if argv[:1] in (["-h"], ["--help"]):
         try:
-            _run(args)
+            _launch_cli(args)
         finally:  # LightningCLI's help lists the Trainer subcommands only: name the others too
             print("\nother subcommands:\n" + "\n".join(f"  {name:<10} {text}" for name, (_, text) in TOOLS.items()))
         return
@@ -232,12 +233,13 @@ def main(args=None) -> None:
 
         sys.exit(codec_main(argv))
     try:
-        _run(args)
+        _launch_cli(args)
     except NonFiniteLossError as err:  # a diverged run: one line, exit status 1, the last good checkpoint kept
         sys.exit(f"ae-lightning: {err}")
 
 
-def _run(args) -> None:
+def _launch_cli(args) -> None:
+    """The Trainer subcommands (fit / validate / test / predict) through :class:`AutoencoderCLI`."""
     AutoencoderCLI(
         L.LightningModule,
         L.LightningDataModule,

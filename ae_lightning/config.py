@@ -99,7 +99,7 @@ def instantiate(spec: dict[str, Any], base: type = object) -> Any:
 def object_arguments(spec: dict[str, Any]) -> dict[str, Any]:
     """The object arguments (nets, noise, priors, optimisers) of a ``class_path`` / ``init_args`` model spec,
     built: what ``Model.load_from_checkpoint`` needs besides the checkpoint's plain hyperparameters."""
-    from ae_lightning.models.base import hyperparameter_names
+    from ae_lightning.models.hparams import hyperparameter_names
 
     module, name = spec["class_path"].rsplit(".", 1)
     cls = getattr(import_module(module), name)

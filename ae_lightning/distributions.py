@@ -107,10 +107,6 @@ class DiagonalGaussian:
         """``log q(z)`` summed over the latent dimension: ``(S, ..., D)`` or ``(..., D)`` → ``(S, ...)`` / ``(...)``."""
         return -0.5 * (LOG_2PI + self.log_var + (z - self.mean) ** 2 / self.var).sum(-1)
 
-    def nll(self, z: torch.Tensor) -> torch.Tensor:
-        """``-log q(z)``, see :meth:`log_prob`."""
-        return -self.log_prob(z)
-
     def kl_per_dim(self, other: DiagonalGaussian | None = None) -> torch.Tensor:
         """Closed-form ``KL(self ‖ other)`` per latent unit ``(..., D)``; ``other=None`` is ``N(0, I)``."""
         if other is None:

@@ -109,17 +109,17 @@ def _multiple(codec: nn.Module) -> int:
 def encode_image(codec: nn.Module, image: torch.Tensor) -> bytes:
     """``image`` (C, H, W) in [0, 1] as its byte string (module docstring); ``codec`` from :func:`prepare`."""
     c, h, w = image.shape
-    m = _multiple(codec)
-    ph, pw = -h % m, -w % m
+    multiple = _multiple(codec)
+    ph, pw = -h % multiple, -w % multiple
     x = _pad(image[None].float(), (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))  # (1, C, H + ph, W + pw)
     with flush_denormals():  # the same arithmetic in encoder and decoder, and 10× faster on a CPU
         out = codec.compress(x)
     strings = [s[0] for s in out["strings"]]
-    expected = tuple(s // m for s in x.shape[-2:])
+    expected = tuple(s // multiple for s in x.shape[-2:])
     if tuple(out["shape"]) != expected or len(strings) != n_strings(codec):
         raise ValueError(f"{type(codec).__name__}.compress returned {len(strings)} strings of latent shape "
                          f"{tuple(out['shape'])}; this format expects {n_strings(codec)} and {expected} (padded size ÷ "
-                         f"{m}); a model of another layout needs its own header")
+                         f"{multiple}); a model of another layout needs its own header")
     return pack(h, w, strings)
 
 
@@ -127,9 +127,9 @@ def encode_image(codec: nn.Module, image: torch.Tensor) -> bytes:
 def decode_image(codec: nn.Module, data: bytes) -> torch.Tensor:
     """The image (C, H, W) a byte string of :func:`encode_image` decodes to, rounded to 8 bits (k/255)."""
     h, w, strings = unpack(data, n_strings(codec))
-    m = _multiple(codec)
-    ph, pw = -h % m, -w % m
-    shape = ((h + ph) // m, (w + pw) // m)
+    multiple = _multiple(codec)
+    ph, pw = -h % multiple, -w % multiple
+    shape = ((h + ph) // multiple, (w + pw) // multiple)
     with flush_denormals():
         x = codec.decompress([[s] for s in strings], shape)["x_hat"][0]  # (C, H + ph, W + pw)
     x = x[:, ph // 2 : ph // 2 + h, pw // 2 : pw // 2 + w]
@@ -145,8 +145,8 @@ def to_8bit(x: torch.Tensor) -> torch.Tensor:
 def likelihood_bits(codec: nn.Module, image: torch.Tensor) -> float:
     """The rate the entropy models estimate for ``image`` (C, H, W): Σ −log₂ p of its rounded latents (no header)."""
     c, h, w = image.shape
-    m = _multiple(codec)
-    ph, pw = -h % m, -w % m
+    multiple = _multiple(codec)
+    ph, pw = -h % multiple, -w % multiple
     x = _pad(image[None].float(), (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
     with flush_denormals():
         return float(sum(-torch.log2(p).sum() for p in codec(x)["likelihoods"].values()))

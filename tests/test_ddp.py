@@ -152,6 +152,7 @@ def test_two_processes_at_half_batch_match_one_process(config, overrides, rel, f
     import logging
 
     from ae_lightning.config import instantiate, load_config
+    from ae_lightning.models.ddp import ddp_strategy
 
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     cfg = load_config(config)
@@ -161,7 +162,8 @@ def test_two_processes_at_half_batch_match_one_process(config, overrides, rel, f
         L.seed_everything(0, verbose=False)
         model = instantiate(cfg["model"], L.LightningModule)
         stages = getattr(model, "total_epochs", 1)
-        trainer = L.Trainer(accelerator="cpu", devices=devices, strategy="ddp_fork" if devices > 1 else "auto",
+        strategy = ddp_strategy("ddp_fork", model) if devices > 1 else "auto"  # the AAE, the stacked AE: phases
+        trainer = L.Trainer(accelerator="cpu", devices=devices, strategy=strategy,
                              max_epochs=stages, limit_train_batches=4, limit_val_batches=2, num_sanity_val_steps=0,
                              logger=False, enable_checkpointing=False, enable_progress_bar=False,
                              enable_model_summary=False, default_root_dir=tmp_path)

@@ -23,7 +23,7 @@ from torch.distributions import Normal
 from ae_lightning.callbacks import ResumeCheckpoint, StepTimer
 from ae_lightning.config import load_run
 from ae_lightning.data import MNISTCodesDataModule, MNISTDataModule
-from ae_lightning.data.common import DatasetNotFoundError
+from ae_lightning.data.files import DatasetNotFoundError
 from ae_lightning.distributions import GaussianLikelihood
 from ae_lightning.models import VAE
 from ae_lightning.nets import MLPDecoder, MLPEncoder

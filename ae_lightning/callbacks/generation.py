@@ -178,12 +178,12 @@ class GenerationGrids(L.Callback):
             fig = scatter_figure(codes.numpy(), labels.numpy(), "validation codes (posterior means)")
             log_image(trainer, "val/latent_scatter", figure_to_tensor(fig), caption="codes coloured by label")
             plt.close(fig)
-        m = self.manifold_size
+        side = self.manifold_size
         # codes at evenly spaced prior quantiles, so the grid covers N(0, I) where it has mass
-        q = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, m)).to(pl_module.device)
-        zz = torch.stack(torch.meshgrid(q.flip(0), q, indexing="ij"), dim=-1).view(-1, 2)  # (m*m, 2): y up, x right
+        q = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, side)).to(pl_module.device)
+        zz = torch.stack(torch.meshgrid(q.flip(0), q, indexing="ij"), dim=-1).view(-1, 2)  # (side², 2): y up, x right
         zz = zz[:, [1, 0]]
         conds = pl_module.example_conditions()
         c = None if conds is None else conds[:1].expand(len(zz), -1)
-        images = pl_module.decode(zz, c)  # (m*m, C, H, W)
-        log_image(trainer, "val/manifold", _grid(images, m), caption="decoded codes on a grid of prior quantiles")
+        images = pl_module.decode(zz, c)  # (side², C, H, W)
+        log_image(trainer, "val/manifold", _grid(images, side), caption="decoded codes on a grid of prior quantiles")

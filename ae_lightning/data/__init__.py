@@ -2,7 +2,7 @@
 
 from ae_lightning.data.celeba import CelebADataModule, CelebAFaces
 from ae_lightning.data.codes import MNISTCodesDataModule
-from ae_lightning.data.common import DatasetNotFoundError
+from ae_lightning.data.files import DatasetNotFoundError
 from ae_lightning.data.mnist import MNISTDataModule
 from ae_lightning.data.pose import PoseDataModule, SyntheticPoseDataset
 from ae_lightning.data.streaming import StreamingImageDataModule

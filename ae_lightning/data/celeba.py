@@ -29,7 +29,8 @@ import torchvision
 from torch.utils.data import Subset
 from torchvision import transforms
 
-from ae_lightning.data.common import DatasetNotFoundError, ImageDataModule, take_train_subset
+from ae_lightning.data.common import ImageDataModule, take_train_subset
+from ae_lightning.data.files import DatasetNotFoundError
 
 log = logging.getLogger(__name__)
 

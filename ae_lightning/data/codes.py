@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from ae_lightning.data.common import ArrayImageDataset, DatasetNotFoundError
+from ae_lightning.data.common import ArrayImageDataset
+from ae_lightning.data.files import DatasetNotFoundError
 from ae_lightning.data.mnist import MNISTDataModule
 
 log = logging.getLogger(__name__)

@@ -13,12 +13,9 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from ae_lightning.data.predict import predict_loader
+
 EMBEDDED = Path(__file__).parent / "embedded"
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """A dataset's files are not where the DataModule looks; the message names the path, the
-    expected layout and how to get the data. Tests and tools can tell "data absent" from a bug."""
 
 
 def random_hflip(x: torch.Tensor) -> torch.Tensor:
@@ -147,11 +144,11 @@ def group_keys(names: Sequence[str], group_by: str, what: str) -> list[str]:
     pattern = re.compile(group_by)
     keys, missed = [], []
     for n in names:
-        m = pattern.search(str(n))
-        if m is None:
+        found = pattern.search(str(n))
+        if found is None:
             missed.append(str(n))
             continue
-        keys.append(m.group(1) if pattern.groups and m.group(1) is not None else m.group(0))
+        keys.append(found.group(1) if pattern.groups and found.group(1) is not None else found.group(0))
     if missed:
         raise ValueError(
             f"{what}: group_by={group_by!r} matches no group in {len(missed)} of {len(names)} names "
@@ -177,11 +174,11 @@ def grouped_split(
     targets = [len(te), len(va)]
     out: list[list[np.ndarray]] = [[], [], []]  # test, val, train
     filled = [0, 0]
-    for m in members:
+    for member in members:
         k = 0 if filled[0] < targets[0] else 1 if filled[1] < targets[1] else 2
-        out[k].append(m)
+        out[k].append(member)
         if k < 2:
-            filled[k] += len(m)
+            filled[k] += len(member)
     test, val, train = (np.concatenate(o) if o else np.empty(0, dtype=np.int64) for o in out)
     if not len(train) or (val_fraction > 0 and not len(val)) or (test_fraction > 0 and not len(test)):
         raise ValueError(f"{what} has {len(uniq)} groups ({n} images), too few for a split by group with "
@@ -436,13 +433,5 @@ class ImageDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         if self.predict_set is not None:
-            from ae_lightning.data.predict import predict_loader
-
             return predict_loader(self.predict_set, self.num_workers)
         return self._loader(self.test_set, shuffle=False, split="test")
-
-
-def as_paths(root: str | Path | Sequence[str | Path]) -> list[Path]:
-    if isinstance(root, str | Path):
-        return [Path(root).expanduser()]
-    return [Path(r).expanduser() for r in root]

@@ -39,11 +39,11 @@ import torchvision
 from ae_lightning.data.common import (
     EMBEDDED,
     ArrayImageDataset,
-    DatasetNotFoundError,
     ImageDataModule,
     seeded_split,
     take_train_subset,
 )
+from ae_lightning.data.files import DatasetNotFoundError
 from ae_lightning.data.locate import Located, locate
 
 #: the labelled pool is drawn with ``seed + LABELLED_SEED_OFFSET``: another draw than the split's permutation

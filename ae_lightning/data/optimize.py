@@ -46,7 +46,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ae_lightning.data.common import DatasetNotFoundError
+from ae_lightning.data.files import DatasetNotFoundError
 
 log = logging.getLogger(__name__)
 

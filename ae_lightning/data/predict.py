@@ -24,15 +24,21 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from ae_lightning.data.common import DatasetNotFoundError, as_paths
+from ae_lightning.data.files import (
+    DICOM_SUFFIXES,
+    IMAGE_SUFFIXES,
+    LAYOUT,
+    DatasetNotFoundError,
+    as_paths,
+    read_image_file,
+    to_unit_float,
+)
 
 HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
 
 
 def image_bits(path: Path) -> int:
     """8 or 16: the bit depth an output written for ``path`` keeps (reads the header only)."""
-    from ae_lightning.data.xray import DICOM_SUFFIXES
-
     if path.suffix.lower() in DICOM_SUFFIXES:
         import pydicom
 
@@ -49,8 +55,6 @@ class ImageFiles(Dataset):
     """
 
     def __init__(self, root: str | Path | Sequence[str | Path]) -> None:
-        from ae_lightning.data.xray import DICOM_SUFFIXES, IMAGE_SUFFIXES, LAYOUT
-
         self.items: list[tuple[str, Path | np.ndarray, int]] = []  # (name, file or array, bits)
         suffixes = IMAGE_SUFFIXES | DICOM_SUFFIXES
         for path in as_paths(root):
@@ -81,8 +85,6 @@ class ImageFiles(Dataset):
         return len(self.items)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict]:
-        from ae_lightning.data.xray import read_image_file, to_unit_float
-
         name, source, bits = self.items[i]
         if isinstance(source, Path):
             img, bits = read_image_file(source), image_bits(source)

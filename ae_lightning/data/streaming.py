@@ -38,7 +38,8 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate
 
-from ae_lightning.data.common import DatasetNotFoundError, ImageDataModule, random_hflip
+from ae_lightning.data.common import ImageDataModule, random_hflip
+from ae_lightning.data.files import DatasetNotFoundError
 from ae_lightning.data.optimize import KINDS, SPLITS, require_litdata, unpack_pixels
 
 log = logging.getLogger(__name__)

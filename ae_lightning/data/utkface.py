@@ -33,7 +33,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ae_lightning.data.common import DatasetNotFoundError, ImageDataModule, random_hflip, seeded_split
+from ae_lightning.data.common import ImageDataModule, random_hflip, seeded_split
+from ae_lightning.data.files import DatasetNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +75,10 @@ def parse_name(name: str) -> tuple[int, int, int] | None:
 
 def _parse(name: str) -> tuple[int, int, int] | str:
     """``(age, gender, race)``, or the reason the name does not follow the scheme."""
-    m = _NAME.match(name)
-    if not m:
+    match = _NAME.match(name)
+    if not match:
         return "malformed name (expected [age]_[gender]_[race]_[date&time].jpg)"
-    age, gender, race = int(m[1]), int(m[2]), int(m[3])
+    age, gender, race = int(match[1]), int(match[2]), int(match[3])
     checks = (("age", age, age <= MAX_AGE, f"0-{MAX_AGE}"), ("gender", gender, gender in (0, 1), "0/1"),
               ("race", race, race < len(RACES), f"0-{len(RACES) - 1}"))
     for what, value, ok, allowed in checks:

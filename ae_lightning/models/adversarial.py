@@ -16,8 +16,8 @@ phase 2: the plain autoencoder with the same nets, the baseline of the prior-mat
 
 Under DDP the phases leave parameters unused (phase 1 never touches the discriminator), so the
 strategy must run with ``find_unused_parameters=True``: the class declares
-``every_parameter_in_each_step = False`` and :meth:`Autoencoder.setup` switches a plain ``ddp``
-strategy to it (with a warning) before Lightning wraps the module.
+``every_parameter_in_each_step = False`` and the CLI runs a plain ``ddp`` strategy as
+``ddp_find_unused_parameters_true`` (with a warning; in Python: :func:`~ae_lightning.models.ddp.ddp_strategy`).
 
 Example::
 
@@ -78,7 +78,7 @@ class AdversarialAutoencoder(Autoencoder):
         posterior: ``deterministic`` or ``gaussian`` encoder.
     """
 
-    # each phase leaves parameters unused (phase 1 never touches the discriminator): see Autoencoder.setup
+    # each phase leaves parameters unused (phase 1 never touches the discriminator): see models.ddp
     every_parameter_in_each_step = False
     #: ``val/prior_mmd`` and ``val/prior_ks`` over the first this many validation codes (the MMD's cost grows with
     #: their square); ``None``: up to :func:`~ae_lightning.priors.prior_match`'s own limit. CLI: ``--diagnostics.*``

@@ -37,7 +37,8 @@ from ae_lightning.batch import images_of, labels_of
 from ae_lightning.callbacks.images import log_image
 from ae_lightning.losses import adversarial_loss, reconstruction_loss, total_variation
 from ae_lightning.models.adversarial import AdversarialAutoencoder, AdversarialOutput
-from ae_lightning.models.base import AutoencoderOutput, Prediction
+from ae_lightning.models.base import AutoencoderOutput
+from ae_lightning.models.prediction import Prediction
 from ae_lightning.optim import OptimizerCallable
 from ae_lightning.priors import Prior, UniformPrior
 
@@ -130,7 +131,7 @@ class ConditionalAdversarialAutoencoder(AdversarialAutoencoder):
         target = labels_of(batch)
         if not isinstance(target, dict) or "age_group" not in target or "gender" not in target:
             raise ValueError("CAAE batches must be (image, {'age_group': ..., 'gender': ...}) as UTKFaceDataModule yields")
-        return self.make_condition(target["age_group"], target["gender"], self.first_time("labels"))
+        return self.make_condition(target["age_group"], target["gender"], self.is_first_check("labels"))
 
     # --- the model ----------------------------------------------------------------------------
     def posterior_of(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:

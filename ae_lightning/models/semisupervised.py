@@ -134,7 +134,7 @@ class M2(ConditionalVAE):
 
     def condition(self, batch) -> torch.Tensor:
         """One-hot labels (B, K) as for the conditional VAE, with an all-zero row for an unlabelled image (label -1)."""
-        labels = semisupervised_labels(batch, self.label_dim, type(self).__name__, self.first_time("labels"))
+        labels = semisupervised_labels(batch, self.label_dim, type(self).__name__, self.is_first_check("labels"))
         if labels is None:
             raise ValueError("M2 needs (image, label) batches (label -1: unlabelled); the data module yields bare images")
         return self._one_hot(labels.clamp(min=0), images_of(batch)) * (labels >= 0)[:, None]  # (B, K)
@@ -293,7 +293,7 @@ class SemiSupervisedAAE(AdversarialAutoencoder):
 
     def condition(self, batch) -> torch.Tensor | None:
         """The class labels (-1: unlabelled), for the supervised phase and the metrics; the nets never see them."""
-        return semisupervised_labels(batch, self.num_classes, type(self).__name__, self.first_time("labels"))
+        return semisupervised_labels(batch, self.num_classes, type(self).__name__, self.is_first_check("labels"))
 
     def discriminate(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """Two logits per code (B, 2): the categorical discriminator's on ``y``, the style discriminator's on ``z``.

@@ -221,7 +221,7 @@ class StackedAutoencoder(StagedTraining, Autoencoder):
             out = self(x)
             return StackedOutput(reconstruction=out.reconstruction, code=out.code, target=x,
                                  losses={"loss": reconstruction_loss(out.reconstruction, x, self.hparams.loss)})
-        if y is None or (self.first_time("labels") and bool((y < 0).any())):  # host sync: first batch only
+        if y is None or (self.is_first_check("labels") and bool((y < 0).any())):  # host sync: first batch only
             raise ValueError("finetune='supervised' needs labelled data (the DataModule yields no labels or label -1); "
                              "fix: use labelled data or finetune: reconstruction")
         code = self.encode(x)  # (B, code_dim)

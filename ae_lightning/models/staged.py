@@ -37,7 +37,7 @@ from ae_lightning.optim import OptimizerCallable
 class StagedTraining:
     """Mixin for a manually optimised LightningModule whose training runs through stages on an epoch schedule."""
 
-    # a stage trains part of the model, the rest is frozen: see Autoencoder.setup (DDP unused parameters)
+    # a stage trains part of the model, the rest is frozen: DDP needs unused-parameter handling (models.ddp)
     every_parameter_in_each_step = False
 
     # --- what a staged model provides ------------------------------------------------------------

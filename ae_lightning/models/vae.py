@@ -68,11 +68,11 @@ def _float32(method):
     and log-sum-exps of numbers in the hundreds of nats, which bf16 logits (8-bit mantissa) would blur."""
 
     @functools.wraps(method)
-    def run(self, x: torch.Tensor, *args, **kwargs):
+    def in_float32(self, x: torch.Tensor, *args, **kwargs):
         with torch.autocast(device_type=x.device.type, enabled=False):
             return method(self, x.float(), *args, **kwargs)
 
-    return run
+    return in_float32
 
 
 def kl_warmup_weight(step: int, beta: float = 1.0, warmup_steps: int = 0) -> float:
@@ -267,10 +267,10 @@ class VAE(Autoencoder):
         self._unit_sq: torch.Tensor | None = None
 
     def _accumulate_unit_stats(self, mean: torch.Tensor) -> None:
-        m = mean.double()  # (B, D): float64, the variance is a difference of large sums
-        self._unit_n += m.shape[0]
-        self._unit_sum = m.sum(0) if self._unit_sum is None else self._unit_sum + m.sum(0)
-        self._unit_sq = (m**2).sum(0) if self._unit_sq is None else self._unit_sq + (m**2).sum(0)
+        means = mean.double()  # (B, D): float64, the variance is a difference of large sums
+        self._unit_n += means.shape[0]
+        self._unit_sum = means.sum(0) if self._unit_sum is None else self._unit_sum + means.sum(0)
+        self._unit_sq = (means**2).sum(0) if self._unit_sq is None else self._unit_sq + (means**2).sum(0)
 
     def active_units(self) -> int | None:
         """Latent units whose posterior mean varies over the evaluated images by more than the threshold."""
@@ -341,7 +341,7 @@ class ConditionalVAE(VAE):
         labels = labels_of(batch)
         if labels is None:
             raise ValueError("ConditionalVAE needs (image, label) batches; the data module yields bare images")
-        return as_condition(labels, self.label_dim, type(self).__name__, self.first_time("labels"))  # (B, L)
+        return as_condition(labels, self.label_dim, type(self).__name__, self.is_first_check("labels"))  # (B, L)
 
     def example_conditions(self) -> torch.Tensor:
         """One row per class (one-hot) or per attribute (that attribute on, the others off)."""
