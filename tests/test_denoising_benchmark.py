@@ -265,28 +265,30 @@ QUICK_CSV = Path(core.RESULTS) / "denoising_xray64.csv"
 
 
 @pytest.mark.slow
-def test_quick_mode_selected_dae_beats_classical_baselines():
-    """The quality bar of `make benchmark`, on the committed (regenerated) quick CSV: at every setting but the
-    saturated one the validation-selected DAE beats NL-means and both median filters in PSNR and SSIM."""
+def test_quick_mode_shipped_denoiser_beats_every_classical_row():
+    """The claim of `make benchmark`, on the committed (regenerated) quick CSV: at every setting but the saturated one
+    the shipped noise-blind denoiser (no training in the run) beats NL-means, both median filters and every BM3D row
+    scored on all test images (oracle σ, Anscombe) in PSNR and SSIM. (The Gondara DAE trained in the run for 6 + 1
+    epochs is the paper's reproduction and carries no bar: it loses to BM3D at most settings.)"""
     with QUICK_CSV.open() as f:
         rows = list(csv.DictReader(f))
     noises = list(dict.fromkeys(r["noise"] for r in rows))
     assert len(noises) == 10
-    failed = []
+    failed, judged = [], 0
     for noise in noises:
         rs = [r for r in rows if r["noise"] == noise]
         if not any(r["method"].startswith("NL-means") for r in rs):  # the saturated setting: medians only, no verdict
             continue
-        (dae,) = [r for r in rs if r["selected"] == "true"]
-        daes = [r for r in rs if r["train_size"] != "0"]
-        assert float(dae["val_psnr_mean"]) == max(float(r["val_psnr_mean"]) for r in daes)  # chosen on val
-        bar = [r for r in rs if r["method"].startswith(("NL-means", "median"))]
-        assert len(bar) >= 3
-        for c in bar:
+        (ours,) = [r for r in rs if r["method"] == "shipped denoiser"]
+        refs = [r for r in rs if r["method"].startswith(("NL-means", "median", "BM3D"))
+                and not r["method"].startswith("BM3D (blind")]  # BM3D's blind row: the first 16 images only
+        assert any(r["method"].startswith("BM3D") for r in refs)
+        judged += 1
+        for c in refs:
             for metric in ("psnr_mean", "ssim_mean"):
-                if not float(dae[metric]) > float(c[metric]):
-                    failed.append(f"{noise}: {dae['method']} {metric} {dae[metric]} <= {c['method']} {c[metric]}")
-    assert not failed, "\n".join(failed)
+                if not float(ours[metric]) > float(c[metric]):
+                    failed.append(f"{noise}: shipped {metric} {ours[metric]} <= {c['method']} {c[metric]}")
+    assert judged == 9 and not failed, "\n".join(failed)
 
 
 def test_saturated_setting_is_found_on_validation_and_left_out_of_verdicts(xrays):
