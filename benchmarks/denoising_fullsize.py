@@ -29,7 +29,7 @@ import torch
 from ae_lightning.metrics import psnr_ssim
 from ae_lightning.noise import Gaussian
 from benchmarks import classical
-from benchmarks.core import RESULTS, hardware, markdown_table, relative, write_csv
+from benchmarks.core import RESULTS, hardware, markdown_table, write_csv
 from benchmarks.denoising import noisy_copy
 
 COLUMNS = ["image", "width", "height", "noise", "method", "psnr", "ssim", "seconds", "s_per_megapixel"]
@@ -148,7 +148,7 @@ def write(rows: list[dict], out: Path, data: Path, weights: str, tile: int, marg
           "–" if r["method"] == "noisy" else f"{r['s_per_megapixel']:.2f}"] for r in rows])
     text = (
         "# The shipped X-ray denoiser on full-size X-rays of another hospital\n\n"
-        f"{n} full-size NIH ChestX-ray14 image(s) from `{relative(str(data))}` (a different hospital and scanner from "
+        f"{n} full-size NIH ChestX-ray14 image(s) from a folder `{data.name}/` (a different hospital and scanner from "
         f"the 64×64 Kermany training X-rays; never training data), AWGN at their own resolution, clipped to [0, 1], "
         f"noise seeded per setting. The shipped noise-blind denoiser `{weights}` runs with `ae-lightning predict`'s "
         f"tiled inference ({tile} px tiles with {margin} px of context); BM3D (the `bm3d` package) gets the true σ "
