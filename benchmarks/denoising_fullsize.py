@@ -6,7 +6,7 @@ The shipped noise-blind denoiser (``ae_lightning.pretrained``) learned on 64×64
 denoises full-size NIH ChestX-ray14 images (a different hospital and scanner, never training data) at their own
 resolution, with ``ae-lightning predict``'s tiled inference (tiles of ``--tile`` pixels with ``--margin`` pixels of
 context each), at AWGN σ = 15, 25 and 50 (8-bit units), and BM3D gets the true σ (oracle). Every image of the
-folder is scored (grayscale PNG/JPEG; colour is converted as the DataModules do); the noise is drawn from a
+folder is scored (read as the X-ray DataModules read files: 8/16-bit PNG/JPEG/TIFF, DICOM); the noise is drawn from a
 generator seeded per setting, clipped to [0, 1] as in the denoising benchmark.
 
 Writes ``benchmarks/results/denoising_fullsize.{csv,md,png}`` (``--out`` to change; the PNG: before / after on
@@ -23,9 +23,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from ae_lightning.data.files import DICOM_SUFFIXES, IMAGE_SUFFIXES, LAYOUT, read_image_file
 from ae_lightning.metrics import psnr_ssim
 from ae_lightning.noise import Gaussian
 from benchmarks import classical
@@ -33,26 +33,22 @@ from benchmarks.core import RESULTS, hardware, markdown_table, write_csv
 from benchmarks.denoising import noisy_copy
 
 COLUMNS = ["image", "width", "height", "noise", "method", "psnr", "ssim", "seconds", "s_per_megapixel"]
-SUFFIXES = {".png", ".jpg", ".jpeg"}
+SUFFIXES = IMAGE_SUFFIXES | DICOM_SUFFIXES
 FIGURE_SIGMA = 25  # the before / after figure: the first image at this σ (or none when it is not run)
 
 
 def load_images(folder: Path) -> list[tuple[str, torch.Tensor]]:
-    """Every image of ``folder`` as ``(name, (1, 1, H, W) in [0, 1])``; one error naming every unreadable file."""
-    from PIL import Image
-
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES)
+    """Every image of ``folder`` as ``(name, (1, 1, H, W) in [0, 1])``, read as the X-ray DataModules read files
+    (8/16-bit, DICOM; :func:`ae_lightning.data.files.read_image_file`); one error naming every unreadable file."""
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES) if folder.is_dir() else []
     if not files:
-        raise FileNotFoundError(f"{folder}: no .png/.jpg images; fix: pass the folder of full-size X-rays (--data)")
+        raise FileNotFoundError(f"{folder}: no images ({LAYOUT}); fix: pass the folder of full-size X-rays (--data)")
     images, bad = [], []
     for p in files:
         try:
-            with Image.open(p) as im:
-                a = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
-        except OSError as err:
+            images.append((p.name, torch.from_numpy(read_image_file(p))[None, None]))
+        except ValueError as err:
             bad.append(f"{p.name} ({err})")
-            continue
-        images.append((p.name, torch.from_numpy(a)[None, None]))
     if bad:
         raise ValueError(f"{folder}: {len(bad)} unreadable image(s): {'; '.join(bad)}; fix: re-export or remove them")
     return images
@@ -79,10 +75,10 @@ def run(data: Path, weights: str, sigmas: list[float], tile: int, margin: int, o
             with torch.no_grad():
                 ours, t_ours = timed(model.reconstruct_full, noisy)
             bm3d, t_bm3d = timed(classical.bm3d, noisy[0, 0].numpy(), sigma=sigma / 255)
+            bm3d = torch.from_numpy(bm3d)[None, None]
             if shown is None and sigma == FIGURE_SIGMA:
-                shown = (name, noise.label, clean, noisy, torch.from_numpy(bm3d)[None, None], ours)
-            for method, img, seconds in (("noisy", noisy, 0.0), ("BM3D (oracle σ)", torch.from_numpy(bm3d)[None, None],
-                                                                  t_bm3d),
+                shown = (name, noise.label, clean, noisy, bm3d, ours)
+            for method, img, seconds in (("noisy", noisy, 0.0), ("BM3D (oracle σ)", bm3d, t_bm3d),
                                          (f"shipped denoiser ({weights})", ours, t_ours)):
                 psnr, ssim = psnr_ssim(img.clamp(0, 1), clean)
                 rows.append(dict(image=name, width=w, height=h, noise=noise.label, method=method, psnr=float(psnr[0]),
@@ -161,7 +157,7 @@ def write(rows: list[dict], out: Path, data: Path, weights: str, tile: int, marg
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.denoising_fullsize", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, required=True, help="a folder of full-size X-rays (PNG/JPEG)")
+    ap.add_argument("--data", type=Path, required=True, help="a folder of full-size X-rays (PNG/JPEG/TIFF/DICOM)")
     ap.add_argument("--weights", default="xray64-denoiser", help="a shipped name or a weights file")
     ap.add_argument("--sigmas", type=float, nargs="+", default=[15, 25, 50], help="AWGN σ in 8-bit units")
     ap.add_argument("--tile", type=int, default=256, help="tile side of the tiled inference (pixels)")
