@@ -151,15 +151,12 @@ class AdversarialAutoencoder(Autoencoder):
         """Discriminator logits ``(B, 1)`` for codes ``z``; a supervised prior also shows it the labels."""
         return self.discriminator(z, labels) if self.prior.supervised else self.discriminator(z)
 
-    def sample_prior(
-        self, n: int, labels: torch.Tensor | None = None, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
+    def sample_prior(self, n: int, labels: torch.Tensor | None = None) -> torch.Tensor:
         """``n`` prior codes (n, D) on the model's device, the discriminator's real samples; a supervised prior
         draws row ``i`` from component ``labels[i]`` and needs the labels (the batch's: training has them)."""
         if self.prior.supervised and labels is None:
             raise ValueError(f"{self.prior!r} is supervised: the batches must carry labels (image, label)")
-        return self.prior.sample(n, labels=labels if self.prior.supervised else None, generator=generator,
-                                 device=self.device)
+        return self.prior.sample(n, labels=labels if self.prior.supervised else None, device=self.device)
 
     # --- generating: the Generative protocol (ae_lightning.models.generative) -----------------------------
     #: ``sample`` needs no condition: a supervised prior's labels are optional (without them, the whole mixture)

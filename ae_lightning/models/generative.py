@@ -47,6 +47,8 @@ class LatentPrior(Protocol):
 class Generative(Protocol):
     """A model that draws images: ``prior`` over its codes, ``sample`` decoded draws (see the module docstring)."""
 
+    #: a plain attribute, no ``nn.Module``: it adds nothing to the state_dict (shipped weights and checkpoints keep
+    #: loading), and ``isinstance`` finds it (Python 3.12 reads a protocol's members statically)
     prior: LatentPrior
     #: ``True`` when :meth:`sample` needs a condition (the CVAE, the CAAE); ``False`` when it is optional
     needs_condition: bool
