@@ -1,4 +1,6 @@
-"""Latent priors p(z) for adversarial autoencoders, and two-sample statistics that say how close codes are.
+"""Latent priors p(z) of the generative models (``model.prior`` of :class:`~ae_lightning.models.generative.Generative`:
+the adversarial autoencoders' injected prior, the VAE's ``GaussianPrior`` N(0, I)), and two-sample statistics that
+say how close codes are.
 
 Every prior draws samples (optionally conditioned on class labels: the supervised AAE of
 Makhzani et al. 2015, where label ``k`` picks mixture component ``k``) and evaluates its log

@@ -272,11 +272,11 @@ def test_cvae_sampling_respects_the_requested_label(tmp_path):
     model.eval()
     g = torch.Generator().manual_seed(0)
     for label, (on, off) in {0: (slice(0, 4), slice(4, 8)), 1: (slice(4, 8), slice(0, 4))}.items():
-        images = model.sample(64, cond=torch.full((64,), label), generator=g)  # (64, 1, 8, 8)
+        images = model.sample(64, condition=torch.full((64,), label), generator=g)  # (64, 1, 8, 8)
         top, bottom = images[:, 0, on].mean(), images[:, 0, off].mean()
         assert top > 0.75 and bottom < 0.25, (label, top.item(), bottom.item())
     # the same codes with the other label give the other class: the label, not z, decides
-    z = model.prior(16).sample(generator=g)
+    z = model.prior.sample(16, generator=g, device=model.device)
     a, b = model.decode(z, torch.zeros(16, dtype=torch.long)), model.decode(z, torch.ones(16, dtype=torch.long))
     assert (a[:, 0, :4].mean() - b[:, 0, :4].mean()) > 0.6
 

@@ -1,17 +1,20 @@
 """What a generative model makes of its latent space, written each validation epoch to
-``<run dir>/images/`` and to the logger (through :func:`~ae_lightning.callbacks.images.log_image`):
+``<run dir>/images/`` and to the logger (through :func:`~ae_lightning.callbacks.images.log_image`).
 
-- ``val/samples``: decoded prior samples (unconditional models), or ``val/samples_by_label``: one
-  row per class / attribute, the same codes in every column (conditional models);
+For every :class:`~ae_lightning.models.generative.Generative` model (the VAE, CVAE and M2, the AAEs, the CAAE):
+
+- ``val/samples``: decoded prior samples, ``model.sample(n)`` (models that sample without a condition);
+- ``val/samples_by_label``: one row per ``model.example_conditions()`` row (class, attribute, supervised prior
+  component, CAAE age and gender), the same prior noise in every column (models with example conditions);
+- whatever the model's optional ``extra_grids()`` hook returns, ``{key: (grid, caption)}`` (the CAAE's
+  ``val/age_progression``).
+
+For models with a ``latent_dim`` (the VAE family: ``encode(x, cond)``, ``decode(z, cond)``, ``condition(batch)``):
+
 - ``val/interpolation``: rows that walk linearly in latent space from one encoded validation
   image to another (the end images are shown at both ends of each row);
 - for 2-D latents, ``val/latent_scatter``: validation codes coloured by label, and
   ``val/manifold``: decoded codes on a grid of prior quantiles (Kingma & Welling 2014, Fig. 4).
-
-The model needs ``latent_dim``, ``encode(x, cond)``, ``decode(z, cond)``, ``condition(batch)``
-(``None`` when unconditional), ``example_conditions()`` (``None`` when unconditional) and
-``prior(n)`` with a ``.sample(generator=...)``: :class:`~ae_lightning.models.VAE` and
-:class:`~ae_lightning.models.ConditionalVAE` have them.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from torchvision.utils import make_grid
 
 from ae_lightning.batch import images_of
 from ae_lightning.callbacks.images import log_image
+from ae_lightning.models.generative import Generative
 
 
 def _grid(images: torch.Tensor, nrow: int) -> torch.Tensor:
@@ -66,11 +70,13 @@ def scalar_labels(labels: torch.Tensor) -> torch.Tensor:
 
 
 class GenerationGrids(L.Callback):
-    """Prior samples, latent interpolations and (2-D latents) scatter + manifold, every ``every_n_epochs``.
+    """Prior samples (any :class:`~ae_lightning.models.generative.Generative` model) and the model's
+    ``extra_grids()``; latent interpolations and (2-D latents) scatter + manifold for models with a
+    ``latent_dim``; every ``every_n_epochs``.
 
     Args:
         num_samples: prior samples in the unconditional grid (a square number looks best).
-        samples_per_label: columns of the conditional grid.
+        samples_per_label: columns of the labelled grid.
         num_interpolations: rows of the interpolation grid (pairs of validation images).
         interpolation_steps: codes per row, end points included.
         manifold_size: side of the decoded manifold grid (2-D latents).
@@ -107,9 +113,14 @@ class GenerationGrids(L.Callback):
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         self._codes, self._labels = [], []
 
+    @staticmethod
+    def _has_latent_views(pl_module) -> bool:
+        """Interpolations and the 2-D views: the VAE family (a ``latent_dim``)."""
+        return getattr(pl_module, "latent_dim", None) is not None
+
     @torch.no_grad()
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        if not self._due(trainer):
+        if not self._due(trainer) or not self._has_latent_views(pl_module):
             return
         need = 2 * self.num_interpolations
         if self._pairs is None or len(self._pairs[0]) < need:
@@ -131,26 +142,35 @@ class GenerationGrids(L.Callback):
             return
         was_training = pl_module.training
         pl_module.eval()
-        gen = torch.Generator(device=pl_module.device).manual_seed(self.seed)
-        self._samples(trainer, pl_module, gen)
-        if self._pairs is not None and len(self._pairs[0]) >= 2:
-            self._interpolation(trainer, pl_module)
-        if pl_module.latent_dim == 2:
-            self._latent_2d(trainer, pl_module)
+        if isinstance(pl_module, Generative):
+            self._samples(trainer, pl_module)
+        if self._has_latent_views(pl_module):
+            if self._pairs is not None and len(self._pairs[0]) >= 2:
+                self._interpolation(trainer, pl_module)
+            if pl_module.latent_dim == 2:
+                self._latent_2d(trainer, pl_module)
+        extra_grids = getattr(pl_module, "extra_grids", None)
+        if callable(extra_grids):
+            for key, (grid, caption) in extra_grids().items():
+                log_image(trainer, key, grid, caption=caption)
         pl_module.train(was_training)
 
-    def _samples(self, trainer, pl_module, gen: torch.Generator) -> None:
-        conds = pl_module.example_conditions()
-        if conds is None:
-            images = pl_module.decode(pl_module.prior(self.num_samples).sample(generator=gen))  # (N, C, H, W)
+    def _generator(self, model: Generative) -> torch.Generator:
+        """A fresh generator: the same seeded draws every epoch (and for every row of the labelled grid)."""
+        return torch.Generator(device=model.device).manual_seed(self.seed)
+
+    def _samples(self, trainer, model: Generative) -> None:
+        if not model.needs_condition:
+            images = model.sample(self.num_samples, generator=self._generator(model))  # (N, C, H, W)
             nrow = max(1, int(math.sqrt(self.num_samples)))
             log_image(trainer, "val/samples", _grid(images, nrow), caption="samples from the prior")
+        conds = model.example_conditions()
+        if conds is None:
             return
-        rows, cols = len(conds), self.samples_per_label
-        z = pl_module.prior(cols).sample(generator=gen)  # (cols, D), shared by every row
-        z = z.repeat(rows, 1)  # (rows*cols, D)
-        c = conds.repeat_interleave(cols, dim=0)  # (rows*cols, L)
-        images = pl_module.decode(z, c)
+        cols = self.samples_per_label
+        # row r: cols samples with condition r, each row from the same seed: the same prior noise in every column
+        images = torch.cat([model.sample(cols, c.expand(cols, *c.shape).contiguous(), generator=self._generator(model))
+                            for c in conds])  # (rows*cols, C, H, W)
         log_image(trainer, "val/samples_by_label", _grid(images, cols),
                   caption="one row per label, the same prior codes in every column")
 

@@ -37,10 +37,8 @@ from typing import Literal
 
 import torch
 from torch import nn
-from torchvision.utils import make_grid
 
 from ae_lightning.batch import images_of, labels_of
-from ae_lightning.callbacks.images import log_image
 from ae_lightning.distributions import DiagonalGaussian
 from ae_lightning.losses import ReconstructionLoss, adversarial_loss, reconstruction_loss
 from ae_lightning.models.base import Autoencoder, AutoencoderOutput
@@ -154,9 +152,29 @@ class AdversarialAutoencoder(Autoencoder):
         return self.discriminator(z, labels) if self.prior.supervised else self.discriminator(z)
 
     def sample_prior(self, n: int, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """``n`` prior codes (n, D) on the model's device, the discriminator's real samples; a supervised prior
+        draws row ``i`` from component ``labels[i]`` and needs the labels (the batch's: training has them)."""
         if self.prior.supervised and labels is None:
             raise ValueError(f"{self.prior!r} is supervised: the batches must carry labels (image, label)")
         return self.prior.sample(n, labels=labels if self.prior.supervised else None, device=self.device)
+
+    # --- generating: the Generative protocol (ae_lightning.models.generative) -----------------------------
+    #: ``sample`` needs no condition: a supervised prior's labels are optional (without them, the whole mixture)
+    needs_condition = False
+
+    @torch.no_grad()
+    def sample(
+        self, n: int, condition: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """``n`` images (n, C, H, W) decoded from prior codes drawn with ``generator``. ``condition``: for a
+        supervised prior, ``n`` class labels, row ``i`` drawn from component ``condition[i]`` (``None``: from the
+        whole mixture); a conditional decoder (the CAAE's) also gets it."""
+        labels = condition if self.prior.supervised else None
+        return self.decode(self.prior.sample(n, labels=labels, generator=generator, device=self.device), condition)
+
+    def example_conditions(self) -> torch.Tensor | None:
+        """A supervised prior's components ``0 … K-1`` (one row each of a labelled sample grid); else ``None``."""
+        return torch.arange(self.prior.num_components, device=self.device) if self.prior.supervised else None
 
     # --- using a trained model: ``ae-lightning predict`` writes decoded prior samples unless told otherwise
     default_prediction = "samples"
@@ -166,8 +184,8 @@ class AdversarialAutoencoder(Autoencoder):
         """``{"samples": (n, C, H, W)}`` decoded prior samples, or with a supervised prior one set per
         component, ``{"label_<k>": (n, C, H, W)}``."""
         if not self.prior.supervised:
-            return {"samples": self.decode(self.sample_prior(n)).clamp(0, 1)}
-        return {f"label_{k}": self.decode(self.sample_prior(n, torch.full((n,), k, device=self.device))).clamp(0, 1)
+            return {"samples": self.sample(n).clamp(0, 1)}
+        return {f"label_{k}": self.sample(n, torch.full((n,), k, device=self.device)).clamp(0, 1)
                 for k in range(self.prior.num_components)}
 
     # --- manual optimisation ---------------------------------------------------------------
@@ -256,8 +274,8 @@ class AdversarialAutoencoder(Autoencoder):
 
     def on_validation_epoch_end(self) -> None:
         """Log ``val/prior_mmd`` and ``val/prior_ks`` (see :func:`~ae_lightning.priors.prior_match`) over the first
-        :attr:`val_prior_match_codes` of the validation codes gathered from every process, and a grid of decoded prior
-        samples."""
+        :attr:`val_prior_match_codes` of the validation codes gathered from every process. The grids of decoded prior
+        samples are :class:`~ae_lightning.callbacks.GenerationGrids`' (the configs list it)."""
         super().on_validation_epoch_end()
         if not self._val_codes:
             return
@@ -271,13 +289,3 @@ class AdversarialAutoencoder(Autoencoder):
         stats = prior_match(codes, self.prior, labels=labels, **limit)
         # the same numbers on every process (computed from all codes): nothing to synchronise
         self.log_dict({f"val/prior_{k}": float(v) for k, v in stats.items()})
-        if not self.trainer.sanity_checking:
-            self.log_samples()
-
-    @torch.no_grad()
-    def log_samples(self, rows: int = 8, cols: int = 10) -> None:
-        """Decode prior samples (column ``j`` drawn from component ``j`` for a supervised prior)."""
-        labels = torch.arange(cols, device=self.device).repeat(rows)  # (rows * cols,)
-        z = self.sample_prior(rows * cols, labels if self.prior.supervised else None)  # (rows * cols, D)
-        images = self.decode(z).float().clamp(0, 1).cpu()  # (rows * cols, C, H, W)
-        log_image(self.trainer, "val/samples", make_grid(images, nrow=cols, pad_value=1.0), caption="decoded prior samples")

@@ -34,7 +34,6 @@ from torch import nn
 from torchvision.utils import make_grid
 
 from ae_lightning.batch import images_of, labels_of
-from ae_lightning.callbacks.images import log_image
 from ae_lightning.losses import adversarial_loss, reconstruction_loss, total_variation
 from ae_lightning.models.adversarial import AdversarialAutoencoder, AdversarialOutput
 from ae_lightning.models.base import AutoencoderOutput
@@ -75,7 +74,8 @@ class ConditionalAdversarialAutoencoder(AdversarialAutoencoder):
             default Adam, the release's Adam(2e-4, β₁ 0.5) is set in ``configs/caae_utkface.yaml``.
         weight_image_adv, weight_latent_adv, weight_tv: weights of G_img, E_z and TV in the E+G loss.
         reconstruction_only_epochs: epochs without the adversarial terms at the start (the release's pretraining).
-        num_faces: validation faces in the age-progression grid logged each validation epoch.
+        num_faces: validation faces in the age-progression grid (:meth:`extra_grids`) that
+            :class:`~ae_lightning.callbacks.GenerationGrids` logs each validation epoch.
     """
 
     def __init__(
@@ -198,6 +198,17 @@ class ConditionalAdversarialAutoencoder(AdversarialAutoencoder):
             self.image_discriminator_optimizer(self.image_discriminator.parameters()),
         ]
 
+    # --- generating: the Generative protocol (sample and prior are the AAE's) ---------------------------
+    needs_condition = True  # G draws a face for an age group and a gender
+
+    def example_conditions(self) -> torch.Tensor:
+        """One condition per (gender, age group), gender-major ``(G·A, A + G)``: the rows of the labelled sample
+        grid, the same prior codes in every row."""
+        hp = self.hparams
+        ages = torch.arange(hp.num_age_groups).repeat(hp.num_genders)  # (G·A,)
+        genders = torch.arange(hp.num_genders).repeat_interleave(hp.num_age_groups)  # (G·A,)
+        return self.make_condition(ages, genders, check_range=False)  # on the model's device
+
     # --- age progression ------------------------------------------------------------------------
     @torch.no_grad()
     def age_progression(self, x: torch.Tensor, gender: torch.Tensor) -> torch.Tensor:
@@ -245,13 +256,12 @@ class ConditionalAdversarialAutoencoder(AdversarialAutoencoder):
                 self._face_labels = {k: torch.cat([self._face_labels[k], new[k]]) for k in new}
         return super().validation_step(batch, batch_idx)
 
-    def log_samples(self, rows: int = 8, cols: int = 10) -> None:
-        """The CAAE's validation picture: the age-progression grid of the first validation faces."""
+    def extra_grids(self) -> dict[str, tuple[torch.Tensor, str]]:
+        """The CAAE's own validation picture, which :class:`~ae_lightning.callbacks.GenerationGrids` logs (in eval
+        mode) beside the prior samples: ``val/age_progression``, the first validation faces regenerated in every age
+        group (:meth:`progression_grid`); nothing before a validation batch was seen."""
         if self._faces is None:
-            return
-        was_training = self.training
-        self.eval()
+            return {}
         n = self.hparams.num_faces
         grid = self.progression_grid(self._faces[:n], self._face_labels["gender"][:n])
-        self.train(was_training)
-        log_image(self.trainer, "val/age_progression", grid, caption="input | age groups 0-5 … 71+")
+        return {"val/age_progression": (grid, "input | age groups 0-5 … 71+")}

@@ -37,6 +37,7 @@ from ae_lightning.losses import free_bits_kl
 from ae_lightning.models.base import Autoencoder, AutoencoderOutput
 from ae_lightning.nets.conditional import as_condition
 from ae_lightning.optim import LRSchedulerCallable, OptimizerCallable
+from ae_lightning.priors import GaussianPrior
 
 # elements of decoder output per chunk when estimating log p(x) with many samples (memory bound)
 _IWAE_CHUNK_ELEMENTS = 2**24
@@ -129,10 +130,16 @@ class VAE(Autoencoder):
         if dec_in is not None and dec_in != latent_dim:
             raise ValueError(f"the decoder takes codes of size {dec_in} but latent_dim={latent_dim}; fix the decoder")
         self.latent_dim = latent_dim
+        #: ``p(z) = N(0, I)``, to draw codes from (a plain object: no parameters, no state_dict entries); the ELBO's
+        #: KL term and the IWAE estimate use the closed-form :class:`DiagonalGaussian` standard normal
+        self.prior = GaussianPrior(latent_dim)
         self.likelihood = likelihood if likelihood is not None else BernoulliLikelihood()
         self._reset_unit_stats()
 
-    # --- conditioning (the conditional VAE overrides ``condition`` and this) ----------------------
+    # --- conditioning (the conditional VAE overrides ``condition`` and these) ----------------------
+    #: :class:`~ae_lightning.models.generative.Generative`: the unconditional VAE samples without a condition
+    needs_condition = False
+
     def example_conditions(self) -> torch.Tensor | None:
         """One condition per row of a class-conditional sample grid; none for the unconditional VAE."""
         return None
@@ -155,15 +162,13 @@ class VAE(Autoencoder):
         """The likelihood's mean image for codes ``z`` (B, D) → (B, C, H, W)."""
         return self.likelihood.mean(self.decoder_params(z, cond))
 
-    def prior(self, n: int) -> DiagonalGaussian:
-        return DiagonalGaussian.standard_normal(n, self.latent_dim, device=self.device)
-
     @torch.no_grad()
     def sample(
-        self, n: int, cond: torch.Tensor | None = None, generator: torch.Generator | None = None
+        self, n: int, condition: torch.Tensor | None = None, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """``n`` images decoded from prior codes ``z ~ N(0, I)`` (with condition ``cond`` for the CVAE)."""
-        return self.decode(self.prior(n).sample(generator=generator), cond)  # (n, C, H, W)
+        """``n`` likelihood-mean images (n, C, H, W) decoded from prior codes ``z ~ N(0, I)`` drawn with
+        ``generator`` (with ``condition``, ``n`` labels or label rows, for the CVAE)."""
+        return self.decode(self.prior.sample(n, generator=generator, device=self.device), condition)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> VAEOutput:
         q = self.posterior(x, cond)
@@ -221,7 +226,7 @@ class VAE(Autoencoder):
     def generate(self, n: int) -> dict[str, torch.Tensor]:
         """``{"samples": (n, C, H, W)}`` decoded prior samples, or for the conditional VAE one set per
         :meth:`example_conditions` row, ``{"label_<k>": (n, C, H, W)}``, the same codes for every label."""
-        z = self.prior(n).sample()  # (n, D)
+        z = self.prior.sample(n, device=self.device)  # (n, D)
         conds = self.example_conditions()
         if conds is None:
             return {"samples": self.decode(z).clamp(0, 1)}
@@ -314,7 +319,7 @@ class ConditionalVAE(VAE):
 
     Both nets are the conditioning wrappers of :mod:`ae_lightning.nets.conditional`, which take
     ``(input, labels)``; labels are the second element of each batch. Sampling with a requested
-    label generates that class: ``cvae.sample(8, cond=torch.full((8,), 3))`` draws eight 3s.
+    label generates that class: ``cvae.sample(8, condition=torch.full((8,), 3))`` draws eight 3s.
 
     Example::
 
@@ -324,6 +329,8 @@ class ConditionalVAE(VAE):
                                  label_dim=10)
         cvae = ConditionalVAE(enc, dec, latent_dim=16)
     """
+
+    needs_condition = True  # the decoder takes a label with every code
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, latent_dim: int, **kwargs) -> None:
         enc_labels, dec_labels = getattr(encoder, "label_dim", None), getattr(decoder, "label_dim", None)
