@@ -124,7 +124,8 @@ def figure_cvae(model: ConditionalVAE, title: str):
     import matplotlib.pyplot as plt
 
     model.eval()
-    z = model.prior(10).sample(generator=torch.Generator(device=model.device).manual_seed(0)).repeat(10, 1)  # (100, D)
+    gen = torch.Generator(device=model.device).manual_seed(0)
+    z = model.prior.sample(10, generator=gen, device=model.device).repeat(10, 1)  # (100, D)
     digits = torch.arange(10, device=model.device).repeat_interleave(10)  # row r: digit r
     images = model.decode(z, model.condition((None, digits)))
     fig, ax = plt.subplots(figsize=(6, 6.4), dpi=110)
