@@ -1,35 +1,21 @@
 """2-D → 3-D pose recovery on SYNTHETIC stick figures: the multimodal deep autoencoder against a direct CNN regressor.
 
-Hong et al. (2015)'s multimodal deep autoencoder (``configs/pose_mmae_synthetic.yaml``: image autoencoder, pose
-autoencoder, a network from image codes to pose codes, then end-to-end fine-tuning, as the stages of one fit) is
-scored before and after its fine-tuning stage, against
-
-- a direct CNN regressor (``configs/pose_regressor_synthetic.yaml``): the same conv image encoder and an MLP head
-  trained on the pose error alone, with about as many parameters as the autoencoder's recovery chain (image
-  encoder + mapping + pose decoder; both counts are printed);
-- the mean training pose (predicted for every image);
-- the pose autoencoder's own floor: the true test pose through its code and back (not an image method; it says
-  how much the pose code loses).
-
-Metric: MPJPE (mean per-joint position error, root-aligned) in skeleton units on the held-out test split, with a
-95 % interval of the mean (±1.96 σ/√n) and a paired interval for the fine-tuned autoencoder against the regressor.
-The schedules are fixed in ``benchmarks/pose.yaml`` and nothing is chosen on the test split (the val column is
-reported beside it; no checkpoint selection: each model is scored after its last epoch; "before fine-tuning" is
-the same run's weights at the start of its fine-tuning stage).
+Hong et al. (2015)'s multimodal deep autoencoder (image AE, pose AE, a network from image codes to pose codes, then
+end-to-end fine-tuning, as the stages of one fit) before and after fine-tuning, against a direct CNN regressor with
+about as many parameters as the autoencoder's recovery chain, the mean training pose, and the pose autoencoder's own
+floor (the true pose through its code and back: how much the pose code loses). MPJPE in skeleton units on the test
+split with 95 % intervals (paired between methods); the schedules are fixed in ``benchmarks/pose.yaml``, nothing is
+chosen on the test split and no checkpoint is selected. SYNTHETIC data: not comparable with the paper's mocap (mm).
 
     python -m benchmarks.pose --quick      # <= 70 CPU-seconds on a 2-core CPU (one thread)
     python -m benchmarks.pose --full       # the configs' own schedules on 50k samples (GPU when present)
-
-Data: generated (ae_lightning.data.PoseDataModule), nothing to download; SYNTHETIC, so the numbers are not
-comparable with the paper's (real mocap, mm). Writes ``benchmarks/results/pose_synthetic.{csv,md,png}`` (full mode:
-``pose_synthetic_full.*``).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import sys
-import time
 from collections.abc import Sequence
 
 import lightning as L
@@ -39,7 +25,7 @@ from ae_lightning.config import load_config
 from ae_lightning.data import PoseDataModule
 from ae_lightning.data.pose import PARENTS
 from ae_lightning.inference import in_eval_batches
-from ae_lightning.models import MultimodalAutoencoder, PoseRegressor
+from ae_lightning.models import MultimodalAutoencoder
 from ae_lightning.models.multimodal import mpjpe
 from benchmarks.common import build, config_file, model_spec
 from benchmarks.core import Benchmark, Context, Results, markdown_table, threads
@@ -48,21 +34,19 @@ COLUMNS = ["method", "val_mpjpe", "test_mpjpe", "test_ci95", "params_inference",
            "train_s", "config"]
 #: the nets of the autoencoder's recovery chain image → code → pose code → pose (what it runs at test time)
 CHAIN = ("encoder", "mapping", "pose_decoder")
-
-
-def spec_of(name: str, s: dict) -> dict:
-    """The ``model`` block of ``s['models'][name]``'s config; the autoencoder's schedule set by the mode (if it says)."""
-    schedule = s["schedule"] if name == "mmae" else None
-    return model_spec(s["models"][name], **(schedule or {}))
-
-
-def regressor_epochs(s: dict) -> int:
-    return s["regressor_epochs"] or load_config(s["models"]["regressor"])["trainer"]["max_epochs"]
+SPLITS = ("val", "test")
 
 
 def count(model: torch.nn.Module, nets: Sequence[str] | None = None) -> int:
     parts = [getattr(model, n) for n in nets] if nets else [model]
     return sum(p.numel() for part in parts for p in part.parameters())
+
+
+def fit(ctx: Context, model: L.LightningModule, dm: L.LightningDataModule, epochs: int, **trainer_args) -> float:
+    """Trains ``model`` (no validation loop: nothing is selected) and returns the wall seconds it took."""
+    start = ctx.elapsed()[0]
+    ctx.trainer(epochs, limit_val_batches=0, **trainer_args).fit(model, dm)
+    return ctx.elapsed()[0] - start
 
 
 class BeforeFinetune(L.Callback):
@@ -89,20 +73,16 @@ def summary(errors: dict[str, torch.Tensor]) -> dict:
             "test_ci95": float(1.96 * test.std() / len(test) ** 0.5)}
 
 
-def paired(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
-    """Mean and 95 % half-width of the per-sample difference ``a - b``."""
+def verdict(name_a: str, name_b: str, a: torch.Tensor, b: torch.Tensor) -> str:
+    """Which of two methods has the lower test MPJPE, by the 95 % interval of the per-sample difference ``a - b``."""
     d = a - b
-    return float(d.mean()), float(1.96 * d.std() / len(d) ** 0.5)
-
-
-def verdict(name_a: str, name_b: str, diff: float, half: float) -> str:
+    diff, half = float(d.mean()), float(1.96 * d.std() / len(d) ** 0.5)
     if abs(diff) <= half:
         return f"neither {name_a} nor {name_b} wins: the test MPJPE difference {diff:+.4f} ± {half:.4f} includes 0"
     winner, loser = (name_a, name_b) if diff < 0 else (name_b, name_a)
     return f"**{winner} wins** against {loser}: test MPJPE lower by {abs(diff):.4f} ± {half:.4f} (paired, 95 %)"
 
 
-# --- the figure --------------------------------------------------------------------------------
 def figure(images: torch.Tensor, truth: torch.Tensor, preds: dict[str, torch.Tensor], title: str):
     """Each row: a test image, then the true and predicted skeletons seen from the camera (x, y) and from the side
     (depth z, y): the side view shows what the image cannot (each limb's depth)."""
@@ -135,7 +115,6 @@ def figure(images: torch.Tensor, truth: torch.Tensor, preds: dict[str, torch.Ten
     return fig
 
 
-# --- the run -------------------------------------------------------------------------------------
 class Pose(Benchmark):
     name = "pose"
     doc = ("2-D -> 3-D pose recovery on SYNTHETIC stick figures: the multimodal deep autoencoder (Hong et al. 2015) "
@@ -145,38 +124,38 @@ class Pose(Benchmark):
         """The untrained models the benchmark trains (``mmae``, ``regressor``), built from their configs."""
         out = {}
         for name in ("mmae", "regressor"):
+            schedule = s["schedule"] if name == "mmae" else None  # the mode's schedule, if it sets one
             torch.manual_seed(0)
-            out[name] = build(spec_of(name, s))
+            out[name] = build(model_spec(s["models"][name], **(schedule or {})))
         return out
 
     def run(self, ctx: Context, s: dict) -> Results:
-        with threads(s.get("threads")):
-            return self._run(ctx, s)
+        with threads(s.get("threads")):  # pose.yaml: one thread on a CPU, small convs
+            dm = PoseDataModule(**s["data"], batch_size=s["batch_size"], seed=0)
+            dm.setup("fit")
+            print(f"pose ({ctx.mode}): {dm.source}: {len(dm.train_set)} train / {len(dm.val_set)} val / "
+                  f"{len(dm.test_set)} test; {ctx.device}", flush=True)
+            return self.train_and_report(ctx, s, dm)
 
-    def _run(self, ctx: Context, s: dict) -> Results:
-        dm = PoseDataModule(**s["data"], batch_size=s["batch_size"], seed=0)
-        dm.setup("fit")
-        images = {"val": dm.val_set.images, "test": dm.test_set.images}  # (N, 1, 64, 64)
-        poses = {"val": dm.val_set.poses, "test": dm.test_set.poses}  # (N, 16, 3)
-        print(f"pose ({ctx.mode}): {dm.source}: {len(dm.train_set)} train / {len(dm.val_set)} val / "
-              f"{len(dm.test_set)} test; {ctx.device}", flush=True)
+    def train_and_report(self, ctx: Context, s: dict, dm: PoseDataModule) -> Results:
+        """Every method trained and scored on ``dm``'s val and test splits; the table, figure and findings."""
+        images = {split: getattr(dm, f"{split}_set").images for split in SPLITS}  # (N, 1, 64, 64)
+        poses = {split: getattr(dm, f"{split}_set").poses for split in SPLITS}  # (N, 16, 3)
 
-        def errors_of(predict) -> dict[str, torch.Tensor]:
-            return {split: mpjpe(predict(split), poses[split]) for split in ("val", "test")}  # split → (N,)
+        def errors_of(predict) -> dict[str, torch.Tensor]:  # split → per-sample MPJPE (N,)
+            return {split: mpjpe(predict(split), poses[split]) for split in SPLITS}
 
-        rows, errors, trained = [], {}, {}
+        errors = {}
         mean_pose = dm.train_set.poses.mean(0, keepdim=True)  # (1, 16, 3)
         errors["mean pose"] = errors_of(lambda split: mean_pose.expand(len(poses[split]), -1, -1))
-        rows.append(dict(method="mean training pose", **summary(errors["mean pose"]), params_inference=0,
-                         params_trained=0, epochs=0, train_s=0.0, config="—"))
+        rows = [dict(method="mean training pose", **summary(errors["mean pose"]), params_inference=0, params_trained=0,
+                     epochs=0, train_s=0.0, config="—")]
 
         # the multimodal autoencoder: one fit through its four stages, weights kept at the start of fine-tuning
         built = self.models(s)
         mmae: MultimodalAutoencoder = built["mmae"]
         keep = BeforeFinetune()
-        t = time.perf_counter()
-        ctx.trainer(mmae.total_epochs, limit_val_batches=0, callbacks=[keep]).fit(mmae, dm)
-        mmae_s = time.perf_counter() - t
+        mmae_s = fit(ctx, mmae, dm, mmae.total_epochs, callbacks=[keep])
         before = copy.deepcopy(mmae).cpu()
         before.load_state_dict(keep.state)
         mmae_label = config_file(s["models"]["mmae"]) + f" ({mmae.schedule_text()})"
@@ -185,47 +164,42 @@ class Pose(Benchmark):
             before, lambda p: before.decode_pose(before.pose_encoder(p)), poses[split], len(poses[split])))
         errors["MMAE before"] = errors_of(lambda split: recover(before, images[split]))
         errors["MMAE"] = errors_of(lambda split: recover(mmae, images[split]))
-        pre_epochs = sum(mmae.pretrain_epochs)
         rows += [
             dict(method="pose AE floor: true pose → pose code → pose (not from the image)",
                  **summary(errors["pose AE"]), params_inference=count(mmae, ("pose_encoder", "pose_decoder")),
-                 params_trained=total, epochs=mmae.pretrain_epochs[1], train_s=float("nan"), config=mmae_label),
+                 params_trained=total, epochs=mmae.pretrain_epochs[1], train_s=math.nan, config=mmae_label),
             dict(method="multimodal AE, before fine-tuning (steps 1-3)", **summary(errors["MMAE before"]),
-                 params_inference=chain, params_trained=total, epochs=pre_epochs, train_s=float("nan"),
+                 params_inference=chain, params_trained=total, epochs=sum(mmae.pretrain_epochs), train_s=math.nan,
                  config=mmae_label),
             dict(method="multimodal AE, fine-tuned end to end (step 4)", **summary(errors["MMAE"]),
                  params_inference=chain, params_trained=total, epochs=mmae.total_epochs, train_s=mmae_s,
                  config=mmae_label),
         ]
-        trained["multimodal AE"] = mmae
         print(f"  multimodal AE ({mmae.schedule_text()}): test MPJPE {rows[-2]['test_mpjpe']:.4f} before, "
               f"{rows[-1]['test_mpjpe']:.4f} after fine-tuning ({mmae_s:.0f} s)", flush=True)
 
-        reg: PoseRegressor = built["regressor"]
-        epochs = regressor_epochs(s)
-        t = time.perf_counter()
-        ctx.trainer(epochs, limit_val_batches=0).fit(reg, dm)
-        reg_s = time.perf_counter() - t
+        reg = built["regressor"]
+        epochs = s["regressor_epochs"] or load_config(s["models"]["regressor"])["trainer"]["max_epochs"]
+        reg_s = fit(ctx, reg, dm, epochs)
         errors["regressor"] = errors_of(lambda split: recover(reg, images[split]))
         rows.append(dict(method="direct CNN regressor (image → pose)", **summary(errors["regressor"]),
                          params_inference=count(reg), params_trained=count(reg), epochs=epochs, train_s=reg_s,
                          config=config_file(s["models"]["regressor"])))
-        trained["CNN regressor"] = reg
         print(f"  CNN regressor ({epochs} epochs): test MPJPE {rows[-1]['test_mpjpe']:.4f} ({reg_s:.0f} s)", flush=True)
 
         # what the table claims, from the numbers
+        tuned = errors["MMAE"]["test"]
         findings = [
-            verdict("the fine-tuned multimodal AE", "the direct CNN regressor",
-                    *paired(errors["MMAE"]["test"], errors["regressor"]["test"])),
-            "fine-tuning: " + verdict("the fine-tuned multimodal AE", "the same AE before fine-tuning",
-                                      *paired(errors["MMAE"]["test"], errors["MMAE before"]["test"])),
-            verdict("the fine-tuned multimodal AE", "the mean training pose",
-                    *paired(errors["MMAE"]["test"], errors["mean pose"]["test"])),
+            verdict("the fine-tuned multimodal AE", "the direct CNN regressor", tuned, errors["regressor"]["test"]),
+            "fine-tuning: " + verdict("the fine-tuned multimodal AE", "the same AE before fine-tuning", tuned,
+                                      errors["MMAE before"]["test"]),
+            verdict("the fine-tuned multimodal AE", "the mean training pose", tuned, errors["mean pose"]["test"]),
         ]
         results = ctx.results()
         k = s["figure"]["samples"]
         results.figure("pose_synthetic", figure(
-            images["test"][:k], poses["test"][:k], {name: recover(m, images["test"][:k]) for name, m in trained.items()},
+            images["test"][:k], poses["test"][:k],
+            {name: recover(model, images["test"][:k]) for name, model in (("multimodal AE", mmae), ("CNN regressor", reg))},
             f"SYNTHETIC stick figures ({ctx.mode}): true (black) and recovered 3-D poses"))
         results.table("pose_synthetic", rows, COLUMNS)
         table = markdown_table(
@@ -233,7 +207,7 @@ class Pose(Benchmark):
              "config"],
             [[r["method"], f"{r['val_mpjpe']:.4f}", f"{r['test_mpjpe']:.4f} ± {r['test_ci95']:.4f}",
               f"{r['params_inference']:,}", f"{r['params_trained']:,}", r["epochs"],
-              "—" if r["train_s"] != r["train_s"] or not r["train_s"] else f"{r['train_s']:.0f}", r["config"]]
+              "—" if math.isnan(r["train_s"]) or not r["train_s"] else f"{r['train_s']:.0f}", r["config"]]
              for r in rows],
         )
         counts = (f"Parameters: the autoencoder's recovery chain (image encoder + mapping + pose decoder) has "
@@ -248,9 +222,7 @@ class Pose(Benchmark):
             + "".join(f"- {f}.\n" for f in findings)
             + f"\n**Paper**: {s['paper']['setup']}\n\n**Ours**: {s['paper']['ours']}\n\n"
             f"![true and recovered skeletons]({results.path('pose_synthetic', 'png').name})\n"))
-        print("\n" + table + "\n" + counts)
-        for f in findings:
-            print(f"- {f}")
+        print("\n" + table + "\n" + counts + "".join(f"\n- {f}" for f in findings))
         return results
 
 

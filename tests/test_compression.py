@@ -98,19 +98,19 @@ def test_compress_with_a_model_decodes_the_dequantised_code(xrays):
 def test_jpeg_bits_are_the_file_size_and_the_shared_table_stream_decodes(xrays):
     point = bench.jpeg_point(xrays, 30)
     pixels = xrays[0].numel()
-    files = [bench.jpeg_encode(bench.to_uint8(x), 30, optimize=True) for x in xrays]
-    short = [bench.jpeg_image_only(bench.to_uint8(x), 30) for x in xrays]
+    files = [cc.jpeg_encode(cc.to_uint8(x), 30, optimize=True) for x in xrays]
+    short = [cc.jpeg_image_only(cc.to_uint8(x), 30) for x in xrays]
     assert point.bpp_file == pytest.approx(8 * sum(map(len, files)) / (len(xrays) * pixels))
     assert point.bpp == pytest.approx(8 * sum(map(len, short)) / (len(xrays) * pixels))
-    tables = bench.jpeg_tables(30)
+    tables = cc.jpeg_tables(30)
     assert point.bpp_whole_set == pytest.approx(8 * (len(tables) + sum(map(len, short))) / (len(xrays) * pixels))
     for f, s in zip(files, short, strict=True):
         assert len(s) < len(f)  # the tables left out are what is saved
         assert b"JFIF" in f and b"JFIF" not in s  # APP0 dropped
         # the counted bytes + the shared tables are a complete JPEG with the same pixels as the whole file
-        assert np.array_equal(bench.jpeg_decode(cc.with_tables(tables, s)), bench.jpeg_decode(f))
+        assert np.array_equal(cc.jpeg_decode(cc.with_tables(tables, s)), cc.jpeg_decode(f))
     # and PSNR is that of the decoded file
-    decoded = torch.from_numpy(np.stack([bench.jpeg_decode(f) for f in files])).unsqueeze(1).float() / 255
+    decoded = torch.from_numpy(np.stack([cc.jpeg_decode(f) for f in files])).unsqueeze(1).float() / 255
     from ae_lightning.metrics import psnr_ssim
 
     torch.testing.assert_close(point.psnr, psnr_ssim(decoded, xrays)[0])
