@@ -1,11 +1,8 @@
 """The benchmark skeleton: a benchmark is one :class:`Benchmark` subclass (its science) plus one settings YAML.
 
-A benchmark names itself, the datasets it reads and how it builds and runs its models; everything else is
-here: the settings (:func:`load_settings`: ``benchmarks/<name>.yaml``, its ``modes:`` section merged in,
-then a test's or a user's overrides), the :class:`Context` built once per run (mode, output folder, device,
-data from the DataModules' own lookup, seed, progress, the clock), the :class:`Results` that write the CSV,
-Markdown and figures with the time line and project-relative paths, the command line every
-``python -m benchmarks.<name>`` shares (:meth:`Benchmark.main`), and the :data:`REGISTRY` that
+Everything else is here: the settings (:func:`load_settings`), the :class:`Context` of a run (mode, output
+folder, device, data, the clock), the :class:`Results` that write the CSV, Markdown and figures, the command
+line of ``python -m benchmarks.<name>`` (:meth:`Benchmark.main`) and the :data:`REGISTRY` that
 ``benchmarks/run.py`` (``make benchmark``) iterates. Adding a benchmark::
 
     # benchmarks/mine.py                             # benchmarks/mine.yaml
@@ -17,19 +14,19 @@ Markdown and figures with the time line and project-relative paths, the command 
             return {"vae": build(model_spec("vae_mnist"))}
 
         def run(self, ctx, settings):
-            dm = ctx.mnist(train_size=settings["train_size"])
+            dm = ctx.mnist(self.name, train_size=settings["train_size"])
             ...
             results = ctx.results()
             results.table("mine_mnist", rows, COLUMNS)
-            results.markdown("mine_mnist", "# Mine\\n\\n" + results.time_line() + "\\n")
+            results.markdown("mine_mnist", "# Mine\\n\\n...")  # + the time line
             return results
 
     main = Mine.main                                 # + "mine": "benchmarks.mine:Mine" in REGISTRY
 
 Modes: ``quick`` (``make benchmark``: offline, the embedded data, the committed tables), ``full`` (paper scale;
 its tables carry ``_full``) and ``smoke``: the full mode's code path with the settings' ``smoke:`` caps and at
-most :data:`SMOKE_BATCHES` batches per epoch, to check on a CPU in minutes that ``make benchmark-full`` runs
-(its tables carry ``_smoke`` and go to a temporary folder unless ``--out`` says otherwise).
+most :data:`SMOKE_BATCHES` batches per epoch (its tables carry ``_smoke`` and go to a temporary folder unless
+``--out`` says otherwise).
 """
 
 from __future__ import annotations
@@ -60,8 +57,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RESULTS = HERE / "results"
 MODES = ("quick", "full", "smoke")
-#: a smoke run's cap on training / validation / test batches per epoch
-SMOKE_BATCHES = 3
+SMOKE_BATCHES = 3  # a smoke run's cap on training / validation / test batches per epoch
 
 #: the benchmarks ``make benchmark`` runs, in order (the headline first): name -> "module:Class"
 REGISTRY: dict[str, str] = {
@@ -107,9 +103,8 @@ def set_dotted(settings: dict, key: str, value: Any) -> None:
 
 
 def load_settings(name: str, mode: str, overrides: Mapping[str, Any] | None = None) -> dict:
-    """``benchmarks/<name>.yaml`` for ``mode``: its top level with ``modes: {<mode>: …}`` merged in (``smoke``
-    is ``full`` then ``smoke``), then ``overrides`` (``{"epochs": 1, "nl_means.tune_images": 4}``: dotted keys
-    reach into blocks). The one way tests and users change a benchmark's settings."""
+    """``benchmarks/<name>.yaml`` with ``modes: {<mode>: …}`` merged in (``smoke`` is ``full`` then ``smoke``),
+    then ``overrides`` (dotted keys reach into blocks): the one way tests and users change a benchmark's settings."""
     path = HERE / f"{name}.yaml"
     raw = yaml.safe_load(path.read_text()) or {}
     modes = raw.pop("modes", {})
@@ -119,7 +114,7 @@ def load_settings(name: str, mode: str, overrides: Mapping[str, Any] | None = No
         merge(raw, modes.get(step) or {})
     for key, value in (overrides or {}).items():
         set_dotted(raw, key, value)
-    raw["mode"] = mode  # the mode these settings are for
+    raw["mode"] = mode
     return raw
 
 
@@ -127,9 +122,8 @@ def load_settings(name: str, mode: str, overrides: Mapping[str, Any] | None = No
 def hardware() -> tuple[str, str, str]:
     """``(accelerator, precision, description)``: the GPU with bf16 autocast when there is one, else the CPU."""
     if torch.cuda.is_available():
-        name = torch.cuda.get_device_name(0)
         precision = "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-        return "gpu", precision, f"GPU {name}, {precision}"
+        return "gpu", precision, f"GPU {torch.cuda.get_device_name(0)}, {precision}"
     threads = torch.get_num_threads()
     return "cpu", "32-true", f"CPU {platform.processor() or platform.machine()}, {threads} threads, fp32"
 
@@ -139,14 +133,13 @@ def quiet() -> None:
     os.environ.setdefault("WANDB_MODE", "disabled")
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*LeafSpec.*")
-    warnings.filterwarnings("ignore", ".*no `val_dataloader`.*")
+    for message in ("does not have many workers", "LeafSpec", "no `val_dataloader`"):
+        warnings.filterwarnings("ignore", f".*{message}.*")
 
 
 @contextlib.contextmanager
 def threads(n: int | None):
-    """torch's intra-op threads set to ``n`` for a block (``None``: unchanged); small nets on a CPU run faster on
+    """torch's intra-op threads set to ``n`` for a block (``None``: unchanged): small nets on a CPU run faster on
     one thread than on two."""
     before = torch.get_num_threads()
     if n:
@@ -158,7 +151,7 @@ def threads(n: int | None):
 
 
 def quiet_trainer(**kwargs) -> L.Trainer:
-    """A Trainer for benchmark fits: no logger, no checkpoints, no progress bar, no sanity check unless asked."""
+    """A Trainer with no logger, checkpoints, progress bar, model summary or sanity check unless asked."""
     options = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                    num_sanity_val_steps=0)
     return L.Trainer(**{**options, **kwargs})
@@ -171,9 +164,8 @@ def cpu_seconds() -> float:
 
 
 def relative(text: str) -> str:
-    """``text`` with absolute paths inside this project or beside it written relative to the project
-    (``/…/project/data`` → ``data``, ``/…/beside/x`` → ``../beside/x``): committed results carry no machine's
-    paths."""
+    """``text`` with absolute paths in or beside the project written relative to it (``/…/project/data`` →
+    ``data``, ``/…/beside/x`` → ``../beside/x``): committed results carry no machine's paths."""
     text = str(text)
     for base, shown in ((REPO, ""), (REPO.parent, "../")):
         text = text.replace(str(base) + os.sep, shown)
@@ -186,13 +178,11 @@ class Context:
 
     mode: str = "quick"
     out: Path = RESULTS
-    #: a dataset family's command-line value (``--data`` / ``--mnist`` / ``--xray``); absent or ``None``: the
-    #: DataModules' lookup (``$AE_MNIST_ROOT``, ``data/mnist``, download (full), the embedded sample)
+    #: a dataset family's command-line value; absent or ``None``: the DataModules' lookup decides
     data: dict[str, Any] = field(default_factory=dict)
     #: the benchmark's own command-line options (``Benchmark.add_arguments``)
     options: dict[str, Any] = field(default_factory=dict)
     progress: bool = False
-    seed: int = 0
     accelerator: str = field(init=False)
     precision: str = field(init=False)
     device: str = field(init=False)
@@ -210,30 +200,22 @@ class Context:
         """Whether the full mode's code path runs (``full``, or its capped ``smoke`` walk)."""
         return self.mode in ("full", "smoke")
 
-    @property
-    def smoke(self) -> bool:
-        return self.mode == "smoke"
-
     def elapsed(self) -> tuple[float, float]:
         """Wall and CPU seconds since the context was built."""
         return time.perf_counter() - self.started[0], cpu_seconds() - self.started[1]
 
     def trainer(self, max_epochs: int, **kwargs) -> L.Trainer:
-        """A Trainer for benchmark fits on the run's device (:func:`quiet_trainer`); a smoke run caps every epoch at
-        :data:`SMOKE_BATCHES` batches."""
+        """A :func:`quiet_trainer` on the run's device; a smoke run caps every epoch at :data:`SMOKE_BATCHES`."""
         options = dict(enable_progress_bar=self.progress, accelerator=self.accelerator, precision=self.precision)
-        if self.smoke:
-            options.update(limit_train_batches=SMOKE_BATCHES, limit_val_batches=SMOKE_BATCHES,
-                           limit_test_batches=SMOKE_BATCHES)
+        if self.mode == "smoke":
+            options.update({f"limit_{stage}_batches": SMOKE_BATCHES for stage in ("train", "val", "test")})
         return quiet_trainer(max_epochs=max_epochs, **{**options, **kwargs})
 
     def data_root(self, family: str) -> Any:
-        """The command line's value for ``family``, else ``None`` (then the DataModule's lookup decides)."""
         return self.data.get(family)
 
     def mnist(self, benchmark: str, **kwargs):
-        """An MNIST DataModule by the one lookup order, prepared (full mode: downloaded when nothing is found) and
-        set up; full mode refuses anything but the 60k training set."""
+        """A set-up MNIST DataModule by the one lookup order; full mode refuses anything but the 60k training set."""
         from ae_lightning.data import MNISTDataModule
 
         dm = MNISTDataModule(**mnist_source(self.data_root("mnist"), "full" if self.full else "quick"), **kwargs)
@@ -248,10 +230,9 @@ class Context:
 
 
 def mnist_source(data: str | Path | None = None, mode: str = "quick") -> dict:
-    """``root`` and ``download`` for :class:`~ae_lightning.data.MNISTDataModule`, by the DataModules' one lookup
-    order (:mod:`ae_lightning.data.locate`): ``--data``, ``$AE_MNIST_ROOT``, ``data/mnist``, then — full mode
-    only — torchvision's download into ``data/mnist``, else the embedded 10k MNIST test digits (``root=None``).
-    Nothing outside the project is searched: our own runs pass ``--data`` explicitly."""
+    """``root`` and ``download`` for :class:`~ae_lightning.data.MNISTDataModule` by :mod:`ae_lightning.data.locate`:
+    ``--data``, ``$AE_MNIST_ROOT``, ``data/mnist``, then (full mode) the download into ``data/mnist``, else the
+    embedded 10k test digits (``root=None``). Nothing outside the project is searched."""
     from ae_lightning.data.locate import locate
 
     located = locate("mnist", data, download=mode == "full")
@@ -265,7 +246,6 @@ def is_full_mnist(dm) -> bool:
 
 
 def require_full_mnist(dm, benchmark: str) -> None:
-    """Full mode refuses to call a run "full" when it found only the 10k test digits."""
     from ae_lightning.data import DatasetNotFoundError
 
     if not is_full_mnist(dm):
@@ -285,7 +265,7 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence]) -> str:
 
 
 def write_csv(path: Path, rows: Iterable[Mapping], columns: Sequence[str]) -> Path:
-    """Rows as CSV with exactly ``columns`` (floats with 4 significant decimals)."""
+    """Rows as CSV with exactly ``columns`` (floats with 4 decimals)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="raise")
@@ -297,12 +277,12 @@ def write_csv(path: Path, rows: Iterable[Mapping], columns: Sequence[str]) -> Pa
 
 class Results:
     """A run's output files: ``<stem>[_<mode>].{csv,md,png}`` in the context's folder (quick mode: the committed
-    names), every path in them written relative to the project, each Markdown file ending with the time line."""
+    names); paths in them relative to the project, each Markdown file ending with the time line."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.files: list[Path] = []
-        self.rows: list[dict] = []
+        self.rows: list[dict] = []  # every table's rows: what the run returns
 
     def path(self, stem: str, ext: str) -> Path:
         suffix = "" if self.ctx.mode == "quick" else f"_{self.ctx.mode}"
@@ -314,7 +294,6 @@ class Results:
         return path
 
     def table(self, stem: str, rows: Sequence[Mapping], columns: Sequence[str]) -> Path:
-        """The rows as ``<stem>.csv`` (they are also what the run returns)."""
         self.rows += list(rows)
         return self._written(write_csv(self.path(stem, "csv"), rows, columns))
 
@@ -324,13 +303,12 @@ class Results:
                 "(this benchmark, this run).")
 
     def markdown(self, stem: str, text: str) -> Path:
-        """``text`` as ``<stem>.md``, paths made relative, the time line appended."""
         path = self.path(stem, "md")
         path.write_text(relative(text).rstrip() + "\n\n" + self.time_line() + "\n")
         return self._written(path)
 
     def image_grid(self, stem: str, images: torch.Tensor, nrow: int) -> Path:
-        """Images (N, C, H, W) in [0, 1] as one ``<stem>.png`` grid."""
+        """Images (N, C, H, W) in [0, 1] as one grid."""
         from torchvision.utils import make_grid, save_image
 
         path = self.path(stem, "png")
@@ -338,7 +316,7 @@ class Results:
         return self._written(path)
 
     def figure(self, stem: str, fig) -> Path:
-        """A matplotlib figure as ``<stem>.png`` (closed after)."""
+        """A matplotlib figure, closed after."""
         import matplotlib.pyplot as plt
 
         path = self.path(stem, "png")
@@ -347,30 +325,52 @@ class Results:
         return self._written(path)
 
 
-# --- the benchmark base ----------------------------------------------------------------------------
+# --- the command line and the benchmark base -------------------------------------------------------
 DATA_HELP = {
     "mnist": "MNIST root (torchvision layout, or the t10k files only); default: $AE_MNIST_ROOT, data/mnist, then "
              "(full mode) torchvision's download into data/mnist, else (quick) the embedded 10k test digits",
     "xray": "X-ray folder or .npz (repeat for a union); default: $AE_XRAY_ROOT, data/xray, else the embedded 800 "
             "chest X-rays",
 }
+MODE_HELP = {"quick": "the make-benchmark run (default)", "full": "paper scale (GPU when present)",
+             "smoke": "walk the full mode's code path with capped epochs, batches and images"}
+
+
+def add_run_arguments(ap: argparse.ArgumentParser, families: Sequence[str], data_alias: bool = True) -> None:
+    """``--quick/--full/--smoke``, ``--out`` and one data option per family (the first also ``--data``)."""
+    group = ap.add_mutually_exclusive_group()
+    for mode, text in MODE_HELP.items():
+        group.add_argument(f"--{mode}", dest="mode", action="store_const", const=mode, help=text)
+    ap.add_argument("--out", type=Path, help="where the tables and figures go (default: benchmarks/results; "
+                                             "smoke: a temporary folder)")
+    for i, family in enumerate(families):
+        flags = [f"--{family}"] + (["--data"] if i == 0 and data_alias else [])
+        ap.add_argument(*flags, dest=f"data_{family}", action="append" if family == "xray" else "store",
+                        help=DATA_HELP[family])
+    ap.set_defaults(mode="quick")
+
+
+def out_and_data(args: argparse.Namespace, families: Sequence[str], prefix: str) -> tuple[Path, dict[str, Any]]:
+    """The results folder (smoke: a new temporary one) and the data options of :func:`add_run_arguments`."""
+    out = args.out or (Path(tempfile.mkdtemp(prefix=f"{prefix}_smoke_")) if args.mode == "smoke" else RESULTS)
+    data = {f: getattr(args, f"data_{f}") for f in families}
+    if isinstance(data.get("xray"), list) and len(data["xray"]) == 1:
+        data["xray"] = data["xray"][0]
+    return out, data
 
 
 class Benchmark:
     """One benchmark: its name (settings ``benchmarks/<name>.yaml``), the datasets it reads, and its science."""
 
     name: ClassVar[str]
-    #: dataset families read (the first also answers ``--data``)
-    data: ClassVar[tuple[str, ...]] = ()
-    #: one line for ``--help``
-    doc: ClassVar[str] = ""
+    data: ClassVar[tuple[str, ...]] = ()  # dataset families read (the first also answers ``--data``)
+    doc: ClassVar[str] = ""  # one line for ``--help``
 
     def settings(self, mode: str, overrides: Mapping[str, Any] | None = None) -> dict:
         return load_settings(self.name, mode, overrides)
 
     def models(self, settings: dict) -> dict[Any, L.LightningModule]:
-        """The untrained models the benchmark trains, built from the experiment configs (the tests compare them
-        with the configs instantiated directly)."""
+        """The untrained models, built from the experiment configs (the tests compare them with the configs)."""
         return {}
 
     def run(self, ctx: Context, settings: dict) -> Results:
@@ -385,29 +385,16 @@ class Benchmark:
 
     def parser(self) -> argparse.ArgumentParser:
         ap = argparse.ArgumentParser(prog=f"python -m benchmarks.{self.name}", description=self.doc or None)
-        group = ap.add_mutually_exclusive_group()
-        for mode, text in (("quick", "the make-benchmark run (default)"), ("full", "paper scale (GPU when present)"),
-                           ("smoke", "walk the full mode's code path with capped epochs, batches and images")):
-            group.add_argument(f"--{mode}", dest="mode", action="store_const", const=mode, help=text)
-        ap.add_argument("--out", type=Path, help="where the tables and figures go (default: benchmarks/results; "
-                                                 "smoke: a temporary folder)")
-        for i, family in enumerate(self.data):
-            flags = [f"--{family}"] + (["--data"] if i == 0 else [])
-            ap.add_argument(*flags, dest=f"data_{family}", action="append" if family == "xray" else "store",
-                            help=DATA_HELP[family])
+        add_run_arguments(ap, self.data)
         ap.add_argument("--set", action="append", default=[], metavar="KEY=YAML",
                         help="override a setting of benchmarks/<name>.yaml (dotted keys; the value parsed as YAML)")
         ap.add_argument("--progress", action="store_true", help="show the training progress bars")
-        ap.set_defaults(mode="quick")
         self.add_arguments(ap)
         return ap
 
     def context_of(self, args: argparse.Namespace) -> tuple[Context, dict]:
+        out, data = out_and_data(args, self.data, self.name)
         known = {"mode", "out", "set", "progress"} | {f"data_{f}" for f in self.data}
-        out = args.out or (Path(tempfile.mkdtemp(prefix=f"{self.name}_smoke_")) if args.mode == "smoke" else RESULTS)
-        data = {f: getattr(args, f"data_{f}") for f in self.data}
-        if isinstance(data.get("xray"), list) and len(data["xray"]) == 1:
-            data["xray"] = data["xray"][0]
         options = {k: v for k, v in vars(args).items() if k not in known}
         overrides = {}
         for item in args.set:

@@ -26,16 +26,8 @@ BLOCK = re.compile(r"(<!-- results: (?P<file>[\w.-]+\.md)#(?P<n>\d+) -->\n)(?P<b
 
 def tables(markdown: str) -> list[str]:
     """The Markdown tables of a text, in order (each: its consecutive ``|``-lines)."""
-    found, current = [], []
-    for line in markdown.splitlines():
-        if line.startswith("|"):
-            current.append(line)
-        elif current:
-            found.append("\n".join(current) + "\n")
-            current = []
-    if current:
-        found.append("\n".join(current) + "\n")
-    return found
+    lines = "\n".join(markdown.splitlines())
+    return [table + "\n" for table in re.findall(r"^\|.*(?:\n\|.*)*", lines, re.M)]
 
 
 def table_of(name: str, n: int, results: Path = RESULTS) -> str:
@@ -61,16 +53,14 @@ def stale(results: Path = RESULTS) -> list[str]:
 def update(results: Path = RESULTS) -> list[str]:
     changed = stale(results)
     for name in changed:
-        path = REPO / name
-        path.write_text(render(path.read_text(), results))
+        (REPO / name).write_text(render((REPO / name).read_text(), results))
     return changed
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.strip().split("\n")[0])
     ap.add_argument("--check", action="store_true", help="report stale blocks, change nothing")
-    args = ap.parse_args(argv)
-    if args.check:
+    if ap.parse_args(argv).check:
         names = stale()
         if names:
             print(f"README result blocks differ from benchmarks/results/: {', '.join(names)}; fix: python -m "

@@ -1,19 +1,14 @@
 """``make reproduce``: does a user's ``make benchmark`` give the numbers we commit?
 
-Clones the committed ``HEAD`` into an empty temporary folder (nothing beside it: no data a user would not
-have), runs the README's ``make benchmark`` there, and compares every quality column of every regenerated
-``benchmarks/results/*.csv`` with the committed file within the tolerances below. Any drift, a missing or
-extra row, a missing file or a crashed benchmark fails (exit status 1) with a table of what moved; the
-largest deviation of each table is printed either way.
+Clones ``HEAD`` into an empty temporary folder (no data a user would not have), runs ``make benchmark`` there
+and compares every regenerated ``benchmarks/results/*.csv`` with the committed one: numbers within the
+tolerances below, every other cell (names, configs, settings, the chosen model) exactly. A drift, a missing
+or extra row, a missing file or a crashed benchmark fails (exit status 1) with a table of what moved; the
+largest deviation of each table is printed either way. Not compared: :data:`SKIP`'s tables, :data:`TIMING`'s
+columns.
 
     python -m benchmarks.reproduce                       # clone, run, compare (what CI runs)
     python -m benchmarks.reproduce --compare-only DIR    # compare DIR's results with the committed ones
-
-Not compared: the throughput tables (speeds are reported, not reproduced: they depend on the machine), the
-``*_full`` tables (``make benchmark-full``'s, not the quick run's), ``denoising_fullsize`` (run on data that do
-not ship: ``python -m benchmarks.denoising_fullsize --data PATH``), and timing columns (seconds, CPU-s,
-ms per image, images/s). Every other column must match: a number within its tolerance, anything else exactly
-(names, configs, settings, the chosen model).
 """
 
 from __future__ import annotations
@@ -28,8 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from benchmarks.core import REPO, RESULTS, markdown_table
 
@@ -49,23 +44,20 @@ TOLERANCES: list[tuple[str, float]] = [
     ("prior_mmd", 0.01),
     ("prior_ks", 0.02),
 ]
-#: columns that are measurements of the machine, not results: reported, never compared
+#: columns that measure the machine, not the method: reported, never compared
 TIMING = {"seconds", "cpu_s", "train_s", "ms_per_image", "images_per_s", "ratio_to_raw", "device"}
-#: result files that the quick run does not reproduce
-SKIP = ["throughput_*.csv", "*_full.csv", "denoising_fullsize.csv"]  # the last: not make benchmark's (its data do not ship)
+#: result files the quick run does not reproduce: speeds (they depend on the machine), ``make benchmark-full``'s
+#: tables, and ``denoising_fullsize`` (its data do not ship: ``python -m benchmarks.denoising_fullsize --data PATH``)
+SKIP = ["throughput_*.csv", "*_full.csv", "denoising_fullsize.csv"]
 
 
-@dataclass
-class Drift:
+class Drift(NamedTuple):
     table: str
     row: str
     column: str
     committed: str
     regenerated: str
     tolerance: str
-
-    def cells(self) -> list[str]:
-        return [self.table, self.row, self.column, self.committed, self.regenerated, self.tolerance]
 
 
 def tolerance(column: str) -> float | None:
@@ -89,31 +81,23 @@ def _row_name(row: dict[str, str], columns: list[str]) -> str:
 def compare_table(name: str, committed: Path, regenerated: Path) -> tuple[list[Drift], dict[str, float]]:
     """Drifts of one table and the largest |Δ| of each compared quality column."""
     old, new = list(csv.DictReader(committed.open())), list(csv.DictReader(regenerated.open()))
-    columns = list(old[0].keys()) if old else []
-    drifts: list[Drift] = []
+    columns, new_columns = (list(rows[0]) if rows else [] for rows in (old, new))
     largest: dict[str, float] = {}
-    new_columns = list(new[0].keys()) if new else []
     if new and new_columns != columns:
         return [Drift(name, "(header)", "", ",".join(columns), ",".join(new_columns), "same columns")], largest
-    if len(old) != len(new):
-        drifts.append(Drift(name, "(rows)", "", str(len(old)), str(len(new)), "same row count"))
+    drifts = [] if len(old) == len(new) else [Drift(name, "(rows)", "", str(len(old)), str(len(new)), "same row count")]
     for i, (a, b) in enumerate(zip(old, new, strict=False)):
         row = f"{i + 1}: {_row_name(a, columns)}"
-        for col in columns:
-            if col in TIMING:
+        for col in (c for c in columns if c not in TIMING):
+            tol, x, y = tolerance(col), _float(a[col]), _float(b[col])
+            if x is not None and y is not None and math.isnan(x) and math.isnan(y):
                 continue
-            tol = tolerance(col)
-            x, y = _float(a[col]), _float(b[col])
             if tol is None or x is None or y is None:
-                same = a[col] == b[col] or (x is not None and y is not None and (x == y or math.isnan(x) and math.isnan(y)))
-                if not same:
+                if a[col] != b[col] and not (x is not None and x == y):  # the same number, however written
                     drifts.append(Drift(name, row, col, a[col], b[col], "exact"))
                 continue
-            if math.isnan(x) and math.isnan(y):
-                continue
-            delta = abs(x - y)
-            largest[col] = max(largest.get(col, 0.0), delta)
-            if not delta <= tol:  # NaN on one side fails too
+            largest[col] = max(largest.get(col, 0.0), abs(x - y))
+            if not abs(x - y) <= tol:  # NaN on one side fails too
                 drifts.append(Drift(name, row, col, a[col], b[col], f"±{tol:g}"))
     return drifts, largest
 
@@ -125,11 +109,10 @@ def compare(committed_dir: Path, regenerated_dir: Path) -> tuple[list[Drift], di
     for path in sorted(committed_dir.glob("*.csv")):
         if any(fnmatch.fnmatch(path.name, pattern) for pattern in SKIP):
             continue
-        other = regenerated_dir / path.name
-        if not other.is_file():
+        if not (regenerated_dir / path.name).is_file():
             drifts.append(Drift(path.name, "(file)", "", "committed", "missing", "present"))
             continue
-        found, largest[path.name] = compare_table(path.name, path, other)
+        found, largest[path.name] = compare_table(path.name, path, regenerated_dir / path.name)
         drifts += found
     return drifts, largest
 
@@ -141,8 +124,7 @@ def report(drifts: list[Drift], largest: dict[str, dict[str, float]]) -> str:
         lines.append(f"  {table}: {worst}")
     if drifts:
         lines += ["", f"{len(drifts)} numbers moved beyond tolerance:", "",
-                  markdown_table(["table", "row", "column", "committed", "regenerated", "tolerance"],
-                                 [d.cells() for d in drifts])]
+                  markdown_table(Drift._fields, drifts)]
     else:
         lines.append("every committed quality number reproduced within tolerance")
     return "\n".join(lines)

@@ -14,19 +14,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import traceback
 from pathlib import Path
 
 from benchmarks import readme
-from benchmarks.core import MODES, REGISTRY, RESULTS, Context, benchmark, relative
+from benchmarks.core import REGISTRY, RESULTS, Context, add_run_arguments, benchmark, hardware, out_and_data, relative
 
 RUNS = "runs"  # where the W&B run of --wandb goes (runs/benchmarks/<run id>/)
 
 
 def start_wandb(mode: str, names: list[str]):
-    """A W&B run for this benchmark session, its config the environment (device, versions, mode), offline-safe
-    like the training logger; its files in ``runs/benchmarks/<run id>/wandb/``."""
+    """A W&B run of this session, offline-safe like the training logger, its config the environment."""
     import platform
 
     import lightning
@@ -34,7 +32,6 @@ def start_wandb(mode: str, names: list[str]):
     import wandb
 
     from ae_lightning.loggers import new_run_id, offline_safe_mode
-    from benchmarks.core import hardware
 
     run_id = new_run_id()
     folder = Path(RUNS) / "benchmarks" / run_id
@@ -61,23 +58,16 @@ def log_results(run, name: str, files: list[Path]) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="run the ae_lightning benchmarks")
-    mode = ap.add_mutually_exclusive_group()
-    for m in MODES:
-        mode.add_argument(f"--{m}", dest="mode", action="store_const", const=m)
+    add_run_arguments(ap, ("mnist", "xray"), data_alias=False)
     ap.add_argument("--only", nargs="+", choices=list(REGISTRY), default=list(REGISTRY))
-    ap.add_argument("--out", type=Path, help="results folder (default: benchmarks/results; smoke: a temporary one)")
-    ap.add_argument("--mnist", help="MNIST root for every benchmark that reads MNIST (default: the lookup order)")
-    ap.add_argument("--xray", action="append", help="X-ray folder or .npz for every X-ray benchmark")
     ap.add_argument("--wandb", action="store_true", help="log the results to W&B (offline without credentials/network)")
     args = ap.parse_args(argv)
-    mode = args.mode or "quick"
-    out = args.out or (Path(tempfile.mkdtemp(prefix="benchmarks_smoke_")) if mode == "smoke" else RESULTS)
-    data = {"mnist": args.mnist, "xray": args.xray[0] if args.xray and len(args.xray) == 1 else args.xray}
-    tracker = start_wandb(mode, args.only) if args.wandb else None
+    out, data = out_and_data(args, ("mnist", "xray"), "benchmarks")
+    tracker = start_wandb(args.mode, args.only) if args.wandb else None
     times, failed = {}, {}
     for name in args.only:
-        print(f"\n=== benchmark: {name} ({mode}) ===", flush=True)
-        ctx = Context(mode, out, data)
+        print(f"\n=== benchmark: {name} ({args.mode}) ===", flush=True)
+        ctx = Context(args.mode, out, data)
         try:
             results = benchmark(name)(ctx)
         except Exception:  # report it, go on with the others, fail at the end
@@ -94,7 +84,7 @@ def main(argv=None) -> int:
             print(f"updated the result tables of {name}")
     # wall time is what the budget is about; CPU time (with the classical methods' worker processes) tells a
     # slow machine from a busy one
-    print(f"\ntime per benchmark ({mode}; wall, CPU):")
+    print(f"\ntime per benchmark ({args.mode}; wall, CPU):")
     for name, (wall, cpu) in times.items():
         print(f"  {name:<16} {wall / 60:5.1f} min  ({cpu / 60:.1f} CPU-min)"
               + (f"  FAILED: {failed[name]}" if name in failed else ""))
