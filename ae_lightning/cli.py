@@ -58,9 +58,9 @@ from ae_lightning.callbacks import (
     run_dir,
 )
 from ae_lightning.config import DEFAULTS, instantiate, link_image_shape
+from ae_lightning.hparams import init_parameters
 from ae_lightning.loggers import WandbLogger
 from ae_lightning.models.ddp import ddp_strategy
-from ae_lightning.models.hparams import init_parameters
 
 
 def run_name(config_paths) -> str | None:

@@ -24,6 +24,8 @@ import torch
 import yaml
 from jsonargparse import ArgumentParser
 
+from ae_lightning.hparams import hyperparameter_names
+
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 DEFAULTS = CONFIGS / "defaults.yaml"
 
@@ -99,8 +101,6 @@ def instantiate(spec: dict[str, Any], base: type = object) -> Any:
 def object_arguments(spec: dict[str, Any]) -> dict[str, Any]:
     """The object arguments (nets, noise, priors, optimisers) of a ``class_path`` / ``init_args`` model spec,
     built: what ``Model.load_from_checkpoint`` needs besides the checkpoint's plain hyperparameters."""
-    from ae_lightning.models.hparams import hyperparameter_names
-
     module, name = spec["class_path"].rsplit(".", 1)
     cls = getattr(import_module(module), name)
     parser = ArgumentParser(exit_on_error=False)

@@ -311,7 +311,7 @@ def test_optimizer_and_schedule_are_injected(tiny_mnist):
 
 
 def test_hparams_follow_the_signature_types_not_the_call_stack():
-    from ae_lightning.models.hparams import hyperparameter_names, is_plain
+    from ae_lightning.hparams import hyperparameter_names, is_plain
 
     assert is_plain(float) and is_plain(int | list[int]) and is_plain(tuple[float, float] | None)
     assert not is_plain(torch.nn.Module) and not is_plain(NoiseModel | None)

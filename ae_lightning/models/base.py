@@ -22,7 +22,7 @@ so a variant overrides a hook, not the step. The hooks, all in this module:
 What every variant shares without overriding it lives beside this module and is mixed in:
 :mod:`~ae_lightning.models.epoch_metrics` (``log_terms``: loss terms and PSNR/SSIM, logged per epoch),
 :mod:`~ae_lightning.models.prediction` (``predict_step``, ``reconstruct_full``: images of any size, tiled),
-:mod:`~ae_lightning.models.hparams` (which constructor arguments the checkpoint keeps) and
+:mod:`~ae_lightning.hparams` (which constructor arguments the checkpoint keeps) and
 :mod:`~ae_lightning.models.ddp` (``every_parameter_in_each_step``: the DDP strategy a phased model needs).
 """
 
@@ -35,9 +35,9 @@ import torch
 from torch import nn
 
 from ae_lightning.batch import images_of
+from ae_lightning.hparams import not_hyperparameters
 from ae_lightning.losses import ReconstructionLoss, reconstruction_loss
 from ae_lightning.models.epoch_metrics import EpochMetrics
-from ae_lightning.models.hparams import not_hyperparameters
 from ae_lightning.models.prediction import TiledPrediction
 from ae_lightning.noise import NoiseModel
 from ae_lightning.optim import LRSchedulerCallable, OptimizerCallable, configure

@@ -43,9 +43,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ae_lightning.batch import images_of, labels_of
+from ae_lightning.hparams import hyperparameter_names, init_parameters
 from ae_lightning.losses import ReconstructionLoss, reconstruction_loss
 from ae_lightning.models.base import Autoencoder, AutoencoderOutput
-from ae_lightning.models.hparams import hyperparameter_names, init_parameters
 from ae_lightning.models.staged import StagedTraining
 from ae_lightning.optim import LRSchedulerCallable, OptimizerCallable, configure
 
