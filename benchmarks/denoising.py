@@ -30,6 +30,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from ae_lightning import classical_denoisers as classical
 from ae_lightning.config import CONFIGS, instantiate, load_config
 from ae_lightning.data import XRayDataset
 from ae_lightning.data.common import ArrayImageDataset
@@ -37,7 +38,6 @@ from ae_lightning.data.locate import locate
 from ae_lightning.inference import in_eval_batches
 from ae_lightning.metrics import SSIM_NOTE, psnr_ssim
 from ae_lightning.noise import NoiseModel, Poisson, ScaledPoisson
-from benchmarks import classical
 from benchmarks.common import build, config_file, scaled_lr
 from benchmarks.core import Benchmark, Context, Results, markdown_table, relative
 
@@ -146,7 +146,7 @@ def run_classical(
     pool: classical.Pool, method: str, fn, noisy: torch.Tensor, clean: torch.Tensor, noise: str, **kwargs
 ) -> Scores:
     t0 = time.perf_counter()
-    out = pool.map(fn, list(noisy[:, 0].numpy()), **kwargs)
+    out = pool.map_images(fn, list(noisy[:, 0].numpy()), **kwargs)
     ms = 1000 * (time.perf_counter() - t0) / len(noisy)
     images = torch.from_numpy(out).unsqueeze(1)  # (N, 1, H, W)
     psnr, ssim = psnr_ssim(images, clean)

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import torch
 
+from ae_lightning import classical_denoisers as classical
 from ae_lightning.data.files import DICOM_SUFFIXES, IMAGE_SUFFIXES, LAYOUT, read_image_file
 from ae_lightning.metrics import psnr_ssim
 from ae_lightning.noise import Gaussian
-from benchmarks import classical
 from benchmarks.core import RESULTS, hardware, markdown_table, write_csv
 from benchmarks.denoising import noisy_copy
 
