@@ -1,17 +1,11 @@
-"""Medical-image denoising: convolutional denoising autoencoders vs median filter, NL-means and BM3D.
-
-Reproduces the comparison of Gondara (2016), "Medical image denoising using convolutional
-denoising autoencoders": small sets of X-rays at 64×64, Gaussian and Poisson noise, PSNR and SSIM.
-The methods and schedules are ``benchmarks/denoising.yaml``; the noise settings are the grid fragment
-``configs/noise/denoising_grid.yaml`` (its ``init_args.noises``); the DAEs are the experiment configs'
-``model`` blocks (``configs/dae_xray64.yaml``, ``configs/dae_residual_xray64.yaml``), built through
-``ae_lightning.config`` with only the noise (and, for the quick mode's fine-tune, the learning rate)
-overridden.
+"""Medical-image denoising (Gondara 2016): conv denoising autoencoders vs median filter, NL-means and BM3D on 64×64
+X-rays, Gaussian and Poisson noise, PSNR and SSIM. Methods and schedules: ``benchmarks/denoising.yaml``; the noise
+settings: the grid fragment ``configs/noise/denoising_grid.yaml``; the DAEs: the experiment configs' ``model`` blocks,
+only their noise (and the fine-tune's learning rate) overridden.
 
     python -m benchmarks.denoising --quick                 # embedded chest X-rays, split by patient (make benchmark)
     python -m benchmarks.denoising --full                  # 100 epochs, one net per setting (GPU if any)
-    python -m benchmarks.denoising --data all-mias/        # any folder / .npz the X-ray DataModule reads
-    python -m benchmarks.denoising --data all-mias/ --data dental/   # combined: train on the union
+    python -m benchmarks.denoising --data all-mias/ --data dental/   # X-ray folders / .npz files; several: the union
     python -m benchmarks.denoising --data all-mias/ --group-by image # other names: say what a patient is
 
 Writes ``benchmarks/results/denoising_<dataset>.{csv,md,png}``.
@@ -29,7 +23,9 @@ from pathlib import Path
 import lightning as L
 import torch
 from torch.utils.data import DataLoader
+from torchvision import transforms as T
 
+from ae_lightning import classical_denoisers as classical
 from ae_lightning.config import CONFIGS, instantiate, load_config
 from ae_lightning.data import XRayDataset
 from ae_lightning.data.common import ArrayImageDataset
@@ -37,7 +33,6 @@ from ae_lightning.data.locate import locate
 from ae_lightning.inference import in_eval_batches
 from ae_lightning.metrics import SSIM_NOTE, psnr_ssim
 from ae_lightning.noise import NoiseModel, Poisson, ScaledPoisson
-from benchmarks import classical
 from benchmarks.common import build, config_file, scaled_lr
 from benchmarks.core import Benchmark, Context, Results, markdown_table, relative
 
@@ -56,6 +51,9 @@ PAPER = (
     "(2×conv 3×3/64 + max-pool, mirrored), 100 epochs, batch 10; compared with NL-means and median filter "
     "in SSIM."
 )
+NOISE_SEEDS = {"val": 100, "test": 200}  # setting i's noisy copy of a split is drawn with seed NOISE_SEEDS[split] + i
+BIAS_CORRECTED = " (input − p·λ)"  # method-name suffix where the classical input is bias-corrected
+PHOTON_BM3D = "BM3D (Anscombe, exact unbiased inverse)"  # the photon-limited settings' classical reference
 
 
 @dataclass
@@ -71,7 +69,7 @@ class Scores:
     images: torch.Tensor = field(repr=False)  # (N, 1, H, W) outputs, for the figure
     kind: str = "dae"  # "input" (the noisy image), "classical", "dae" (trained in this run) or "pretrained" (shipped)
     subset: int | None = None  # scored on the first `subset` test images only (blind BM3D)
-    config: str = ""  # the experiment config that produced a DAE's row (configs/...)
+    config: str = ""  # the experiment config that produced a DAE's row
     val_psnr: float | None = None  # a DAE's mean PSNR on the noisy validation copies: what selects it
     selected: bool = False  # the validation-selected DAE of its setting and training size
 
@@ -85,16 +83,9 @@ class Scores:
         )
 
 
-def noise_specs(cfg: dict) -> list[dict]:
+def noise_specs(settings: dict) -> list[dict]:
     """The grid's settings (``noise_grid.init_args.noises``), scored one at a time."""
-    return cfg["noise_grid"]["init_args"]["noises"]
-
-
-def blind_noise(cfg: dict) -> dict:
-    """The noise-blind training noise: the grid (one setting drawn per image) over this run's settings."""
-    grid = copy.deepcopy(cfg["noise_grid"])
-    grid["init_args"]["noises"] = copy.deepcopy(noise_specs(cfg))
-    return grid
+    return settings["noise_grid"]["init_args"]["noises"]
 
 
 # --- data --------------------------------------------------------------------------------------
@@ -115,15 +106,10 @@ def data_sources(data: str | Sequence[str] | None) -> list[Path] | None:
 
 
 def load_splits(data: Sequence[Path] | None, split: dict) -> dict[str, torch.Tensor]:
-    """Clean ``(N, 1, S, S)`` images per split; several sources are pooled (the combined mode). No group of
-    ``split["group_by"]`` (the patient, for the Kermany chest X-rays) is in two splits."""
-    root = [str(d) for d in data] if data and len(data) > 1 else (str(data[0]) if data else None)
-    kw = dict(image_size=split["image_size"], val_fraction=split["val_fraction"],
-              test_fraction=split["test_fraction"], seed=split["seed"], group_by=split.get("group_by", "image"))
-    return {s: XRayDataset(root, s, **kw).images for s in ("train", "val", "test")}
-
-
-NOISE_SEEDS = {"val": 100, "test": 200}  # setting i's noisy copy of a split is drawn with seed NOISE_SEEDS[split] + i
+    """Clean ``(N, 1, S, S)`` images per split, several sources pooled; no group of ``split["group_by"]`` (the
+    patient, for the Kermany chest X-rays) is in two splits."""
+    kw = {k: split[k] for k in ("image_size", "val_fraction", "test_fraction", "seed")}
+    return {s: XRayDataset(data, s, group_by=split.get("group_by", "image"), **kw).images for s in ("train", "val", "test")}
 
 
 def split_rule(split: dict) -> str:
@@ -141,54 +127,129 @@ def noisy_copy(noise: NoiseModel, images: torch.Tensor, seed: int) -> torch.Tens
     return noise(images, torch.Generator().manual_seed(seed))
 
 
+@dataclass
+class Setup:
+    """What every method is scored on: the splits, the noise settings and their seeded noisy copies."""
+
+    name: str  # the dataset's name (output files)
+    data: Sequence[Path] | None  # the X-ray sources; None: the embedded chest X-rays
+    splits: dict[str, torch.Tensor]  # clean (N, 1, S, S) per split
+    train_sizes: list[int]
+    noises: list[NoiseModel]
+    noisy_val: dict[str, torch.Tensor]  # by setting label
+    noisy_test: dict[str, torch.Tensor]
+    n_bm3d: int  # test images the blind BM3D row is scored on (the oracle and VST rows: every test image)
+    n_test_split: int  # images in the test split (the mode may score the first `test_images` of them)
+    #: settings whose clipped noisy inputs are mostly 0 or 1 (label → clipped share): no method can restore them,
+    #: so they are reported, marked, and left out of every verdict
+    saturated: dict[str, float]
+
+    @property
+    def labels(self) -> list[str]:
+        return [n.label for n in self.noises]
+
+    @property
+    def clean_val(self) -> torch.Tensor:
+        return self.splits["val"]
+
+    @property
+    def clean_test(self) -> torch.Tensor:
+        return self.splits["test"]
+
+
+def prepare(settings: dict, data: Sequence[Path] | None) -> Setup:
+    """Load the splits, check the training sizes, draw every setting's noisy val / test copies once."""
+    name, splits = dataset_name(data), load_splits(data, settings["split"])
+    n_train = len(splits["train"])
+    train_sizes = [n_train if s == "all" else int(s) for s in settings["train_sizes"]]
+    for s in train_sizes:
+        if s > n_train:
+            raise ValueError(f"train size {s} > the {n_train} training images of {name}; "
+                             "fix: lower train_sizes in denoising.yaml or add data")
+    noises = [instantiate(spec, NoiseModel) for spec in noise_specs(settings)]
+    n_test_split = len(splits["test"])
+    if settings.get("test_images"):  # the mode scores every method on the same first N test images (a seeded choice)
+        splits["test"] = splits["test"][: int(settings["test_images"])]
+    n_test, n_bm3d = len(splits["test"]), settings["bm3d_images"]
+    noisy = {split: {n.label: noisy_copy(n, splits[split], NOISE_SEEDS[split] + i) for i, n in enumerate(noises)}
+             for split in ("val", "test")}
+    return Setup(name=name, data=data, splits=splits, train_sizes=train_sizes, noises=noises,
+                 noisy_val=noisy["val"], noisy_test=noisy["test"], n_test_split=n_test_split,
+                 n_bm3d=n_test if n_bm3d == "all" else min(int(n_bm3d), n_test),
+                 saturated=saturated_settings(noises, splits["val"], settings["saturation"]))
+
+
+def saturated_settings(noises: list[NoiseModel], clean_val: torch.Tensor, threshold: float) -> dict[str, float]:
+    """The settings whose noisy validation copies have more than ``threshold`` of their pixels clipped to 0 or 1
+    (p = 0.2·Poisson(5): its mean offset 1.0 saturates the clipped input), with that share."""
+    noisy = {n.label: noisy_copy(n, clean_val, NOISE_SEEDS["val"] + i) for i, n in enumerate(noises)}
+    shares = {label: float(((y == 0) | (y == 1)).float().mean()) for label, y in noisy.items()}
+    return {label: share for label, share in shares.items() if share > threshold}
+
+
 # --- classical baselines ----------------------------------------------------------------------
-def run_classical(
-    pool: classical.Pool, method: str, fn, noisy: torch.Tensor, clean: torch.Tensor, noise: str, **kwargs
-) -> Scores:
+def run_classical(pool: classical.Pool, method: str, fn, noisy: torch.Tensor, clean: torch.Tensor, noise: str,
+                  **kwargs) -> Scores:
     t0 = time.perf_counter()
-    out = pool.map(fn, list(noisy[:, 0].numpy()), **kwargs)
+    images = torch.from_numpy(pool.map_images(fn, list(noisy[:, 0].numpy()), **kwargs)).unsqueeze(1)  # (N, 1, H, W)
     ms = 1000 * (time.perf_counter() - t0) / len(noisy)
-    images = torch.from_numpy(out).unsqueeze(1)  # (N, 1, H, W)
-    psnr, ssim = psnr_ssim(images, clean)
-    return Scores(method, noise, 0, psnr, ssim, ms, images, kind="classical")
+    return Scores(method, noise, 0, *psnr_ssim(images, clean), ms, images, kind="classical")
 
 
-def tune_nl_means(pool: classical.Pool, noisy_val: torch.Tensor, clean_val: torch.Tensor, cfg: dict,
+def tune_nl_means(pool: classical.Pool, noisy_val: torch.Tensor, clean_val: torch.Tensor, nl: dict,
                   sigma: float | None = None) -> float:
     """The ``h`` factor with the best mean PSNR on the validation images (the test split is never used);
     ``sigma``: the known σ (oracle) or ``None`` (estimated per image, blind)."""
-    n = cfg["tune_images"]
-    best = max(
-        cfg["h_factors"],
-        key=lambda h: run_classical(pool, "", classical.nl_means, noisy_val[:n], clean_val[:n], "", h_factor=h,
-                                    patch_size=cfg["patch_size"], patch_distance=cfg["patch_distance"],
-                                    sigma=sigma).psnr.mean(),
-    )
-    return float(best)
+    n = nl["tune_images"]
+    return float(max(nl["h_factors"], key=lambda h: run_classical(
+        pool, "", classical.nl_means, noisy_val[:n], clean_val[:n], "", h_factor=h, patch_size=nl["patch_size"],
+        patch_distance=nl["patch_distance"], sigma=sigma).psnr.mean()))
+
+
+def classical_scores(settings: dict, setup: Setup, progress: bool) -> list[Scores]:
+    """The noisy input, the median filters, NL-means (h tuned on val) and BM3D per noise setting, each in its fair
+    setting: a known mean offset p·λ removed from the input (BM3D also through the Anscombe VST of the raw input),
+    an oracle-σ and a blind-σ row (``estimate_sigma``; BM3D's blind row on the first ``n_bm3d`` test images)."""
+    from tqdm.auto import tqdm
+
+    scores, clean, nl = [], setup.clean_test, settings["nl_means"]
+    with classical.Pool() as pool:
+        for noise in tqdm(setup.noises, desc="classical baselines", disable=not progress):
+            label, noisy = noise.label, setup.noisy_test[noise.label]
+            scores.append(Scores("noisy", label, 0, *psnr_ssim(noisy, clean), 0.0, noisy, kind="input"))
+            offset, sigma = noise.additive_moments() or (0.0, None)
+            tag = BIAS_CORRECTED if offset else ""
+            inp, inp_val = noisy - offset, setup.noisy_val[label] - offset  # (N, 1, H, W), unclipped
+            for k in settings["median_sizes"]:
+                scores.append(run_classical(pool, f"median {k}×{k}{tag}", classical.median, inp, clean, label, size=k))
+            if label in setup.saturated:  # the medians show it; the costly methods would only confirm the clipping
+                continue
+            for kind, sig in [("oracle σ", sigma)] * (sigma is not None) + [("blind σ", None)]:
+                h = tune_nl_means(pool, inp_val, setup.clean_val, nl, sigma=sig)
+                scores.append(run_classical(pool, f"NL-means ({kind}){tag}", classical.nl_means, inp, clean, label,
+                                            h_factor=h, sigma=sig, patch_size=nl["patch_size"],
+                                            patch_distance=nl["patch_distance"]))
+            if not classical.bm3d_available():
+                continue
+            if sigma is not None:
+                scores.append(run_classical(pool, f"BM3D (oracle σ){tag}", classical.bm3d, inp, clean, label,
+                                            sigma=sigma))
+            if isinstance(noise, ScaledPoisson):
+                scores.append(run_classical(pool, "BM3D (Anscombe VST, σ = 1)", classical.bm3d_anscombe, noisy, clean,
+                                            label, p=noise.p, lam=noise.lam))
+            if isinstance(noise, Poisson):  # photon-limited: the Anscombe transform is the standard reference
+                scores.append(run_classical(pool, PHOTON_BM3D, classical.bm3d_photon, noisy, clean, label,
+                                            peak=noise.peak))
+            if n := setup.n_bm3d:
+                blind = run_classical(pool, f"BM3D (blind σ){tag}", classical.bm3d, inp[:n], clean[:n], label)
+                blind.subset = n if n < len(clean) else None
+                scores.append(blind)
+    if not classical.bm3d_available():
+        print(classical.BM3D_MISSING)
+    return scores
 
 
 # --- denoising autoencoders -------------------------------------------------------------------
-class RandomCrops(ArrayImageDataset):
-    """``crops_per_image`` random ``crop``² windows (with random flips) of each training image per epoch."""
-
-    def __init__(self, images: torch.Tensor, crop: int | None, crops_per_image: int = 1) -> None:
-        super().__init__(images)
-        self.crop, self.k = crop, crops_per_image
-
-    def __len__(self) -> int:
-        return len(self.images) * self.k
-
-    def __getitem__(self, i: int):
-        x = self.images[i % len(self.images)]  # (1, H, W)
-        if self.crop:
-            h, w = x.shape[-2:]
-            top, left = (int(torch.randint(0, s - self.crop + 1, ())) for s in (h, w))
-            x = x[:, top : top + self.crop, left : left + self.crop]
-        if torch.rand(()) < 0.5:
-            x = x.flip(-1)
-        return x, -1
-
-
 def dae_spec(model_spec: dict, noise_spec: dict, lr_factor: float = 1.0) -> dict:
     """An experiment config's ``model`` block with the benchmark's overrides: its ``noise``, and its
     ``optimizer`` learning rate times ``lr_factor`` (the fine-tune's)."""
@@ -197,102 +258,90 @@ def dae_spec(model_spec: dict, noise_spec: dict, lr_factor: float = 1.0) -> dict
     return spec
 
 
-def daes_of(s: dict) -> list[dict]:
+def daes_of(settings: dict) -> list[dict]:
     """The DAEs a mode trains: every ``daes`` entry, unless it names its ``modes`` (a net too slow for the
     2-core CPU's quick mode, e.g. the 17-layer DnCNN, is ``modes: [full]``; smoke walks the full mode's)."""
-    mode = "full" if s["mode"] == "smoke" else s["mode"]
-    return [d for d in s["daes"] if mode in d.get("modes", [mode])]
-
-
-def train_dae(
-    ctx: Context, model_spec: dict, noise_spec: dict, train: torch.Tensor, epochs: int, batch_size: int,
-    mode_cfg: dict, init_state: dict | None = None, lr_factor: float = 1.0,
-) -> tuple[L.LightningModule, float]:
-    """A DAE from an experiment config's ``model`` block, trained with ``noise_spec``; returns (model, seconds).
-
-    ``init_state`` starts from trained weights (fine-tuning, at ``lr_factor`` times the config's rate).
-    No validation loop: nothing is selected on validation scores here, and skipping it saves time.
-    """
-    model = build(dae_spec(model_spec, noise_spec, lr_factor))
-    if init_state is not None:
-        model.load_state_dict(init_state)
-    train_set = RandomCrops(train, mode_cfg.get("crop"), mode_cfg.get("crops_per_image", 1))
-    loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, drop_last=len(train_set) > batch_size)
-    t0 = time.perf_counter()
-    ctx.trainer(epochs, limit_val_batches=0).fit(model, loader)
-    return model.eval(), time.perf_counter() - t0
+    mode = "full" if settings["mode"] == "smoke" else settings["mode"]
+    return [d for d in settings["daes"] if mode in d.get("modes", [mode])]
 
 
 def run_dae(model, name: str, noisy: torch.Tensor, clean: torch.Tensor, noise: str, train_size: int,
-            precision: str) -> Scores:
-    """Batched inference on the noisy test images (bf16 autocast on a GPU when the run uses it)."""
+            precision: str, **fields) -> Scores:
+    """Batched inference on the noisy images (bf16 autocast on a GPU when the run uses it)."""
     t0 = time.perf_counter()
     images = in_eval_batches(model, lambda b: model(b).reconstruction.float().clamp(0, 1), noisy, 256, precision)
     ms = 1000 * (time.perf_counter() - t0) / len(noisy)
-    psnr, ssim = psnr_ssim(images, clean)
-    return Scores(name, noise, train_size, psnr, ssim, ms, images)
+    return Scores(name, noise, train_size, *psnr_ssim(images, clean), ms, images, **fields)
 
 
-def dae_scores(
-    ctx: Context, dae: dict, ts: int, train: torch.Tensor, m: dict, grid: dict, st: Setup,
-    train_log: dict[str, list[tuple[str, int, float]]],
-) -> Iterator[list[Scores]]:
-    """Train one DAE of the config as the mode says and yield its test scores (with its validation PSNR,
-    which selects the suite's DAE) after each trained net.
-
-    ``grid`` is the noise-blind training noise; its ``init_args.noises`` are the settings scored one by one."""
+def dae_scores(ctx: Context, dae: dict, train: torch.Tensor, settings: dict, setup: Setup,
+               train_log: dict[str, list[tuple[str, int, float]]]) -> Iterator[list[Scores]]:
+    """Train one ``daes`` entry on ``train`` by the mode's ``training`` schedule; yield its test scores (with the
+    validation PSNR that selects the suite's DAE) after each net; log each fit's (kind, epochs, seconds)."""
     experiment = load_config(dae["config"])
-    config = config_file(dae["config"])
-    model_spec = experiment["model"]
-    epochs = m["epochs"][dae["name"]]
+    train_size, epochs, config = len(train), settings["epochs"][dae["name"]], config_file(dae["config"])
     # the experiment's own batch size (Gondara: 10) unless the mode sets one
-    batch_size = m.get("batch_size") or experiment["data"]["init_args"]["batch_size"]
+    batch_size = settings.get("batch_size") or experiment["data"]["init_args"]["batch_size"]
+    # each epoch: `crops_per_image` random `crop`² windows (none: the whole image) of every image, randomly flipped
+    crop, flip = settings.get("crop"), T.RandomHorizontalFlip()
+    crops = ArrayImageDataset(train.repeat(settings.get("crops_per_image", 1), 1, 1, 1),
+                              transform=T.Compose([T.RandomCrop(crop), flip]) if crop else flip)
 
-    def fit(noise_spec: dict, label: str, n_epochs: int, **kw) -> L.LightningModule:
-        what = f"{dae['name']} ({label}, train {ts}, {n_epochs} epochs, batch {batch_size})"
-        print(f"training {what}", flush=True)
-        model, secs = train_dae(ctx, model_spec, noise_spec, train, n_epochs, batch_size, m, **kw)
-        kind = "noise-blind" if label == "noise-blind" else "fine-tune" if "fine-tuned" in label else "per-setting"
-        train_log.setdefault(f"{dae['name']} (train {ts}, batch {batch_size})", []).append((kind, n_epochs, secs))
-        return model
-
-    labels = st.labels
+    def fit(noise: dict, label: str, kind: str, n_epochs: int, init_state: dict | None = None,
+            lr_factor: float = 1.0) -> L.LightningModule:
+        """A net trained with ``noise`` (from ``init_state``: a fine-tune), without a validation loop (unused)."""
+        print(f"training {dae['name']} ({label}, train {train_size}, {n_epochs} epochs, batch {batch_size})",
+              flush=True)
+        model = build(dae_spec(experiment["model"], noise, lr_factor))
+        if init_state is not None:
+            model.load_state_dict(init_state)
+        loader = DataLoader(crops, batch_size=batch_size, shuffle=True, drop_last=len(crops) > batch_size)
+        t0 = time.perf_counter()
+        ctx.trainer(n_epochs, limit_val_batches=0).fit(model, loader)
+        train_log.setdefault(f"{dae['name']} (train {train_size}, batch {batch_size})", []).append(
+            (kind, n_epochs, time.perf_counter() - t0))
+        return model.eval()
 
     def score(model: L.LightningModule, label: str) -> Scores:
-        scores = run_dae(model, dae["name"], st.noisy_test[label], st.clean_test, label, ts, ctx.precision)
-        scores.config = config
-        scores.val_psnr = run_dae(model, "", st.noisy_val[label], st.clean_val, label, ts,
+        scores = run_dae(model, dae["name"], setup.noisy_test[label], setup.clean_test, label, train_size,
+                         ctx.precision, config=config)
+        scores.val_psnr = run_dae(model, "", setup.noisy_val[label], setup.clean_val, label, train_size,
                                   ctx.precision).psnr.mean().item()
         return scores
 
-    per_setting = list(zip(grid["init_args"]["noises"], labels, strict=True))
-    if m["training"] == "per_setting":  # one net per setting, from scratch (the paper)
+    per_setting = list(zip(noise_specs(settings), setup.labels, strict=True))
+    if settings["training"] == "per_setting":  # one net per setting, from scratch (the paper)
         for spec, label in per_setting:
-            yield [score(fit(spec, label, epochs), label)]
+            yield [score(fit(spec, label, "per-setting", epochs), label)]
         return
-    model = fit(grid, "noise-blind", epochs)
-    if m["training"] == "blind":
-        yield [score(model, label) for label in labels]
+    model = fit(settings["noise_grid"], "noise-blind", "noise-blind", epochs)
+    if settings["training"] == "blind":
+        yield [score(model, label) for label in setup.labels]
         return
     state = copy.deepcopy(model.state_dict())  # blind+finetune: a short per-setting fine-tune of the blind net
     for spec, label in per_setting:
-        tuned = fit(spec, f"{label}, fine-tuned", m["finetune_epochs"], init_state=state,
-                    lr_factor=m.get("finetune_lr_factor", 1.0))
+        tuned = fit(spec, f"{label}, fine-tuned", "fine-tune", settings["finetune_epochs"], state,
+                    settings.get("finetune_lr_factor", 1.0))
         yield [score(tuned, label)]
 
 
-def pretrained_scores(ctx: Context, entry: dict, st: Setup) -> list[Scores]:
-    """A shipped denoiser's test scores at every setting: its weights as they ship (``ae_lightning.pretrained``),
+def pretrained_scores(ctx: Context, entry: dict, setup: Setup) -> list[Scores]:
+    """A shipped denoiser's test scores at every setting, its weights as they ship (``ae_lightning.pretrained``):
     no training in this run (``train_size`` 0, like the classical rows)."""
     from ae_lightning import pretrained
 
     model = pretrained.load(entry["weights"]).to("cuda" if ctx.accelerator == "gpu" else "cpu")
-    out = []
-    for label in st.labels:
-        scores = run_dae(model, entry["name"], st.noisy_test[label], st.clean_test, label, 0, ctx.precision)
-        scores.kind, scores.config = "pretrained", entry["config"]
-        out.append(scores)
-    return out
+    return [run_dae(model, entry["name"], setup.noisy_test[label], setup.clean_test, label, 0, ctx.precision,
+                    kind="pretrained", config=entry["config"]) for label in setup.labels]
+
+
+def select(scores: list[Scores]) -> None:
+    """Mark, per (training size, setting), the DAE with the best validation PSNR as the suite's DAE."""
+    for key in {(s.train_size, s.noise) for s in scores if s.train_size}:
+        daes = [s for s in scores if (s.train_size, s.noise) == key]
+        best = max(daes, key=lambda s: s.val_psnr)
+        for s in daes:
+            s.selected = s is best
 
 
 # --- reports ----------------------------------------------------------------------------------
@@ -300,13 +349,12 @@ def fmt(s: Scores) -> str:
     return f"{s.psnr.mean():.2f} / {s.ssim.mean():.3f}"
 
 
-def is_classical(s: Scores) -> bool:
-    return s.kind == "classical"
-
-
-def quality_bar_rows(rows: list[Scores]) -> list[Scores]:
-    """What the quality bar compares the suite's DAE with: NL-means (oracle and blind rows) and the median filters."""
-    return [s for s in rows if s.method.startswith(("NL-means", "median")) and is_classical(s)]
+def by_method(scores: list[Scores]) -> dict[tuple[str, int], dict[str, Scores]]:
+    """Each (method, training size)'s scores by noise setting, in the order they were scored."""
+    out: dict[tuple[str, int], dict[str, Scores]] = {}
+    for s in scores:
+        out.setdefault((s.method, s.train_size), {})[s.noise] = s
+    return out
 
 
 def verdict(dae: Scores, refs: list[Scores]) -> str:
@@ -324,7 +372,7 @@ def verdict(dae: Scores, refs: list[Scores]) -> str:
 def strongest_bm3d(rows: list[Scores]) -> Scores | None:
     """A setting's BM3D reference: the stronger (PSNR, then SSIM) of its BM3D rows scored on every test image
     (oracle σ; on Poisson settings the bias-corrected oracle and the Anscombe rows)."""
-    bm3d = [s for s in rows if is_classical(s) and s.subset is None and s.method.startswith("BM3D")]
+    bm3d = [s for s in rows if s.kind == "classical" and s.subset is None and s.method.startswith("BM3D")]
     return max(bm3d, key=lambda s: (s.psnr.mean(), s.ssim.mean())) if bm3d else None
 
 
@@ -333,10 +381,10 @@ def saturation_note(share: float) -> str:
 
 
 def shipped_headline(scores: list[Scores], labels: list[str], saturated: dict[str, float]) -> list[str]:
-    """The headline: the shipped pretrained denoiser (no training in this run) against BM3D, per setting."""
+    """The headline: each shipped pretrained denoiser (no training in this run) against BM3D, per setting."""
     out = []
     for model in dict.fromkeys(s.method for s in scores if s.kind == "pretrained"):
-        rows, wins, counted = [], 0, 0
+        rows, verdicts = [], []
         for label in labels:
             ours = next(s for s in scores if s.noise == label and s.method == model)
             ref = strongest_bm3d([s for s in scores if s.noise == label])
@@ -344,16 +392,14 @@ def shipped_headline(scores: list[Scores], labels: list[str], saturated: dict[st
                 note = saturation_note(saturated[label]) if label in saturated else "no BM3D row"
                 rows.append([label, fmt(ours), "–", "–", "–", note])
                 continue
-            dp, ds = (ours.psnr.mean() - ref.psnr.mean()).item(), (ours.ssim.mean() - ref.ssim.mean()).item()
-            counted += 1
-            wins += dp > 0 and ds > 0
-            rows.append([label, fmt(ours), f"{ref.method}: {fmt(ref)}", f"{dp:+.2f}", f"{ds:+.3f}",
-                         "**wins**" if dp > 0 and ds > 0 else "loses" if dp < 0 and ds < 0 else "splits"])
+            verdicts.append(verdict(ours, [ref]))
+            rows.append([label, fmt(ours), f"{ref.method}: {fmt(ref)}", f"{(ours.psnr.mean() - ref.psnr.mean()):+.2f}",
+                         f"{(ours.ssim.mean() - ref.ssim.mean()):+.3f}", verdicts[-1].replace("wins", "**wins**")])
         n = len(next(s for s in scores if s.method == model).psnr)
-        out += [f"**{model} vs BM3D**, on all {n} scored test images: it beats BM3D in PSNR and SSIM at {wins} of "
-                f"{counted} settings (the saturated setting excluded). BM3D gets the noise's known σ (oracle), on "
-                "Poisson settings also the Anscombe transform with the exact unbiased inverse; the stronger row is "
-                "the reference.\n",
+        out += [f"**{model} vs BM3D**, on all {n} scored test images: it beats BM3D in PSNR and SSIM at "
+                f"{verdicts.count('wins')} of {len(verdicts)} settings (the saturated setting excluded). BM3D gets the "
+                "noise's known σ (oracle), on Poisson settings also the Anscombe transform with the exact unbiased "
+                "inverse; the stronger row is the reference.\n",
                 markdown_table(["setting", f"{model} (PSNR / SSIM)", "BM3D reference", "Δ PSNR dB", "Δ SSIM",
                                 "verdict"], rows)]
     return out
@@ -373,14 +419,13 @@ def headline(scores: list[Scores], labels: list[str], saturated: dict[str, float
             if label in saturated:
                 rows.append([label, f"{dae.method}: {fmt(dae)}", "–", saturation_note(saturated[label]), "–", "–", "–"])
                 continue
-            full = [s for s in here if is_classical(s) and s.subset is None]
+            full = [s for s in here if s.kind == "classical" and s.subset is None]
             best = max(full, key=lambda s: (s.psnr.mean(), s.ssim.mean()))
-            bm3d = [s for s in full if s.method.startswith("BM3D")]
-            strong = max(bm3d, key=lambda s: (s.psnr.mean(), s.ssim.mean())) if bm3d else None
-            bar = verdict(dae, quality_bar_rows(here)) == "wins"
+            bm3d, strong = [s for s in full if s.method.startswith("BM3D")], strongest_bm3d(here)
+            bar = [s for s in full if s.method.startswith(("NL-means", "median"))]  # the quality bar's rows
             rows.append([label, f"{dae.method}: {fmt(dae)}", f"{best.method}: {fmt(best)}", verdict(dae, full),
-                         f"{strong.method}: {fmt(strong)}" if strong else "–",
-                         verdict(dae, bm3d) if bm3d else "–", "met" if bar else "**not met**"])
+                         f"{strong.method}: {fmt(strong)}" if strong else "–", verdict(dae, bm3d) if bm3d else "–",
+                         "met" if verdict(dae, bar) == "wins" else "**not met**"])
         out += [f"**Train {ts}.** The suite's DAE is selected on validation PSNR. \"vs\" verdicts: `wins` = above "
                 "in PSNR and SSIM (against every classical row, or both BM3D rows); `loses` = below in both; `splits` "
                 "otherwise. Quality bar: above NL-means (oracle and blind σ) and both median filters in both metrics.\n",
@@ -404,68 +449,26 @@ def winners(scores: list[Scores], labels: list[str], saturated: dict[str, float]
                 continue
             best_p = max(full, key=lambda s: s.psnr.mean())
             best_s = max(full, key=lambda s: s.ssim.mean())
-            text = f"- **{label}** (train {ts}): best PSNR {best_p.method} ({best_p.psnr.mean():.2f} dB), " \
-                   f"best SSIM {best_s.method} ({best_s.ssim.mean():.3f})"
+            text = (f"- **{label}** (train {ts}): best PSNR {best_p.method} ({best_p.psnr.mean():.2f} dB), "
+                    f"best SSIM {best_s.method} ({best_s.ssim.mean():.3f})")
             for dae in daes:
-                tag = " (selected: best val PSNR" + (f", {dae.val_psnr:.2f} dB)" if dae.val_psnr is not None else ")") \
-                    if dae.selected else f" (val PSNR {dae.val_psnr:.2f} dB)" if dae.val_psnr is not None else ""
-                beaten = [s.method for s in full if is_classical(s)
+                val = "" if dae.val_psnr is None else f"{dae.val_psnr:.2f} dB"
+                tag = (f" (selected: best val PSNR{', ' if val else ''}{val})" if dae.selected
+                       else f" (val PSNR {val})" if val else "")
+                beaten = [s.method for s in full if s.kind == "classical"
                           and (s.psnr.mean() >= dae.psnr.mean() or s.ssim.mean() >= dae.ssim.mean())]
-                text += f"; {dae.method}{tag} beats every classical method in both" if not beaten else \
-                    f"; {', '.join(beaten)} ties or beats {dae.method}{tag} in PSNR or SSIM"
+                text += (f"; {', '.join(beaten)} ties or beats {dae.method}{tag} in PSNR or SSIM" if beaten
+                         else f"; {dae.method}{tag} beats every classical method in both")
                 for b in (s for s in rows if s.subset and dae.selected):
-                    n = b.subset
-                    dp, ds = dae.psnr[:n].mean(), dae.ssim[:n].mean()
-                    text += f"; on the first {n} test images {dae.method} {verdict(dae, [b])} against " \
-                            f" {b.method} ({dp:.2f}/{ds:.3f} vs {b.psnr.mean():.2f}/{b.ssim.mean():.3f})"
+                    text += (f"; on the first {b.subset} test images {dae.method} {verdict(dae, [b])} against  "
+                             f"{b.method} ({dae.psnr[:b.subset].mean():.2f}/{dae.ssim[:b.subset].mean():.3f} vs "
+                             f"{b.psnr.mean():.2f}/{b.ssim.mean():.3f})")
             lines.append(text + ".")
     return lines
 
 
-def markdown(dataset: str, scores: list[Scores], labels: list[str], meta: dict) -> str:
-    methods = list(dict.fromkeys((s.method, s.train_size) for s in scores))
-    rows = []
-    for method, ts in methods:
-        by_noise = {s.noise: s for s in scores if s.method == method and s.train_size == ts}
-        subset = next(iter(by_noise.values())).subset
-        name = method + (f" (train {ts})" if ts else "") + (f" (first {subset} test images)" if subset else "")
-        rows.append([name] + [(fmt(by_noise[n]) + (" ✓" if by_noise[n].selected else "")) if n in by_noise else "–"
-                              for n in labels])
-    text = [
-        f"# Denoising benchmark — {dataset}\n",
-        f"PSNR (dB) / SSIM, mean over {meta['n_test']} test images ({SSIM_NOTE}).\n",
-        f"- **Split**: {meta['split']}.",
-        f"- **Selection**: {SELECTION}; ✓ marks it below.",
-        "- **Classical baselines**: oracle rows get the noise's known σ (p for p·N(0,1), σ/255 for AWGN, p·√λ for "
-        "p·Poisson(λ)), blind rows estimate σ per image (`estimate_sigma`). On p·Poisson(λ) the noise has a known mean "
-        f"p·λ: rows marked \"{BIAS_CORRECTED.strip()}\" get the bias-corrected input; \"BM3D (Anscombe VST, σ = 1)\" "
-        "runs BM3D with σ = 1 on 2·√(y/p + 3/8) of the raw input and inverts (exact unbiased inverse) before removing "
-        "λ. This noise does not depend on the image, so the VST only approximately stabilises it; both rows are "
-        "reported. Noisy inputs are clipped to [0, 1] before any of this (as the DAEs see them), so p·λ over-corrects "
-        "bright pixels at λ = 5. Photon-limited Poisson(peak·x)/peak: BM3D on the Anscombe transform of the counts "
-        f"(σ = 1) with the exact unbiased inverse (\"{PHOTON_BM3D}\"), NL-means blind.",
-        f"- **Saturated settings** (more than {meta['threshold']:.0%} of the noisy validation pixels clipped to 0 or 1): "
-        + (", ".join(f"{k} ({v:.0%})" for k, v in meta["saturated"].items()) or "none")
-        + ": reported with the noisy input and the medians only, left out of every verdict.\n",
-        *(["## The shipped denoiser vs BM3D\n", *shipped_headline(scores, labels, meta["saturated"])]
-          if any(s.kind == "pretrained" for s in scores) else []),
-        "## The suite's DAE vs the classical methods\n",
-        *headline(scores, labels, meta["saturated"]),
-        "## All rows\n",
-        markdown_table(["method"] + labels, rows),
-        "## Setup\n",
-        f"- **Ours**: {meta['setup']}",
-        f"- **Paper**: {PAPER}\n",
-        "## Who wins\n",
-        *winners(scores, labels, meta["saturated"]),
-        "",
-        "Standard deviations, ms/image and the DAEs' validation PSNR: the CSV beside this file. Figure: the PNG "
-        "beside this file.",
-    ]
-    return "\n".join(text) + "\n"
-
-
-def figure(clean: torch.Tensor, scores: list[Scores], labels: list[str], index: int = 0):
+def figure(clean: torch.Tensor, scores: list[Scores], labels: list[str]):
+    """The first test image, a row per setting: clean, then every method's output titled with its PSNR / SSIM."""
     import matplotlib.pyplot as plt
 
     ts = max(s.train_size for s in scores)
@@ -474,20 +477,14 @@ def figure(clean: torch.Tensor, scores: list[Scores], labels: list[str], index: 
     n_cols = 1 + max(len(r) for r in per_row)
     fig, axes = plt.subplots(len(labels), n_cols, figsize=(1.9 * n_cols, 2.1 * len(labels)), squeeze=False)
     for r, row in enumerate(per_row):
-        for c in range(n_cols):
-            ax = axes[r, c]
+        panels = [(clean[0, 0], "clean")] + [
+            (s.images[0, 0], s.method.replace(BIAS_CORRECTED, " −pλ").replace("Anscombe VST, σ = 1", "VST")
+             + f"{' ✓' if s.selected else ''}\n{s.psnr[0]:.1f} dB / {s.ssim[0]:.2f}") for s in row]
+        for c, ax in enumerate(axes[r]):
             ax.axis("off")
-            if c == 0:
-                img, title = clean[index, 0], "clean"
-            elif c <= len(row):
-                s = row[c - 1]
-                img = s.images[index, 0]
-                name = s.method.replace(BIAS_CORRECTED, " −pλ").replace("Anscombe VST, σ = 1", "VST")
-                title = f"{name}{' ✓' if s.selected else ''}\n{s.psnr[index]:.1f} dB / {s.ssim[index]:.2f}"
-            else:
-                continue
-            ax.imshow(img.numpy(), cmap="gray", vmin=0, vmax=1)
-            ax.set_title(title, fontsize=7)
+            if c < len(panels):
+                ax.imshow(panels[c][0].numpy(), cmap="gray", vmin=0, vmax=1)
+                ax.set_title(panels[c][1], fontsize=7)
         axes[r, 0].text(-8, 32, labels[r], rotation=90, va="center", ha="right", fontsize=8)
     fig.tight_layout()
     return fig
@@ -498,221 +495,119 @@ def print_summary(scores: list[Scores], labels: list[str], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    methods = list(dict.fromkeys((s.method, s.train_size) for s in scores))
+    methods = by_method(scores)
     table = Table(title=title)
     table.add_column("noise")
-    for method, ts in methods:
-        first = next(s for s in scores if s.method == method and s.train_size == ts)
+    for (method, ts), by_noise in methods.items():
+        first = next(iter(by_noise.values()))
         tag = (f" [{ts}]" if ts else "") + (f" [{first.subset} imgs]" if first.subset else "")
         table.add_column(f"{method}{tag}\n{first.ms_per_image:.1f} ms/img", justify="right")
     for label in labels:
-        cells = []
-        for method, ts in methods:
-            s = next((s for s in scores if s.method == method and s.train_size == ts and s.noise == label), None)
-            cells.append(f"{s.psnr.mean():.2f}/{s.ssim.mean():.3f}" if s else "–")
-        table.add_row(label, *cells)
+        table.add_row(label, *(f"{s.psnr.mean():.2f}/{s.ssim.mean():.3f}" if (s := by_noise.get(label)) else "–"
+                               for by_noise in methods.values()))
     console = Console()
     console.width = max(console.width, 150)
     console.print(table)
     console.print("cells: PSNR dB / SSIM (torchmetrics), mean over the test images")
 
 
-# --- the run ----------------------------------------------------------------------------------
-@dataclass
-class Setup:
-    """What every method is scored on: the splits, the noise settings and the seeded noisy copies."""
-
-    name: str  # dataset name (output files)
-    data: Sequence[str] | None
-    splits: dict[str, torch.Tensor]  # clean (N, 1, S, S) per split
-    train_sizes: list[int]
-    labels: list[str]  # one per noise setting
-    noisy_val: dict[str, torch.Tensor]
-    noisy_test: dict[str, torch.Tensor]
-    n_bm3d: int  # test images the blind BM3D row is scored on (the oracle and VST rows: every test image)
-    noises: list[NoiseModel] = field(default_factory=list)  # one per label
-    n_test_split: int = 0  # images in the test split (the mode may score the first `test_images` of them)
-    #: settings whose clipped noisy inputs are mostly 0 or 1 (label → clipped share): no method can restore them,
-    #: so they are reported, marked, and left out of every verdict
-    saturated: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def clean_val(self) -> torch.Tensor:
-        return self.splits["val"]
-
-    @property
-    def clean_test(self) -> torch.Tensor:
-        return self.splits["test"]
-
-
-def prepare(cfg: dict, m: dict, data: Sequence[Path] | None) -> Setup:
-    """Load the splits, check the training sizes, draw every setting's noisy val / test copies once."""
-    name = dataset_name(data)
-    splits = load_splits(data, cfg["split"])
-    n_train_all = len(splits["train"])
-    train_sizes = [n_train_all if s == "all" else int(s) for s in m["train_sizes"]]
-    for s in train_sizes:
-        if s > n_train_all:
-            raise ValueError(f"train size {s} > the {n_train_all} training images of {name}; "
-                             "fix: lower train_sizes in denoising.yaml or add data")
-    noises = [instantiate(spec, NoiseModel) for spec in noise_specs(cfg)]
-    n_test_split = len(splits["test"])
-    if m.get("test_images"):  # the mode scores every method on the same first N test images (a seeded choice)
-        splits["test"] = splits["test"][: int(m["test_images"])]
-    n_test = len(splits["test"])
-    return Setup(
-        name=name, data=data, splits=splits, train_sizes=train_sizes, labels=[n.label for n in noises],
-        noises=noises, n_test_split=n_test_split,
-        noisy_val={n.label: noisy_copy(n, splits["val"], NOISE_SEEDS["val"] + i) for i, n in enumerate(noises)},
-        noisy_test={n.label: noisy_copy(n, splits["test"], NOISE_SEEDS["test"] + i) for i, n in enumerate(noises)},
-        n_bm3d=n_test if m["bm3d_images"] == "all" else min(int(m["bm3d_images"]), n_test),
-        saturated=saturated_settings(noises, splits["val"], m["saturation"]),
-    )
-
-
-def saturated_settings(noises: list[NoiseModel], clean_val: torch.Tensor, threshold: float) -> dict[str, float]:
-    """The settings whose noisy validation copies have more than ``threshold`` of their pixels clipped to 0 or 1
-    (p = 0.2·Poisson(5): its mean offset 1.0 saturates the clipped input), with that share."""
-    out = {}
-    for i, n in enumerate(noises):
-        y = noisy_copy(n, clean_val, NOISE_SEEDS["val"] + i)
-        share = float(((y == 0) | (y == 1)).float().mean())
-        if share > threshold:
-            out[n.label] = share
-    return out
-
-
-BIAS_CORRECTED = " (input − p·λ)"  # method-name suffix where the classical input is bias-corrected
-PHOTON_BM3D = "BM3D (Anscombe, exact unbiased inverse)"  # the photon-limited settings' classical reference
-
-
-def classical_scores(cfg: dict, st: Setup, progress: bool) -> list[Scores]:
-    """The noisy input, the median filters, NL-means (h tuned on val) and BM3D, per noise setting.
-
-    Fair settings: where the noise carries a known mean offset (``x + p·Poisson(λ)``: p·λ) every classical
-    method gets the bias-corrected input ``y − p·λ``, and BM3D also runs through the Anscombe VST on the raw
-    input. NL-means and BM3D each get an oracle row (the known σ of the noise) and a blind row (σ from
-    ``estimate_sigma``; BM3D's blind row on the first ``n_bm3d`` test images only)."""
-    from tqdm.auto import tqdm
-
-    scores: list[Scores] = []
-    nl = cfg["nl_means"]
-    nl_kw = dict(patch_size=nl["patch_size"], patch_distance=nl["patch_distance"])
-    clean = st.clean_test
-    with classical.Pool() as pool:
-        bar = tqdm(total=len(st.labels), desc="classical baselines", disable=not progress)
-        for noise, label in zip(st.noises, st.labels, strict=True):
-            noisy = st.noisy_test[label]
-            psnr, ssim = psnr_ssim(noisy, clean)
-            scores.append(Scores("noisy", label, 0, psnr, ssim, 0.0, noisy, kind="input"))
-            offset, sigma = noise.additive_moments() or (0.0, None)
-            tag = BIAS_CORRECTED if offset else ""
-            inp, inp_val = noisy - offset, st.noisy_val[label] - offset  # (N, 1, H, W), unclipped
-            for k in cfg["median_sizes"]:
-                scores.append(run_classical(pool, f"median {k}×{k}{tag}", classical.median, inp, clean, label, size=k))
-            if label in st.saturated:  # the medians show it; the costly methods would only confirm the clipping
-                bar.update()
-                continue
-            for kind, sig in (("oracle σ", sigma), ("blind σ", None)):
-                if kind == "oracle σ" and sig is None:
-                    continue
-                h = tune_nl_means(pool, inp_val, st.clean_val, nl, sigma=sig)
-                scores.append(run_classical(pool, f"NL-means ({kind}){tag}", classical.nl_means, inp, clean, label,
-                                            h_factor=h, sigma=sig, **nl_kw))
-            if not classical.bm3d_available():
-                continue
-            if sigma is not None:
-                scores.append(run_classical(pool, f"BM3D (oracle σ){tag}", classical.bm3d, inp, clean, label,
-                                            sigma=sigma))
-            if isinstance(noise, ScaledPoisson):
-                scores.append(run_classical(pool, "BM3D (Anscombe VST, σ = 1)", classical.bm3d_anscombe, noisy, clean,
-                                            label, p=noise.p, lam=noise.lam))
-            if isinstance(noise, Poisson):  # photon-limited: the Anscombe transform is the standard reference
-                scores.append(run_classical(pool, PHOTON_BM3D, classical.bm3d_photon, noisy, clean, label,
-                                            peak=noise.peak))
-            if st.n_bm3d:
-                n = st.n_bm3d
-                b = run_classical(pool, f"BM3D (blind σ){tag}", classical.bm3d, inp[:n], clean[:n], label)
-                b.subset = n if n < len(clean) else None
-                scores.append(b)
-            bar.update()
-        bar.close()
-    if not classical.bm3d_available():
-        print(classical.BM3D_MISSING)
-    return scores
-
-
-def select(scores: list[Scores]) -> None:
-    """Mark, per (training size, setting), the DAE with the best validation PSNR as the suite's DAE."""
-    for key in {(s.train_size, s.noise) for s in scores if s.train_size}:
-        daes = [s for s in scores if (s.train_size, s.noise) == key]
-        best = max(daes, key=lambda s: s.val_psnr)
-        for s in daes:
-            s.selected = s is best
-
-
 class Report:
     """The outputs, rewritten after every trained net so that a cut-off run keeps its rows."""
 
-    def __init__(self, ctx: Context, s: dict, st: Setup) -> None:
-        self.ctx, self.cfg, self.m, self.mode, self.st = ctx, s, s, ctx.mode, st
+    def __init__(self, ctx: Context, settings: dict, setup: Setup) -> None:
+        self.ctx, self.settings, self.setup = ctx, settings, setup
         self.results = ctx.results()
         self.scores: list[Scores] = []
         self.train_log: dict[str, list[tuple[str, int, float]]] = {}  # net → (kind, epochs, seconds) per fit
 
     def fits(self) -> str:
         """One clause per DAE: what was trained, how many epochs, how long."""
-        out = []
+        clauses = []
         for net, runs in self.train_log.items():
             parts = []
             for kind in ("noise-blind", "fine-tune", "per-setting"):
-                rs = [r for r in runs if r[0] == kind]
-                if rs:
-                    n = f"{len(rs)} × " if len(rs) > 1 else ""
-                    parts.append(f"{kind} {n}{rs[0][1]} epochs, {sum(r[2] for r in rs):.0f} s")
-            out.append(f"{net}: " + ", ".join(parts))
-        return "; ".join(out) or "none trained yet"
+                if rs := [r for r in runs if r[0] == kind]:
+                    times = f"{len(rs)} × " if len(rs) > 1 else ""
+                    parts.append(f"{kind} {times}{rs[0][1]} epochs, {sum(r[2] for r in rs):.0f} s")
+            clauses.append(f"{net}: " + ", ".join(parts))
+        return "; ".join(clauses) or "none trained yet"
 
-    def ours(self, final: bool) -> str:
-        """The Markdown's "Ours" sentence: data, split, training schedule, configs, baselines' settings."""
-        cfg, m, st = self.cfg, self.m, self.st
-        nl, size = cfg["nl_means"], cfg["split"]["image_size"]
-        source = ("the embedded real chest X-rays (Kermany et al. 2018)" if not st.data
-                  else ", ".join(relative(str(Path(d).resolve())) for d in st.data))
-        configs = ", ".join(f"{config_file(d['config'])} ({d['name']})" for d in daes_of(cfg))
-        return (
-            f"{st.name} = {source}: {len(st.splits['train'])} train / {len(st.clean_val)} val / {len(st.clean_test)} "
-            f"test images at {size}×{size} (split {split_rule(cfg['split'])}"
-            + (f"; every method scored on the first {len(st.clean_test)} of the {st.n_test_split} test-split images "
-               "(in the seeded patient order), to keep BM3D's oracle row on every scored image within the "
-               "2-core budget" if len(st.clean_test) < st.n_test_split else "")
-            + f"); training sizes {st.train_sizes}; "
-            f"DAEs from the experiment configs {configs}, noise from configs/noise/denoising_grid.yaml, "
-            + TRAINING[m["training"]]
-            + (f" on random {m['crop']}×{m['crop']} crops" if m.get("crop") else " on whole images")
-            + (f", fine-tune learning rate {m.get('finetune_lr_factor', 1.0):g}× the config's"
-               if m["training"] == "blind+finetune" else "")
-            + f" ({self.fits()}); {SELECTION}; NL-means h tuned on {nl['tune_images']} val images "
-            f"over factors {nl['h_factors']} of σ (oracle and blind rows tuned separately); BM3D oracle σ and Anscombe "
-            "VST rows on every scored test image, the blind-σ row "
-            + (f"on the first {st.n_bm3d} of them" if st.n_bm3d < len(st.clean_test) else "on every one")
-            + "; median filters with reflected borders."
-            + ("" if final else " **Run incomplete: cut off before every net was trained.**")
-        )
+    def our_setup(self, final: bool) -> str:
+        """The Markdown's "Ours" line: data, split, training schedule, configs, the baselines' settings."""
+        s, setup = self.settings, self.setup
+        n_test, size, nl, crop = len(setup.clean_test), s["split"]["image_size"], s["nl_means"], s.get("crop")
+        source = ("the embedded real chest X-rays (Kermany et al. 2018)" if not setup.data
+                  else ", ".join(relative(str(Path(d).resolve())) for d in setup.data))
+        subset = (f"; every method scored on the first {n_test} of the {setup.n_test_split} test-split images (in "
+                  "the seeded patient order), to keep BM3D's oracle row on every scored image within the 2-core budget"
+                  if n_test < setup.n_test_split else "")
+        crops = f" on random {crop}×{crop} crops" if crop else " on whole images"
+        finetune = (f", fine-tune learning rate {s.get('finetune_lr_factor', 1.0):g}× the config's"
+                    if s["training"] == "blind+finetune" else "")
+        configs = ", ".join(f"{config_file(d['config'])} ({d['name']})" for d in daes_of(s))
+        blind_bm3d = f"on the first {setup.n_bm3d} of them" if setup.n_bm3d < n_test else "on every one"
+        return (f"{setup.name} = {source}: {len(setup.splits['train'])} train / {len(setup.clean_val)} val / {n_test} "
+                f"test images at {size}×{size} (split {split_rule(s['split'])}{subset}); training sizes "
+                f"{setup.train_sizes}; DAEs from the experiment configs {configs}, noise from "
+                f"configs/noise/denoising_grid.yaml, {TRAINING[s['training']]}{crops}{finetune} ({self.fits()}); "
+                f"{SELECTION}; NL-means h tuned on {nl['tune_images']} val images over factors {nl['h_factors']} of σ "
+                "(oracle and blind rows tuned separately); BM3D oracle σ and Anscombe VST rows on every scored test "
+                f"image, the blind-σ row {blind_bm3d}; median filters with reflected borders."
+                + ("" if final else " **Run incomplete: cut off before every net was trained.**"))
+
+    def markdown(self, final: bool) -> str:
+        setup, scores, labels, saturated = self.setup, self.scores, self.setup.labels, self.setup.saturated
+        rows = []
+        for (method, ts), by_noise in by_method(scores).items():
+            subset = next(iter(by_noise.values())).subset
+            name = method + (f" (train {ts})" if ts else "") + (f" (first {subset} test images)" if subset else "")
+            rows.append([name] + [fmt(by_noise[n]) + (" ✓" if by_noise[n].selected else "") if n in by_noise else "–"
+                                  for n in labels])
+        shipped = (["## The shipped denoiser vs BM3D\n", *shipped_headline(scores, labels, saturated)]
+                   if any(s.kind == "pretrained" for s in scores) else [])
+        text = [
+            f"# Denoising benchmark — {setup.name}\n",
+            f"PSNR (dB) / SSIM, mean over {len(setup.clean_test)} test images ({SSIM_NOTE}).\n",
+            f"- **Split**: {split_rule(self.settings['split'])}.",
+            f"- **Selection**: {SELECTION}; ✓ marks it below.",
+            "- **Classical baselines**: oracle rows get the noise's known σ (p for p·N(0,1), σ/255 for AWGN, p·√λ for "
+            "p·Poisson(λ)), blind rows estimate σ per image (`estimate_sigma`). On p·Poisson(λ) the noise has a known "
+            f"mean p·λ: rows marked \"{BIAS_CORRECTED.strip()}\" get the bias-corrected input; \"BM3D (Anscombe VST, "
+            "σ = 1)\" runs BM3D with σ = 1 on 2·√(y/p + 3/8) of the raw input and inverts (exact unbiased inverse) "
+            "before removing λ. This noise does not depend on the image, so the VST only approximately stabilises it; "
+            "both rows are reported. Noisy inputs are clipped to [0, 1] before any of this (as the DAEs see them), so "
+            "p·λ over-corrects bright pixels at λ = 5. Photon-limited Poisson(peak·x)/peak: BM3D on the Anscombe "
+            f"transform of the counts (σ = 1) with the exact unbiased inverse (\"{PHOTON_BM3D}\"), NL-means blind.",
+            f"- **Saturated settings** (more than {self.settings['saturation']:.0%} of the noisy validation pixels "
+            "clipped to 0 or 1): " + (", ".join(f"{k} ({v:.0%})" for k, v in saturated.items()) or "none")
+            + ": reported with the noisy input and the medians only, left out of every verdict.\n",
+            *shipped,
+            "## The suite's DAE vs the classical methods\n",
+            *headline(scores, labels, saturated),
+            "## All rows\n",
+            markdown_table(["method"] + labels, rows),
+            "## Setup\n",
+            f"- **Ours**: {self.our_setup(final)}",
+            f"- **Paper**: {PAPER}\n",
+            "## Who wins\n",
+            *winners(scores, labels, saturated),
+            "",
+            "Standard deviations, ms/image and the DAEs' validation PSNR: the CSV beside this file. Figure: the PNG "
+            "beside this file.",
+        ]
+        return "\n".join(text) + "\n"
 
     def write(self, final: bool) -> Results:
-        """(Re)write the CSV / Markdown (and, at the end, the figure and the terminal summary)."""
-        st, results = self.st, self.results
+        """(Re)write the CSV and the Markdown (at the end also the figure and the terminal summary)."""
+        setup, results = self.setup, self.results
         select(self.scores)
-        stem = f"denoising_{st.name}"
+        stem = f"denoising_{setup.name}"
         results.rows = []
-        results.table(stem, [s.row(st.name) for s in self.scores], COLUMNS)
-        meta = dict(n_test=len(st.clean_test), split=split_rule(self.cfg["split"]), setup=self.ours(final),
-                    saturated=st.saturated, threshold=self.cfg["saturation"])
-        results.markdown(stem, markdown(st.name, self.scores, st.labels, meta))
+        results.table(stem, [s.row(setup.name) for s in self.scores], COLUMNS)
+        results.markdown(stem, self.markdown(final))
         if final:
-            results.figure(stem, figure(st.clean_test, self.scores, st.labels))
-            print_summary(self.scores, st.labels, f"denoising on {st.name} ({self.mode}, {self.ctx.device})")
+            results.figure(stem, figure(setup.clean_test, self.scores, setup.labels))
+            print_summary(self.scores, setup.labels, f"denoising on {setup.name} ({self.ctx.mode}, {self.ctx.device})")
             results.files = list(dict.fromkeys(results.files))
         return results
 
@@ -736,36 +631,34 @@ class Denoising(Benchmark):
         parser.add_argument("--group-by", help="split rule: 'image', 'parent' (folder per patient) or a regex over the "
                             "file names whose match is the patient (default: the settings', for the Kermany names)")
 
-    def models(self, s: dict) -> dict[str, L.LightningModule]:
+    def models(self, settings: dict) -> dict[str, L.LightningModule]:
         """The untrained DAEs the benchmark trains first, keyed by name: noise-blind over the grid (the quick
         mode's pretraining) or with the grid's first setting (the full mode's per-setting nets)."""
-        noise = blind_noise(s) if s["training"] != "per_setting" else noise_specs(s)[0]
+        noise = settings["noise_grid"] if settings["training"] != "per_setting" else noise_specs(settings)[0]
         out = {}
-        for dae in daes_of(s):
-            L.seed_everything(s["split"]["seed"], verbose=False)
+        for dae in daes_of(settings):
+            L.seed_everything(settings["split"]["seed"], verbose=False)
             out[dae["name"]] = build(dae_spec(load_config(dae["config"])["model"], noise))
         return out
 
-    def run(self, ctx: Context, s: dict) -> Results:
-        """Run the comparison; every output is rewritten after each trained net, so a cut-off run keeps its rows."""
+    def run(self, ctx: Context, settings: dict) -> Results:
         if ctx.options.get("group_by"):
-            s["split"]["group_by"] = ctx.options["group_by"]
-        L.seed_everything(s["split"]["seed"], verbose=False)
-        st = prepare(s, s, data_sources(ctx.data_root("xray")))
-        print(f"denoising benchmark [{ctx.mode}] on {st.name}: {len(st.splits['train'])} train / {len(st.clean_val)} "
-              f"val / {len(st.clean_test)} test images; {ctx.device}; {classical.available_cores()} worker processes "
-              "for the classical methods", flush=True)
-        report = Report(ctx, s, st)
-        report.scores += classical_scores(s, st, ctx.progress)
-        for entry in s.get("pretrained") or []:
-            report.scores += pretrained_scores(ctx, entry, st)
+            settings["split"]["group_by"] = ctx.options["group_by"]
+        L.seed_everything(settings["split"]["seed"], verbose=False)
+        setup = prepare(settings, data_sources(ctx.data_root("xray")))
+        print(f"denoising benchmark [{ctx.mode}] on {setup.name}: {len(setup.splits['train'])} train / "
+              f"{len(setup.clean_val)} val / {len(setup.clean_test)} test images; {ctx.device}; "
+              f"{classical.available_cores()} worker processes for the classical methods", flush=True)
+        report = Report(ctx, settings, setup)
+        report.scores += classical_scores(settings, setup, ctx.progress)
+        for entry in settings.get("pretrained") or []:
+            report.scores += pretrained_scores(ctx, entry, setup)
         report.write(final=False)
-        grid = blind_noise(s)
-        for ts in st.train_sizes:
-            train = st.splits["train"][:ts]  # the split is already a seeded permutation
-            for dae in daes_of(s):
-                for batch in dae_scores(ctx, dae, ts, train, s, grid, st, report.train_log):
-                    report.scores.extend(batch)
+        for train_size in setup.train_sizes:
+            train = setup.splits["train"][:train_size]  # the split is already a seeded permutation
+            for dae in daes_of(settings):
+                for scores in dae_scores(ctx, dae, train, settings, setup, report.train_log):
+                    report.scores += scores
                     report.write(final=False)
         return report.write(final=True)
 

@@ -12,11 +12,12 @@ import yaml
 from conftest import run_benchmark
 from skimage.metrics import peak_signal_noise_ratio as sk_psnr
 
+from ae_lightning import classical_denoisers as classical
 from ae_lightning.config import CONFIGS, instantiate, load_config
 from ae_lightning.data.common import EMBEDDED
 from ae_lightning.metrics import psnr_ssim
 from ae_lightning.noise import NoiseModel, ScaledGaussian
-from benchmarks import classical, core, denoising
+from benchmarks import core, denoising
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def test_classical_denoisers_improve_psnr(xrays, noisy, fn, kwargs):
     if fn is classical.bm3d and not classical.bm3d_available():
         pytest.skip(classical.BM3D_MISSING)
     with classical.Pool(workers=2) as pool:
-        out = torch.from_numpy(pool.map(fn, list(noisy[:2, 0].numpy()), **kwargs)).unsqueeze(1)
+        out = torch.from_numpy(pool.map_images(fn, list(noisy[:2, 0].numpy()), **kwargs)).unsqueeze(1)
     assert out.shape == (2, 1, 64, 64)
     before, _ = psnr_ssim(noisy[:2], xrays[:2])
     after, _ = psnr_ssim(out, xrays[:2])
@@ -255,7 +256,7 @@ def test_anscombe_bm3d_removes_the_poisson_offset(xrays):
 
     noisy = ScaledPoisson(p=0.2, lam=1)(xrays[:2], torch.Generator().manual_seed(0))
     with classical.Pool(workers=2) as pool:
-        out = torch.from_numpy(pool.map(classical.bm3d_anscombe, list(noisy[:, 0].numpy()), p=0.2, lam=1.0))
+        out = torch.from_numpy(pool.map_images(classical.bm3d_anscombe, list(noisy[:, 0].numpy()), p=0.2, lam=1.0))
     before, _ = psnr_ssim(noisy, xrays[:2])
     after, _ = psnr_ssim(out.unsqueeze(1), xrays[:2])
     assert (after > before + 5).all()
@@ -311,8 +312,8 @@ def test_photon_bm3d_uses_the_anscombe_transform_of_the_counts(xrays):
 
     noisy = Poisson(peak=10)(xrays[:2], torch.Generator().manual_seed(0))
     with classical.Pool(workers=2) as pool:
-        out = torch.from_numpy(pool.map(classical.bm3d_photon, list(noisy[:, 0].numpy()), peak=10.0)).unsqueeze(1)
-        naive = torch.from_numpy(pool.map(classical.bm3d, list(noisy[:, 0].numpy()), sigma=0.1)).unsqueeze(1)
+        out = torch.from_numpy(pool.map_images(classical.bm3d_photon, list(noisy[:, 0].numpy()), peak=10.0)).unsqueeze(1)
+        naive = torch.from_numpy(pool.map_images(classical.bm3d, list(noisy[:, 0].numpy()), sigma=0.1)).unsqueeze(1)
     before, _ = psnr_ssim(noisy, xrays[:2])
     after, _ = psnr_ssim(out, xrays[:2])
     assert (after > before + 5).all()

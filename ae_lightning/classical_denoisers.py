@@ -1,11 +1,15 @@
-"""Classical denoisers for the denoising benchmark, on one 2-D float image in [0, 1] each.
+"""Classical denoisers, each on one 2-D float image in [0, 1]: the median filter, NL-means and BM3D (oracle or
+estimated σ; on Poisson data through the Anscombe transform), and a process pool that runs one over many images.
+Only numpy / scipy / scikit-image / bm3d (no torch), so the pool's workers start in milliseconds. The denoising
+benchmark's baselines (``benchmarks/denoising.py``)::
 
-Imports only numpy / scipy / scikit-image / bm3d (no torch), so the worker processes that run
-them in parallel start in milliseconds.
+    with Pool() as pool:
+        out = pool.map_images(bm3d, list(noisy[:, 0].numpy()), sigma=0.1)   # (N, H, W) float32
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -43,40 +47,37 @@ def nl_means(
     return np.clip(out, 0.0, 1.0)
 
 
+def _bm3d_package():
+    if _bm3d is None:
+        raise ImportError(BM3D_MISSING)
+    return _bm3d
+
+
 def bm3d(img: np.ndarray, sigma: float | None = None) -> np.ndarray:
     """BM3D (the reference ``bm3d`` package) with the known σ (oracle) or, when ``None``, σ from
     ``estimate_sigma`` (blind), as NL-means gets."""
-    if _bm3d is None:
-        raise ImportError(BM3D_MISSING)
     sigma = max(float(estimate_sigma(img)), 1e-3) if sigma is None else sigma
-    return np.clip(_bm3d.bm3d(img, sigma_psd=sigma), 0.0, 1.0)
+    return np.clip(_bm3d_package().bm3d(img, sigma_psd=sigma), 0.0, 1.0)
 
 
-def anscombe_inverse(d: np.ndarray) -> np.ndarray:
-    """The closed-form approximation of the exact unbiased inverse Anscombe transform (Mäkitalo & Foi 2011)."""
+def bm3d_counts(counts: np.ndarray) -> np.ndarray:
+    """Poisson counts denoised by BM3D with σ = 1 on their Anscombe transform ``2·√(z + 3/8)`` (unit variance),
+    mapped back by the closed-form approximation of the exact unbiased inverse (Mäkitalo & Foi 2011)."""
+    d = _bm3d_package().bm3d(2.0 * np.sqrt(np.maximum(counts, 0.0) + 3 / 8), sigma_psd=1.0)
     d = np.maximum(d, 0.8)  # the approximation's domain (below it the counts are ~0)
     return 0.25 * d**2 + 0.25 * np.sqrt(1.5) / d - 11 / 8 / d**2 + 5 / 8 * np.sqrt(1.5) / d**3 - 1 / 8
 
 
 def bm3d_anscombe(img: np.ndarray, p: float, lam: float) -> np.ndarray:
-    """BM3D on Poisson-type data ``x + p·Poisson(λ)``: the counts ``z = y / p`` through the Anscombe
-    transform ``2·√(z + 3/8)`` (unit variance for Poisson counts), BM3D with σ = 1, the exact unbiased
-    inverse, then the known offset λ removed: ``x̂ = p·(inv − λ)``."""
-    if _bm3d is None:
-        raise ImportError(BM3D_MISSING)
-    a = 2.0 * np.sqrt(np.maximum(img / p, 0.0) + 3 / 8)
-    d = _bm3d.bm3d(a, sigma_psd=1.0)
-    return np.clip(p * (anscombe_inverse(d) - lam), 0.0, 1.0)
+    """BM3D on Poisson-type data ``x + p·Poisson(λ)``: the counts ``y / p`` through :func:`bm3d_counts`, then the
+    known offset λ removed: ``x̂ = p·(counts − λ)``."""
+    return np.clip(p * (bm3d_counts(img / p) - lam), 0.0, 1.0)
 
 
 def bm3d_photon(img: np.ndarray, peak: float) -> np.ndarray:
-    """BM3D on photon-limited data ``y = Poisson(peak·x) / peak``: the counts ``peak·y`` through the Anscombe
-    transform (unit variance), BM3D with σ = 1, the exact unbiased inverse (Mäkitalo & Foi 2011), ÷ peak: the
-    standard classical reference for Poisson denoising."""
-    if _bm3d is None:
-        raise ImportError(BM3D_MISSING)
-    a = 2.0 * np.sqrt(np.maximum(img * peak, 0.0) + 3 / 8)
-    return np.clip(anscombe_inverse(_bm3d.bm3d(a, sigma_psd=1.0)) / peak, 0.0, 1.0)
+    """BM3D on photon-limited data ``y = Poisson(peak·x) / peak``: the counts ``peak·y`` through
+    :func:`bm3d_counts`, ÷ peak: the standard classical reference for Poisson denoising."""
+    return np.clip(bm3d_counts(img * peak) / peak, 0.0, 1.0)
 
 
 def bm3d_available() -> bool:
@@ -87,27 +88,15 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-class Pool:
+class Pool(ProcessPoolExecutor):
     """A process pool over the available cores (``fork`` where the OS has it: no re-imports)."""
 
     def __init__(self, workers: int | None = None) -> None:
-        import multiprocessing as mp
-
         self.workers = workers or available_cores()
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        super().__init__(max_workers=self.workers, mp_context=multiprocessing.get_context(method))
 
-    def map(self, fn: Callable[..., np.ndarray], images: Sequence[np.ndarray], **kwargs) -> np.ndarray:
+    def map_images(self, fn: Callable[..., np.ndarray], images: Sequence[np.ndarray], **kwargs) -> np.ndarray:
         """``fn(image, **kwargs)`` for every image, in order, as a float32 (N, H, W) array."""
         chunk = max(1, len(images) // (4 * self.workers))
-        out = list(self._pool.map(partial(fn, **kwargs), images, chunksize=chunk))
-        return np.stack(out).astype(np.float32)
-
-    def close(self) -> None:
-        self._pool.shutdown()
-
-    def __enter__(self) -> Pool:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        return np.stack(list(self.map(partial(fn, **kwargs), images, chunksize=chunk))).astype(np.float32)
