@@ -132,9 +132,8 @@ def _update(opt: torch.optim.Optimizer, loss: torch.Tensor, backward) -> None:
 
 
 def aae_step(model: AdversarialAutoencoder, x: torch.Tensor, optimizers, backward) -> None:
-    """Makhzani et al.'s three updates of one batch, written out (deterministic encoder, unsupervised prior, one
-    discriminator step): reconstruction (encoder + decoder), discriminator (prior samples real, codes fake),
-    generator (the encoder fools the discriminator). ``backward``: ``loss.backward`` or Lightning's ``manual_backward``."""
+    """Makhzani et al.'s three updates of one batch, written out: reconstruction, discriminator (prior samples real,
+    codes fake), generator (the encoder fools the discriminator). ``backward``: ``Tensor.backward``, ``manual_backward``."""
     if model.hparams.posterior != "deterministic" or model.prior.supervised or model.hparams.discriminator_steps != 1:
         raise ValueError("the raw AAE loop is written for a deterministic encoder, an unsupervised prior, one D step")
     opt_ae, opt_d, opt_g = optimizers
@@ -389,11 +388,9 @@ def loading_rows(repeats: int) -> list[dict]:
             xray._load_cached.cache_clear()  # cold: every file decoded again, as in a new process
             return XRayDataModule(str(folder), batch_size=LOADING_BATCH)
 
-        def streamed_data():
-            return StreamingImageDataModule(f"{tmp}/chunks", kind="xray", batch_size=LOADING_BATCH)
-
-        makers = {"folder": folder_data, "streamed": streamed_data}
-        speeds: dict[str, list[tuple[float, float]]] = {"folder": [], "streamed": []}
+        makers = {"folder": folder_data, "streamed": lambda: StreamingImageDataModule(
+            f"{tmp}/chunks", kind="xray", batch_size=LOADING_BATCH)}
+        speeds: dict[str, list[tuple[float, float]]] = {path: [] for path in makers}
         # one intra-op thread, as in a DataLoader worker: a 32-image gather from memory takes 15 ms with 2 threads
         # on a busy 2-core machine (thread hand-off), 0.05 ms with one
         with threads(1):
@@ -419,17 +416,17 @@ class Throughput(Benchmark):
         parser.add_argument("--cpu-time", action="store_true", help="CPU only: time with this process's CPU time on "
                                                                     "one thread (a CPU shared with other jobs)")
 
-    def run(self, ctx: Context, s: dict) -> Results:
-        """The workloads (``s["workloads"]`` if given, else :data:`WORKLOADS` and the loading rows); ``--cpu-time``:
+    def run(self, ctx: Context, settings: dict) -> Results:
+        """The workloads (``settings["workloads"]`` if given, else :data:`WORKLOADS` and the loading rows); ``--cpu-time``:
         the spans on :func:`process_clock` (the loading rows stay wall time: they wait on the disk)."""
         cpu_time = bool(ctx.options.get("cpu_time"))
         if cpu_time and ctx.accelerator != "cpu":
             raise ValueError("--cpu-time times CPU work: it is for CPU-only runs (a GPU works while the host waits)")
         with process_clock() if cpu_time else contextlib.nullcontext():
-            return self.measure(ctx, s, "CPU, 1 thread, fp32, process CPU time" if cpu_time else ctx.device)
+            return self.measure(ctx, settings, "CPU, 1 thread, fp32, process CPU time" if cpu_time else ctx.device)
 
-    def measure(self, ctx: Context, s: dict, hw: str) -> Results:
-        workloads = [Workload(**w) for w in s.get("workloads") or []]
+    def measure(self, ctx: Context, settings: dict, hw: str) -> Results:
+        workloads = [Workload(**w) for w in settings.get("workloads") or []]
         mode, accelerator, precision = ctx.mode if ctx.mode != "smoke" else "full", ctx.accelerator, ctx.precision
         device = torch.device("cuda" if accelerator == "gpu" else "cpu")
         tag = "cpu" if device.type == "cpu" else torch.cuda.get_device_name(0).split()[-1].lower()
@@ -443,7 +440,7 @@ class Throughput(Benchmark):
             # on a GPU also the fast paths: channels-last + compiled nets (raw and suite) + device-resident batches
             paths = ["raw", "lightning, bare", "suite"] + (["raw, fast", "suite, fast"] if device.type == "cuda" else [])
             speeds: dict[str, list[float]] = {p: [] for p in paths}
-            for path in alternating(paths, s["repeats"]):  # each a fresh model
+            for path in alternating(paths, settings["repeats"]):  # each a fresh model
                 L.seed_everything(0, verbose=False)
                 model, data = model_and_data(w, mode)
                 fast = path.endswith("fast")
@@ -466,7 +463,7 @@ class Throughput(Benchmark):
                 if path == "suite":
                     verdicts.append(verdict(w, rows[-1]))
         if not workloads:  # the loading rows need no model: measured on the CPU whatever the device
-            rows += loading_rows(s["loading_repeats"])
+            rows += loading_rows(settings["loading_repeats"])
         results = ctx.results()
         results.table(f"throughput_{tag}", rows, COLUMNS)
         table = markdown_table(
