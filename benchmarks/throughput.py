@@ -161,23 +161,23 @@ def raw_images_per_s(model: L.LightningModule, data, w: Workload, steps: int, de
     library's batched evaluation: no copies back to the host). ``fast``: channels-last weights and images and compiled
     nets too (the best hand-written loop the issue names)."""
     model = model.to(device).train()
+    images = data.train_set.images.to(device)  # (N, C, H, W)
     if fast:
         model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
         for net in Speed.nets(model).values():
             net.compile()
     opts = _optimizers(model)
-    images = data.train_set.images.to(device)  # (N, C, H, W)
-    if fast:
-        images = images.contiguous(memory_format=torch.channels_last)
     train_tf, val_tf = _transform(data.train_set), _transform(data.val_set)
     autocast = torch.autocast(device.type, dtype=AUTOCAST.get(precision, torch.float32), enabled=precision in AUTOCAST)
     gen = torch.Generator(device=device).manual_seed(0)
+    adversarial = isinstance(model, AdversarialAutoencoder)
 
     def train(batches: torch.Tensor) -> None:  # batches: (S, B) indices
         for batch in batches:
             x = train_tf(images[batch])  # (B, C, H, W)
             with autocast:
-                if isinstance(model, AdversarialAutoencoder):
+                if adversarial:
                     aae_step(model, x, opts, torch.Tensor.backward)
                     continue
                 loss = loss_of(model, x)
