@@ -24,7 +24,7 @@ VAE_EPOCH = T.Workload("VAE epoch", "vae_mnist", 50, {"quick": 0}, epoch=(200, 1
                          ids=["aae_suite", "aae_bare", "aae_raw", "vae_suite", "vae_bare", "vae_raw"])
 def test_each_path_times_the_workload_batches(workload, path, monkeypatch):
     L.seed_everything(0, verbose=False)
-    model, data = T.build(workload, "quick")
+    model, data = T.model_and_data(workload, "quick")
     steps = workload.epoch[0] // workload.batch_size if workload.epoch else workload.steps["quick"]
     if workload.epoch:
         assert (len(data.train_set), len(data.val_set)) == workload.epoch  # tiled to exactly the split's sizes
@@ -63,7 +63,7 @@ def test_each_path_times_the_workload_batches(workload, path, monkeypatch):
 
 def test_raw_loop_binarises_mnist_as_the_datamodule_does():
     (vae,) = [w for w in T.WORKLOADS if w.config == "vae_mnist"]
-    _, data = T.build(vae, "quick")
+    _, data = T.model_and_data(vae, "quick")
     x = T._transform(data.train_set)(data.train_set.images[:4])
     assert set(x.unique().tolist()) == {0.0, 1.0}
     assert set(T._transform(data.val_set)(data.val_set.images[:4]).unique().tolist()) == {0.0, 1.0}
@@ -84,7 +84,7 @@ def test_the_suite_path_runs_the_default_fit_callbacks_less_checkpoints():
 @pytest.mark.parametrize("config", ["vae_mnist", "dae_xray64"])
 def test_the_raw_loss_is_the_models_objective(config):
     """The raw loop's hand-written loss is the model's own training objective (the same noise drawn)."""
-    model, data = T.build(T.Workload(config, config, 8, {"quick": 1}), "quick")
+    model, data = T.model_and_data(T.Workload(config, config, 8, {"quick": 1}), "quick")
     x = T._transform(data.train_set)(data.train_set.images[:8])
     torch.manual_seed(1)
     raw = T.loss_of(model, x)
