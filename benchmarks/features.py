@@ -161,8 +161,9 @@ def train_and_probe(ctx: Context, entry: dict, s: dict, dm, images: dict[str, to
 
 
 # --- outputs -----------------------------------------------------------------------------------
-def pretraining_verdict(rows: list[dict], sdae: str = "stacked DAE", scratch: str = "same net from random init") -> str:
+def pretraining_verdict(rows: list[dict]) -> str:
     """The paper's point, read off the table: does layer-wise pretraining beat the same fine-tuning from scratch?"""
+    sdae, scratch = "stacked DAE", "same net from random init"
     by = {r["model"]: r["finetune_error"] for r in rows if r["finetune_error"] != ""}
     if sdae not in by or scratch not in by:
         return ""
@@ -171,7 +172,16 @@ def pretraining_verdict(rows: list[dict], sdae: str = "stacked DAE", scratch: st
             f"random initialisation with the same fine-tuning ({100 * by[scratch]:.2f} %).\n")
 
 
-def markdown(probes: Probes, data: str, setup: str, figure_name: str, paper: dict) -> str:
+def markdown(probes: Probes, data: str, figure_name: str, s: dict) -> str:
+    probe, scale, paper = s["probe"], s["epoch_scale"], s["paper"]
+    schedule = "the configs’ own schedules" if scale == 1 else f"{scale:g}× the configs’ epochs"
+    for name, entries in (s.get("schedules") or {}).items():
+        schedule += f", except {name}: " + ", ".join(f"{k} {v}" for k, v in entries.items())
+    setup = (f"every encoder trained without labels from its experiment config (`config` column; configs/), code "
+             f"size set to {s['code_dim']}, {schedule}; "
+             f"probe: multinomial logistic regression (L-BFGS, ≤ {probe['max_iter']} iterations) on standardised "
+             f"codes, L2 weight from {probe['l2']} chosen on the val split, accuracy on the test split; the stacked "
+             "DAE is probed after layer-wise pretraining, then fine-tuned with the labels (test error of its head).")
     table = [[r["model"], r["code_dim"], r["train_size"], f"{100 * r['probe_accuracy']:.2f}",
               f"{100 * r['finetune_error']:.2f}" if r["finetune_error"] != "" else "–",
               probes.seconds.get(r["model"], "–"), r["config"] or "–"] for r in probes.rows]
@@ -181,18 +191,6 @@ def markdown(probes: Probes, data: str, setup: str, figure_name: str, paper: dic
             f"{markdown_table(header, table)}\n## Setup\n\n- **Ours**: {setup}\n- **Paper anchor**: {paper['setup']}\n"
             f"{pretraining_verdict(probes.rows)}\nFigure: `{figure_name}` (2-D PCA of the test codes, coloured by "
             "digit).\n")
-
-
-def setup_text(s: dict) -> str:
-    probe, scale = s["probe"], s["epoch_scale"]
-    schedule = "the configs’ own schedules" if scale == 1 else f"{scale:g}× the configs’ epochs"
-    for name, entries in (s.get("schedules") or {}).items():
-        schedule += f", except {name}: " + ", ".join(f"{k} {v}" for k, v in entries.items())
-    return (f"every encoder trained without labels from its experiment config (`config` column; configs/), code "
-            f"size set to {s['code_dim']}, {schedule}; "
-            f"probe: multinomial logistic regression (L-BFGS, ≤ {probe['max_iter']} iterations) on standardised "
-            f"codes, L2 weight from {probe['l2']} chosen on the val split, accuracy on the test split; the stacked "
-            "DAE is probed after layer-wise pretraining, then fine-tuned with the labels (test error of its head).")
 
 
 def figure(embeddings: dict[str, torch.Tensor], labels: torch.Tensor, title: str):
@@ -241,7 +239,7 @@ class Features(Benchmark):
         results = ctx.results()
         results.table("features_mnist", probes.rows, COLUMNS)
         figure_name = results.path("features_mnist_embedding", "png").name
-        results.markdown("features_mnist", markdown(probes, data, setup_text(s), figure_name, s["paper"]))
+        results.markdown("features_mnist", markdown(probes, data, figure_name, s))
         shown = {k: probes.embeddings[k] for k in s.get("embedding", []) if k in probes.embeddings}
         title = f"MNIST test codes, 2-D PCA ({ctx.mode}; {len(dm.test_set)} digits)"
         results.figure("features_mnist_embedding", figure(shown, probes.labels["test"], title))

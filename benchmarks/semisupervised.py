@@ -127,22 +127,19 @@ def markdown(rows: list[dict], data: str, figure_name: str, s: dict, mode: str) 
                "–", "–"] for p in s["paper"]]
     header = ["model", "labels", "train size", "epochs", "best epoch (val)", "val error %", "test error %", "CPU s",
               "config"]
+    over = "; ".join(f"{name}: " + ", ".join(f"`{k}` = {v}" for k, v in o.items()) for name, o in s["overrides"].items())
+    nets = f"smaller nets than the configs' ({over})" if over else "the configs' nets"
+    setup = (f"{s['labelled_per_class']} labelled training digits per class (a seeded choice), the rest unlabelled; "
+             f"{nets}; epochs per model as in the table ({mode} mode), the tested weights those of the epoch with the "
+             "lowest val error (M2, SS-AAE); M1 + probe: the VAE trained without labels on every training digit, "
+             f"logistic regression on the 100 labelled digits' posterior means, L2 weight from {s['probe']['l2']} "
+             "chosen on the val split; val error = the val split's error of the chosen model.")
     return (f"# Semi-supervised MNIST with 100 labels — test error\n\nData: {data}.\n\n{markdown_table(header, table)}\n"
-            f"## Setup\n\n- **Ours**: {setup_text(s, mode)}\n- **Papers**: {s['paper_setup']}\n"
+            f"## Setup\n\n- **Ours**: {setup}\n- **Papers**: {s['paper_setup']}\n"
             f"- **Where ours stands**: {verdict(rows, s, mode)}\n\n"
             f"Figure: `{figure_name}` (the SS-AAE's decoder at its best-val-epoch weights: one row per class, the same "
             "style code down each column; after a quick run's epoch or two the rows barely differ: the decoder has not yet "
             "separated class from style, which the paper's Fig. 8 shows after full training).\n")
-
-
-def setup_text(s: dict, mode: str) -> str:
-    over = "; ".join(f"{name}: " + ", ".join(f"`{k}` = {v}" for k, v in o.items()) for name, o in s["overrides"].items())
-    nets = f"smaller nets than the configs' ({over})" if over else "the configs' nets"
-    return (f"{s['labelled_per_class']} labelled training digits per class (a seeded choice), the rest unlabelled; "
-            f"{nets}; epochs per model as in the table ({mode} mode), the tested weights those of the epoch with the "
-            "lowest val error (M2, SS-AAE); M1 + probe: the VAE trained without labels on every training digit, "
-            f"logistic regression on the 100 labelled digits' posterior means, L2 weight from {s['probe']['l2']} "
-            "chosen on the val split; val error = the val split's error of the chosen model.")
 
 
 def verdict(rows: list[dict], s: dict, mode: str) -> str:
