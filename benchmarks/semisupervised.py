@@ -1,29 +1,12 @@
-"""Semi-supervised classification with 100 labels: M1 + probe, M2 and the semi-supervised AAE on MNIST.
+"""Semi-supervised MNIST with 100 labels (ten per class, a seeded choice; the rest unlabelled): the test error of
+M1 + probe (``vae_mnist`` trained without labels, then the features benchmark's logistic regression on the 100
+labelled digits' posterior means), M2 (``m2_mnist``, Kingma et al. 2014) and the SS-AAE (``ssaae_mnist``, Makhzani
+et al. 2015), both tested at their lowest-val-error epoch, beside softmax regression on the labelled digits' pixels
+alone and beside the papers (50k/10k split, thousands of epochs). Validation uses the val split's labels, as the
+papers did (Oliver et al. 2018: more labels than the 100 the models train with).
 
-Ten training digits per class keep their labels (a seeded choice, ``MNISTDataModule(labelled_per_class=10)``);
-every other training digit is unlabelled. Three methods, each from its experiment config:
-
-- **M1 + probe**: ``configs/vae_mnist.yaml`` trained without labels on every training digit, then the features
-  benchmark's logistic-regression probe (:func:`benchmarks.features.linear_probe`) on the 100 labelled digits'
-  posterior means, its L2 weight chosen on the val split;
-- **M2** (``configs/m2_mnist.yaml``, Kingma et al. 2014) and the **semi-supervised AAE**
-  (``configs/ssaae_mnist.yaml``, Makhzani et al. 2015): trained on batches that mix labelled and unlabelled
-  digits; they classify with their own ``q(y | x)``. The epoch whose val error is lowest is tested.
-
-Test error beside the papers' (Kingma et al.: M1+TSVM 11.82 %, M2 11.97 %, M1+M2 3.33 %; Makhzani et al.:
-1.90 %, all on the 50k/10k MNIST split with 100 labels, thousands of epochs).
-
-    python -m benchmarks.semisupervised --quick          # <= 110 CPU-seconds on 2 cores
-    python -m benchmarks.semisupervised --full           # the configs' nets and epochs, the 60k set (GPU)
-
-Data (:func:`benchmarks.core.mnist_source`): quick mode reads the embedded real **10k test digits**, split
-7k/1k/2k train/val/test with a fixed seed: not the papers'
-setting (fewer unlabelled digits, another test set), and with a few epochs of smaller nets (the table says
-which). ``--full`` refuses to run unless it found the 60k training set (``--data``, ``$AE_MNIST_ROOT``, or the download).
-Validation uses the val split's labels (as the papers did; Oliver et al. 2018 note that this is more labels
-than the 100 the models train with). Writes ``benchmarks/results/semisupervised_mnist.{csv,md}`` and
-``semisupervised_mnist_ssaae.png`` (the SS-AAE's decoder: one row per class, one style code per column);
-other modes: ``semisupervised_mnist_<mode>.*``. Settings: ``semisupervised.yaml``.
+    python -m benchmarks.semisupervised --quick   # the embedded 10k digits split 7k/1k/2k, smaller nets, few epochs
+    python -m benchmarks.semisupervised --full    # the configs' nets and epochs on the 60k set (refused without it)
 """
 
 from __future__ import annotations
@@ -35,46 +18,37 @@ import time
 import lightning as L
 import torch
 
+from ae_lightning.baselines import labelled_pixel_regression
 from ae_lightning.config import load_config
 from ae_lightning.data import MNISTDataModule
 from ae_lightning.inference import in_eval_batches
 from benchmarks.common import build, config_file, model_spec
-from benchmarks.core import Benchmark, Context, Results, is_full_mnist, markdown_table, relative
-from benchmarks.features import codes_of, linear_probe
+from benchmarks.core import Benchmark, Context, Results, markdown_table
+from benchmarks.features import codes_of, describe, linear_probe
 
 COLUMNS = ["model", "labels", "train_size", "epochs", "best_epoch", "val_error", "test_error", "cpu_s", "config"]
 
 
-# --- models from the experiment configs --------------------------------------------------------
 def set_path(args: dict, dotted: str, value) -> None:
     """``args["a"]["b"]... = value`` for ``dotted = "a.b..."``; a path the config lacks is an error (a typo
     in the benchmark's YAML must not silently train the config's model)."""
-    *parents, last = dotted.split(".")
     node = args
-    for key in parents:
+    for key in dotted.split("."):
         if not isinstance(node, dict) or key not in node:
             raise ValueError(f"semisupervised.yaml: override {dotted!r}: the config has no {key!r} there")
-        node = node[key]
-    if last not in node:
-        raise ValueError(f"semisupervised.yaml: override {dotted!r}: the config has no {last!r} there")
-    node[last] = copy.deepcopy(value)
-
-
-def spec_of(entry: dict, overrides: dict | None) -> dict:
-    """The config's ``model`` block with the mode's overrides for this entry applied."""
-    spec = model_spec(entry["config"])
-    for dotted, value in (overrides or {}).items():
-        set_path(spec["init_args"], dotted, value)
-    return spec
+        parent, node = node, node[key]
+    parent[key] = copy.deepcopy(value)
 
 
 def build_model(entry: dict, s: dict) -> L.LightningModule:
     """One entry's untrained model, seeded as its config says, with the mode's overrides."""
     L.seed_everything(load_config(entry["config"]).get("seed_everything", 0), verbose=False)
-    return build(spec_of(entry, s["overrides"].get(entry["name"])))
+    spec = model_spec(entry["config"])
+    for dotted, value in (s["overrides"].get(entry["name"]) or {}).items():
+        set_path(spec["init_args"], dotted, value)
+    return build(spec)
 
 
-# --- data ----------------------------------------------------------------------------------------
 def datamodule(ctx: Context, entry: dict, s: dict, labelled: bool) -> MNISTDataModule:
     """The config's MNIST data block (batch size, binarisation, labelled share) on this benchmark's split, set up;
     ``labelled=False``: every training digit, labels unused (M1 trains without them)."""
@@ -84,12 +58,6 @@ def datamodule(ctx: Context, entry: dict, s: dict, labelled: bool) -> MNISTDataM
     return ctx.mnist("semisupervised", **args)
 
 
-def describe(dm: MNISTDataModule, seed: int) -> str:
-    sizes = f"{len(dm.train_set)} train / {len(dm.val_set)} val / {len(dm.test_set)} test digits"
-    return f"{relative(dm.source)}: {sizes}" + ("" if is_full_mnist(dm) else f" (split with seed {seed})")
-
-
-# --- training ------------------------------------------------------------------------------------
 def error_of(model, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
     """Test error of ``argmax model.classify(x)``."""
     predicted = in_eval_batches(model, lambda x: model.classify(x).argmax(1), images, batch_size)  # (N,)
@@ -110,20 +78,18 @@ class BestOnValidation(L.Callback):
         if self.errors[-1] == min(self.errors):
             self.best = copy.deepcopy(module.state_dict())
 
-    @property
-    def best_epoch(self) -> int:
-        return self.errors.index(min(self.errors)) + 1
 
-
-def run_classifier(ctx: Context, model, dm: MNISTDataModule, epochs: int) -> dict:
+def train_classifier(ctx: Context, model, dm: MNISTDataModule, epochs: int) -> dict:
+    """M2 / SS-AAE: trained on batches mixing labelled and unlabelled digits, tested at the best val epoch."""
     best = BestOnValidation(dm.val_set.images, dm.val_set.labels)
     ctx.trainer(epochs, limit_val_batches=0, callbacks=[best]).fit(model, dm)
     model.load_state_dict(best.best)
-    return dict(epochs=epochs, best_epoch=best.best_epoch, val_error=min(best.errors),
+    return dict(epochs=epochs, best_epoch=best.errors.index(min(best.errors)) + 1, val_error=min(best.errors),
                 test_error=error_of(model, dm.test_set.images, dm.test_set.labels))
 
 
-def run_probe(ctx: Context, model, dm: MNISTDataModule, labelled: MNISTDataModule, epochs: int, probe: dict) -> dict:
+def train_and_probe(ctx: Context, model, dm: MNISTDataModule, labelled: MNISTDataModule, epochs: int, probe: dict
+                    ) -> dict:
     """M1: the VAE trained without labels on every training digit; the probe sees the 100 labelled codes only."""
     ctx.trainer(epochs, limit_val_batches=0).fit(model, dm)
     keep = torch.as_tensor(labelled.labelled_indices)
@@ -139,8 +105,6 @@ def run_probe(ctx: Context, model, dm: MNISTDataModule, labelled: MNISTDataModul
 
 def pixel_baseline(labelled: MNISTDataModule, cfg: dict) -> dict:
     """The supervised baseline: softmax regression on the labelled digits' pixels alone, L2 chosen on val."""
-    from ae_lightning.baselines import labelled_pixel_regression
-
     c1 = time.process_time()
     r = labelled_pixel_regression(labelled, cfg["l2"], cfg["max_iter"])
     return dict(model=cfg["name"], labels=r["labels"], train_size=r["labels"], epochs="–", best_epoch="–",
@@ -156,42 +120,32 @@ def class_rows(model, columns: int = 10) -> torch.Tensor:
     return torch.cat([rows[f"label_{k}"] for k in range(model.num_classes)])
 
 
-def markdown(rows: list[dict], meta: dict, cfg: dict) -> str:
+def markdown(rows: list[dict], data: str, figure_name: str, s: dict, mode: str) -> str:
     table = [[r["model"], r["labels"], r["train_size"], r["epochs"], r["best_epoch"], f"{100 * r['val_error']:.2f}",
               f"{100 * r['test_error']:.2f}", r["cpu_s"], r["config"]] for r in rows]
-    for p in cfg["paper"]:
-        table.append([f"*{p['model']}* (paper)", 100, 50000, "–", "–", "–",
-                      f"{100 * p['error']:.2f} ± {100 * p['std']:.2f}", "–", "–"])
-    text = [
-        "# Semi-supervised MNIST with 100 labels — test error\n",
-        f"Data: {meta['data']}.\n",
-        markdown_table(["model", "labels", "train size", "epochs", "best epoch (val)", "val error %", "test error %",
-                        "CPU s", "config"], table),
-        "## Setup\n",
-        f"- **Ours**: {meta['setup']}",
-        f"- **Papers**: {cfg['paper_setup']}",
-        f"- **Where ours stands**: {meta['verdict']}",
-        "",
-        f"Figure: `{meta['figure']}` (the SS-AAE's decoder at its best-val-epoch weights: one row per class, the same "
-        "style code down each column; after a quick run's epoch or two the rows barely differ: the decoder has not yet "
-        "separated class from style, which the paper's Fig. 8 shows after full training).",
-    ]
-    return "\n".join(text) + "\n"
-
-
-def setup_text(cfg: dict, mode: str) -> str:
-    over = "; ".join(f"{name}: " + ", ".join(f"`{k}` = {v}" for k, v in o.items()) for name, o in cfg["overrides"].items())
+    table += [[f"*{p['model']}* (paper)", 100, 50000, "–", "–", "–", f"{100 * p['error']:.2f} ± {100 * p['std']:.2f}",
+               "–", "–"] for p in s["paper"]]
+    header = ["model", "labels", "train size", "epochs", "best epoch (val)", "val error %", "test error %", "CPU s",
+              "config"]
+    over = "; ".join(f"{name}: " + ", ".join(f"`{k}` = {v}" for k, v in o.items()) for name, o in s["overrides"].items())
     nets = f"smaller nets than the configs' ({over})" if over else "the configs' nets"
-    return (f"{cfg['labelled_per_class']} labelled training digits per class (a seeded choice), the rest unlabelled; "
-            f"{nets}; epochs per model as in the table ({mode} mode), the tested weights those of the epoch with the "
-            "lowest val error (M2, SS-AAE); M1 + probe: the VAE trained without labels on every training digit, "
-            f"logistic regression on the 100 labelled digits' posterior means, L2 weight from {cfg['probe']['l2']} "
-            "chosen on the val split; val error = the val split's error of the chosen model.")
+    setup = (f"{s['labelled_per_class']} labelled training digits per class (a seeded choice), the rest unlabelled; "
+             f"{nets}; epochs per model as in the table ({mode} mode), the tested weights those of the epoch with the "
+             "lowest val error (M2, SS-AAE); M1 + probe: the VAE trained without labels on every training digit, "
+             f"logistic regression on the 100 labelled digits' posterior means, L2 weight from {s['probe']['l2']} "
+             "chosen on the val split; val error = the val split's error of the chosen model.")
+    return (f"# Semi-supervised MNIST with 100 labels — test error\n\nData: {data}.\n\n{markdown_table(header, table)}\n"
+            f"## Setup\n\n- **Ours**: {setup}\n- **Papers**: {s['paper_setup']}\n"
+            f"- **Where ours stands**: {verdict(rows, s, mode)}\n\n"
+            f"Figure: `{figure_name}` (the SS-AAE's decoder at its best-val-epoch weights: one row per class, the same "
+            "style code down each column; after a quick run's epoch or two the rows barely differ: the decoder has not yet "
+            "separated class from style, which the paper's Fig. 8 shows after full training).\n")
 
 
-def verdict(rows: list[dict], cfg: dict, mode: str) -> str:
-    papers = {p["model"]: p["error"] for p in cfg["paper"]}
-    base = next((r for r in rows if r["model"] == (cfg.get("baseline") or {}).get("name")), None)
+def verdict(rows: list[dict], s: dict, mode: str) -> str:
+    """Each method's test error, which of them beat the supervised baseline, and how far the papers are."""
+    papers = {p["model"]: p["error"] for p in s["paper"]}
+    base = next((r for r in rows if r["model"] == (s.get("baseline") or {}).get("name")), None)
     methods = [r for r in rows if r is not base]
     ours = ", ".join(f"{r['model']} {100 * r['test_error']:.1f} %" for r in methods)
     if base is not None:
@@ -212,32 +166,28 @@ class SemiSupervised(Benchmark):
     doc = "classification with 100 labels: M1 + probe, M2 (Kingma et al. 2014), the semi-supervised AAE (Makhzani 2015)"
 
     def models(self, s: dict) -> dict[str, L.LightningModule]:
-        """The untrained models the benchmark trains, keyed by their table name."""
         return {entry["name"]: build_model(entry, s) for entry in s["models"]}
 
     def run(self, ctx: Context, s: dict) -> Results:
-        """Train the methods, test each."""
         rows, trained = [], {}
         for entry in s["models"]:
-            name = entry["name"]
+            name, epochs = entry["name"], s["epochs"][entry["name"]]
             labelled = datamodule(ctx, entry, s, labelled=True)
-            what = describe(labelled, s["split"]["seed"])
+            data = describe(labelled, s["split"]["seed"])
             if not rows:
-                print(f"semisupervised benchmark [{ctx.mode}] on {what}; {ctx.device}", flush=True)
-            model = build_model(entry, s)
+                print(f"semisupervised benchmark [{ctx.mode}] on {data}; {ctx.device}", flush=True)
+            model = trained[name] = build_model(entry, s)
             c1 = time.process_time()
-            epochs = s["epochs"][name]
             if entry["method"] == "probe":
-                result = run_probe(ctx, model, datamodule(ctx, entry, s, labelled=False), labelled, epochs, s["probe"])
+                unlabelled = datamodule(ctx, entry, s, labelled=False)
+                result = train_and_probe(ctx, model, unlabelled, labelled, epochs, s["probe"])
             else:
-                result = run_classifier(ctx, model, labelled, epochs)
+                result = train_classifier(ctx, model, labelled, epochs)
             rows.append(dict(model=name, labels=len(labelled.labelled_indices), train_size=len(labelled.train_set),
                              **result, cpu_s=f"{time.process_time() - c1:.0f}",
                              config=config_file(entry["config"]) + (" (smaller nets)" if s["overrides"].get(name) else "")))
-            trained[name] = model
             print(f"  {name:<12} test error {100 * result['test_error']:6.2f} %  (val {100 * result['val_error']:.2f} "
                   f"%, epoch {result['best_epoch']}/{epochs}, {rows[-1]['cpu_s']} CPU-s)", flush=True)
-
         if s.get("baseline"):  # on the same split and labelled pool as the methods
             rows.append(pixel_baseline(labelled, s["baseline"]))
             print(f"  {rows[-1]['model']:<12} test error {100 * rows[-1]['test_error']:6.2f} %", flush=True)
@@ -247,10 +197,9 @@ class SemiSupervised(Benchmark):
         ssaae = next((trained[e["name"]] for e in s["models"] if e["config"] == "ssaae_mnist"), None)
         if ssaae is not None:
             results.image_grid("semisupervised_mnist_ssaae", class_rows(ssaae), nrow=10)
-        meta = dict(data=what, setup=setup_text(s, ctx.mode), verdict=verdict(rows, s, ctx.mode),
-                    figure=results.path("semisupervised_mnist_ssaae", "png").name)
-        results.markdown("semisupervised_mnist", markdown(rows, meta, s))
-        print(markdown_table(COLUMNS, [[r[c] if not isinstance(r[c], float) else f"{r[c]:.4f}" for c in COLUMNS]
+        figure_name = results.path("semisupervised_mnist_ssaae", "png").name
+        results.markdown("semisupervised_mnist", markdown(rows, data, figure_name, s, ctx.mode))
+        print(markdown_table(COLUMNS, [[f"{r[c]:.4f}" if isinstance(r[c], float) else r[c] for c in COLUMNS]
                                        for r in rows]))
         return results
 

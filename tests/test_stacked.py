@@ -253,9 +253,9 @@ def test_quick_features_sdae_beats_the_raw_pixel_probe():
     linear probe's: the supervised fine-tune must add something to what a linear model reads off the pixels."""
     import csv
 
-    from benchmarks import features
+    from benchmarks import core
 
-    with (features.RESULTS / "features_mnist.csv").open() as f:
+    with (core.RESULTS / "features_mnist.csv").open() as f:
         rows = {r["model"]: r for r in csv.DictReader(f)}
     raw_error = 1 - float(rows["raw pixels"]["probe_accuracy"])
     assert float(rows["stacked DAE"]["finetune_error"]) < raw_error
