@@ -501,7 +501,7 @@ ABOUT = (
     "`suite` is a user's default fit: the model as its config builds it, with its default validation metrics (losses, "
     f"PSNR, SSIM over the first {VAL_SSIM_IMAGES} validation images, the VAE's active units, the AAE's prior match "
     f"over {VAL_PRIOR_MATCH_CODES} codes), and the callbacks `ae-lightning fit` adds by default plus the config's own "
-    "(divergence guard, reconstruction grid, the VAE's generation grids, diagnostics and speed options at their "
+    "(divergence guard, reconstruction grid, the generative models' sample grids, diagnostics and speed options at their "
     "defaults), without the checkpoint callbacks, the logger and the progress bar (files and terminal at the user's "
     "cadence, as in issue 28's measurement). All under the same precision. On a GPU, `fast` rows add channels-last "
     "weights and compiled nets to raw and suite and device-resident batches to the suite (`speed.*`), each ratio "
