@@ -15,7 +15,6 @@ from ae_lightning.models import (
     ConditionalAdversarialAutoencoder,
     ConditionalVAE,
     Generative,
-    LatentPrior,
 )
 from ae_lightning.nets import (
     CAAEEncoder,
@@ -27,7 +26,7 @@ from ae_lightning.nets import (
     MLPDiscriminator,
     MLPEncoder,
 )
-from ae_lightning.priors import GaussianPrior, MixtureOfGaussiansPrior
+from ae_lightning.priors import GaussianPrior, MixtureOfGaussiansPrior, Prior
 
 SHAPE = (1, 8, 8)
 FACE = (3, 16, 16)
@@ -75,7 +74,7 @@ MODELS = {"vae": (vae, SHAPE), "cvae": (cvae, SHAPE), "aae": (aae, SHAPE),
 def test_every_generative_model_has_a_prior_and_samples_images(name):
     build, shape = MODELS[name]
     model = build().eval()
-    assert isinstance(model, Generative) and isinstance(model.prior, LatentPrior)
+    assert isinstance(model, Generative) and isinstance(model.prior, Prior)
     codes = model.prior.sample(5, generator=torch.Generator().manual_seed(0), device=model.device)
     assert codes.shape == (5, model.prior.dim)
     condition = CONDITIONS[name](model) if name in CONDITIONS else None

@@ -3,7 +3,7 @@
 from ae_lightning.models.adversarial import AdversarialAutoencoder, AdversarialOutput
 from ae_lightning.models.base import Autoencoder, AutoencoderOutput, DenoisingAutoencoder
 from ae_lightning.models.caae import CAAEOutput, ConditionalAdversarialAutoencoder
-from ae_lightning.models.generative import Generative, LatentPrior
+from ae_lightning.models.generative import Generative
 from ae_lightning.models.multimodal import MultimodalAutoencoder, MultimodalOutput, PoseRegressor
 from ae_lightning.models.rate_distortion import RateDistortionAutoencoder, RateDistortionOutput
 from ae_lightning.models.semisupervised import M2, M2Output, SemiSupervisedAAE
@@ -23,7 +23,6 @@ __all__ = [
     "Generative",
     "KLSparsity",
     "L1Sparsity",
-    "LatentPrior",
     "M2",
     "M2Output",
     "MultimodalAutoencoder",

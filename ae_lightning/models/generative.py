@@ -25,22 +25,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-
-@runtime_checkable
-class LatentPrior(Protocol):
-    """A prior over codes: :class:`~ae_lightning.priors.Prior` and its subclasses."""
-
-    dim: int
-
-    def sample(
-        self,
-        n: int,
-        labels: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-        device: torch.device | str | None = None,
-    ) -> torch.Tensor:
-        """``(n, dim)`` codes; ``labels`` (n,) pick a supervised prior's components."""
-        ...
+from ae_lightning.priors import Prior
 
 
 @runtime_checkable
@@ -49,7 +34,7 @@ class Generative(Protocol):
 
     #: a plain attribute, no ``nn.Module``: it adds nothing to the state_dict (shipped weights and checkpoints keep
     #: loading), and ``isinstance`` finds it (Python 3.12 reads a protocol's members statically)
-    prior: LatentPrior
+    prior: Prior
     #: ``True`` when :meth:`sample` needs a condition (the CVAE, the CAAE); ``False`` when it is optional
     needs_condition: bool
 
