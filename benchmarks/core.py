@@ -331,6 +331,7 @@ DATA_HELP = {
              "(full mode) torchvision's download into data/mnist, else (quick) the embedded 10k test digits",
     "xray": "X-ray folder or .npz (repeat for a union); default: $AE_XRAY_ROOT, data/xray, else the embedded 800 "
             "chest X-rays",
+    "fullres": "a folder of full-size X-rays (PNG/JPEG/TIFF/DICOM); required: they do not ship",
 }
 MODE_HELP = {"quick": "the make-benchmark run (default)", "full": "paper scale (GPU when present)",
              "smoke": "walk the full mode's code path with capped epochs, batches and images"}

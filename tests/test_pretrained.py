@@ -316,7 +316,10 @@ def test_fullsize_check_scores_every_image_tiled_against_oracle_bm3d(tmp_path):
         Image.fromarray((255 * smooth / smooth.max()).astype(np.uint8)).save(folder / name)
     weights = tmp_path / "w.pt"
     model = write_weights(weights, TINY)
-    rows = F.run(folder, str(weights), [25], tile=32, margin=32, out=tmp_path / "out")
+    from benchmarks.core import Context
+
+    overrides = {"weights": str(weights), "sigmas": [25], "tile": 32, "margin": 32}
+    rows = F.DenoisingFullsize()(Context("quick", tmp_path / "out", {"fullres": str(folder)}), overrides).rows
     assert (tmp_path / "out" / "denoising_fullsize.png").stat().st_size > 1000  # the before / after figure
     assert [(r["image"], r["method"]) for r in rows] == [
         (img, m) for img in ("a.png", "b.png") for m in ("noisy", "BM3D (oracle σ)", f"shipped denoiser ({weights})")]
@@ -335,6 +338,14 @@ def test_fullsize_check_scores_every_image_tiled_against_oracle_bm3d(tmp_path):
         assert len(list(csv.DictReader(f))) == 6
     text = (tmp_path / "out" / "denoising_fullsize.md").read_text()
     assert "2 full-size NIH" in text and "AWGN σ=25/255" in text and "BM3D (oracle σ) in PSNR" in text
+
+
+def test_fullsize_check_without_a_folder_is_one_clear_error(capsys):
+    from benchmarks import denoising_fullsize as F
+
+    pytest.importorskip("bm3d")
+    assert F.main(["--quick"]) == 2
+    assert "pass the folder of full-size X-rays (--data)" in capsys.readouterr().err
 
 
 def test_fullsize_check_names_every_unreadable_file(tmp_path):
