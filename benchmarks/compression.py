@@ -17,7 +17,6 @@ import copy
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -28,11 +27,20 @@ from ae_lightning import classical_codecs
 from ae_lightning import compression as cz
 from ae_lightning.config import instantiate, load_config
 from ae_lightning.data import DatasetNotFoundError
-from ae_lightning.data.locate import locate
 from ae_lightning.metrics import SSIM_NOTE, psnr_ssim
 from ae_lightning.rd import bits_per_pixel
 from benchmarks.common import build, config_file, model_spec, with_code_dim
-from benchmarks.core import Benchmark, Context, Results, markdown_table, mnist_source, relative, require_full_mnist
+from benchmarks.core import (
+    Benchmark,
+    Context,
+    Results,
+    markdown_table,
+    mnist_source,
+    relative,
+    require_full_mnist,
+    split_by,
+    xray_source,
+)
 
 COLUMNS = ["dataset", "method", "quality", "code_dim", "step", "bpp", "bpp_file", "bpp_whole_set", "bpp_whole_set_lzma",
            "bpp_entropy", "psnr_mean", "psnr_std", "ssim_mean", "ssim_std", "val_psnr", "val_psnr_unquantised",
@@ -66,16 +74,17 @@ def datamodule(ctx: Context, s: dict, dataset: str) -> tuple[L.LightningDataModu
         args["train_size"] = s["train_images"][dataset]
     if dataset == "mnist":
         args.update(mnist_source(ctx.data_root("mnist"), "full" if ctx.full else "quick"))
+        name, source = "mnist", None
     else:  # the DataModules' lookup order; the embedded 800 X-rays only in quick mode
-        located = locate("xray", ctx.data_root("xray"))
-        if located.root is None and ctx.full:
+        roots, name, source = xray_source(ctx.data_root("xray"))
+        if roots is None and ctx.full:
             raise DatasetNotFoundError(
                 "compression --full trains on a larger X-ray set than the embedded 800 images; fix: pass --data (a "
                 "folder of X-ray images or an .npz with an 'images' array; e.g. the Kermany chest X-rays, CC BY 4.0, "
                 "doi:10.17632/rscbjbr9sj.2 — any folder of X-rays will do) or set $AE_XRAY_ROOT")
-        args["root"] = None if located.root is None else str(located.root)
-        if ctx.options.get("group_by"):
-            args["group_by"] = ctx.options["group_by"]
+        name = dataset if roots is None else name
+        args["root"] = None if roots is None else [str(r) for r in roots]
+        args["group_by"] = ctx.options.get("group_by") or args.get("group_by", "image")
     dm = instantiate(spec, L.LightningDataModule)
     dm.prepare_data()
     dm.setup("fit")
@@ -83,14 +92,8 @@ def datamodule(ctx: Context, s: dict, dataset: str) -> tuple[L.LightningDataModu
     if dataset == "mnist":
         if ctx.full:
             require_full_mnist(dm, "compression")
-        return dm, "mnist", f"{relative(dm.source)}: {sizes} digits (28×28)"
-    source = relative(str(Path(args["root"]).resolve())) if args["root"] else \
-        "the embedded real chest X-rays (Kermany et al. 2018)"
-    rule = args.get("group_by", "image")
-    split = {"image": "by image", "parent": "by parent folder"}.get(
-        rule, f"by patient (patient = the match of `{rule}` in the file name)")
-    name = dataset if not args["root"] else Path(args["root"]).stem.replace(" ", "_")
-    return dm, name, f"{source}: {sizes} images (64×64), split {split}, seeded"
+        return dm, name, f"{relative(dm.source)}: {sizes} digits (28×28)"
+    return dm, name, f"{source}: {sizes} images (64×64), split {split_by(args['group_by'])}, seeded"
 
 
 # --- one point of a rate–distortion curve ----------------------------------------------------------------

@@ -240,6 +240,27 @@ def mnist_source(data: str | Path | None = None, mode: str = "quick") -> dict:
             "download": located.rule.startswith("download")}
 
 
+def xray_source(data: str | Path | Sequence | None) -> tuple[list[Path] | None, str, str]:
+    """``(sources, name, words)``: the X-ray sources by the DataModules' lookup (``--data``, ``$AE_XRAY_ROOT``,
+    ``data/xray``; ``None``: the embedded chest X-rays), the name the results files carry (``xray64``, a single
+    source's stem, ``combined``) and the sources in words for the tables."""
+    from ae_lightning.data.locate import locate
+
+    root = locate("xray", data).root
+    if root is None:
+        return None, "xray64", "the embedded real chest X-rays (Kermany et al. 2018)"
+    roots = root if isinstance(root, list) else [root]
+    one = roots[0]
+    name = "combined" if len(roots) > 1 else (one.stem if one.suffix else one.name).replace(" ", "_") or "data"
+    return roots, name, ", ".join(relative(str(r.resolve())) for r in roots)
+
+
+def split_by(group_by: str) -> str:
+    """An X-ray split rule (``group_by``) in words."""
+    return {"image": "by image (no grouping)", "parent": "by parent folder"}.get(
+        group_by, f"by patient (patient = the match of `{group_by}` in the file name)")
+
+
 def is_full_mnist(dm) -> bool:
     """Whether a set-up MNISTDataModule found the full 60k training set (not only the 10k test digits)."""
     return dm.source.startswith("the full MNIST")

@@ -29,12 +29,11 @@ from ae_lightning import classical_denoisers as classical
 from ae_lightning.config import CONFIGS, instantiate, load_config
 from ae_lightning.data import XRayDataset
 from ae_lightning.data.common import ArrayImageDataset
-from ae_lightning.data.locate import locate
 from ae_lightning.inference import in_eval_batches
 from ae_lightning.metrics import SSIM_NOTE, psnr_ssim
 from ae_lightning.noise import NoiseModel, Poisson, ScaledPoisson
 from benchmarks.common import build, config_file, scaled_lr
-from benchmarks.core import Benchmark, Context, Results, markdown_table, relative
+from benchmarks.core import Benchmark, Context, Results, markdown_table, split_by, xray_source
 
 TRAINING = {
     "per_setting": "trained from scratch per noise setting",
@@ -89,22 +88,6 @@ def noise_specs(settings: dict) -> list[dict]:
 
 
 # --- data --------------------------------------------------------------------------------------
-def dataset_name(data: Sequence[Path] | None) -> str:
-    if not data:
-        return "xray64"  # the embedded chest X-rays
-    if len(data) > 1:
-        return "combined"
-    p = Path(data[0])
-    return (p.stem if p.suffix else p.name).replace(" ", "_") or "data"
-
-
-def data_sources(data: str | Sequence[str] | None) -> list[Path] | None:
-    """The X-ray sources by the DataModules' lookup (``--data``, ``$AE_XRAY_ROOT``, ``data/xray``); ``None``: the
-    embedded chest X-rays."""
-    root = locate("xray", data).root
-    return None if root is None else root if isinstance(root, list) else [root]
-
-
 def load_splits(data: Sequence[Path] | None, split: dict) -> dict[str, torch.Tensor]:
     """Clean ``(N, 1, S, S)`` images per split, several sources pooled; no group of ``split["group_by"]`` (the
     patient, for the Kermany chest X-rays) is in two splits."""
@@ -114,12 +97,9 @@ def load_splits(data: Sequence[Path] | None, split: dict) -> dict[str, torch.Ten
 
 def split_rule(split: dict) -> str:
     """The split rule in words, for every table."""
-    rule = split.get("group_by", "image")
-    what = ("by image (no grouping)" if rule == "image" else "by parent folder" if rule == "parent"
-            else f"by patient (patient = the match of `{rule}` in the file name)")
-    return (f"{what}, seeded ({split['seed']}), {1 - split['val_fraction'] - split['test_fraction']:.0%} / "
-            f"{split['val_fraction']:.0%} / {split['test_fraction']:.0%} train / val / test of the images; "
-            "no group in two splits")
+    return (f"{split_by(split.get('group_by', 'image'))}, seeded ({split['seed']}), "
+            f"{1 - split['val_fraction'] - split['test_fraction']:.0%} / {split['val_fraction']:.0%} / "
+            f"{split['test_fraction']:.0%} train / val / test of the images; no group in two splits")
 
 
 def noisy_copy(noise: NoiseModel, images: torch.Tensor, seed: int) -> torch.Tensor:
@@ -132,7 +112,7 @@ class Setup:
     """What every method is scored on: the splits, the noise settings and their seeded noisy copies."""
 
     name: str  # the dataset's name (output files)
-    data: Sequence[Path] | None  # the X-ray sources; None: the embedded chest X-rays
+    source: str  # the X-ray sources in words
     splits: dict[str, torch.Tensor]  # clean (N, 1, S, S) per split
     train_sizes: list[int]
     noises: list[NoiseModel]
@@ -157,9 +137,11 @@ class Setup:
         return self.splits["test"]
 
 
-def prepare(settings: dict, data: Sequence[Path] | None) -> Setup:
-    """Load the splits, check the training sizes, draw every setting's noisy val / test copies once."""
-    name, splits = dataset_name(data), load_splits(data, settings["split"])
+def prepare(settings: dict, data: str | Sequence[str] | None) -> Setup:
+    """Load the splits of the X-rays ``data`` names (:func:`~benchmarks.core.xray_source`), check the training
+    sizes, draw every setting's noisy val / test copies once."""
+    roots, name, source = xray_source(data)
+    splits = load_splits(roots, settings["split"])
     n_train = len(splits["train"])
     train_sizes = [n_train if s == "all" else int(s) for s in settings["train_sizes"]]
     for s in train_sizes:
@@ -173,7 +155,7 @@ def prepare(settings: dict, data: Sequence[Path] | None) -> Setup:
     n_test, n_bm3d = len(splits["test"]), settings["bm3d_images"]
     noisy = {split: {n.label: noisy_copy(n, splits[split], NOISE_SEEDS[split] + i) for i, n in enumerate(noises)}
              for split in ("val", "test")}
-    return Setup(name=name, data=data, splits=splits, train_sizes=train_sizes, noises=noises,
+    return Setup(name=name, source=source, splits=splits, train_sizes=train_sizes, noises=noises,
                  noisy_val=noisy["val"], noisy_test=noisy["test"], n_test_split=n_test_split,
                  n_bm3d=n_test if n_bm3d == "all" else min(int(n_bm3d), n_test),
                  saturated=saturated_settings(noises, splits["val"], settings["saturation"]))
@@ -536,8 +518,6 @@ class Report:
         """The Markdown's "Ours" line: data, split, training schedule, configs, the baselines' settings."""
         s, setup = self.settings, self.setup
         n_test, size, nl, crop = len(setup.clean_test), s["split"]["image_size"], s["nl_means"], s.get("crop")
-        source = ("the embedded real chest X-rays (Kermany et al. 2018)" if not setup.data
-                  else ", ".join(relative(str(Path(d).resolve())) for d in setup.data))
         subset = (f"; every method scored on the first {n_test} of the {setup.n_test_split} test-split images (in "
                   "the seeded patient order), to keep BM3D's oracle row on every scored image within the 2-core budget"
                   if n_test < setup.n_test_split else "")
@@ -546,7 +526,7 @@ class Report:
                     if s["training"] == "blind+finetune" else "")
         configs = ", ".join(f"{config_file(d['config'])} ({d['name']})" for d in daes_of(s))
         blind_bm3d = f"on the first {setup.n_bm3d} of them" if setup.n_bm3d < n_test else "on every one"
-        return (f"{setup.name} = {source}: {len(setup.splits['train'])} train / {len(setup.clean_val)} val / {n_test} "
+        return (f"{setup.name} = {setup.source}: {len(setup.splits['train'])} train / {len(setup.clean_val)} val / {n_test} "
                 f"test images at {size}×{size} (split {split_rule(s['split'])}{subset}); training sizes "
                 f"{setup.train_sizes}; DAEs from the experiment configs {configs}, noise from "
                 f"configs/noise/denoising_grid.yaml, {TRAINING[s['training']]}{crops}{finetune} ({self.fits()}); "
@@ -645,7 +625,7 @@ class Denoising(Benchmark):
         if ctx.options.get("group_by"):
             settings["split"]["group_by"] = ctx.options["group_by"]
         L.seed_everything(settings["split"]["seed"], verbose=False)
-        setup = prepare(settings, data_sources(ctx.data_root("xray")))
+        setup = prepare(settings, ctx.data_root("xray"))
         print(f"denoising benchmark [{ctx.mode}] on {setup.name}: {len(setup.splits['train'])} train / "
               f"{len(setup.clean_val)} val / {len(setup.clean_test)} test images; {ctx.device}; "
               f"{classical.available_cores()} worker processes for the classical methods", flush=True)

@@ -164,3 +164,23 @@ def test_quick_pipeline_on_a_tiny_subset(tmp_path):
         assert float(ae["bpp"]) > 0 and float(ae["step"]) > 0 and float(ae["bpp_entropy"]) <= float(ae["bpp"])
         assert "AE" in (tmp_path / f"compression_{name}.md").read_text().split("\n")[2]  # the verdict sentence
     assert {r["dataset"] for r in rows} == {"xray64", "mnist"}
+
+
+def test_several_xray_sources_are_one_combined_set(tmp_path):
+    """``--data a.npz --data b.npz``: both sources pooled into one DataModule, the results named ``combined``, every
+    source named in the table (one source is named by its stem)."""
+    embedded = np.load(EMBEDDED / "chest_xray64.npz")
+    halves = [tmp_path / "ward_a.npz", tmp_path / "ward_b.npz"]
+    for k, path in enumerate(halves):
+        part = slice(0, 400) if k == 0 else slice(400, 800)
+        np.savez(path, images=embedded["images"][part], names=embedded["names"][part])
+    assert core.xray_source([str(halves[0])])[1] == "ward_a"
+    roots, name, words = core.xray_source([str(p) for p in halves])
+    assert name == "combined" and roots == halves and "ward_a.npz" in words and "ward_b.npz" in words
+    settings = core.load_settings("compression", "quick", {"train_images": {"xray64": 16, "mnist": 16}})
+    ctx = core.Context("quick", tmp_path, {"xray": [str(p) for p in halves]})
+    dm, name, what = bench.datamodule(ctx, settings, "xray64")
+    one, _, _ = bench.datamodule(core.Context("quick", tmp_path, {"xray": str(halves[0])}), settings, "xray64")
+    total = sum(len(getattr(dm, f"{s}_set")) for s in ("val", "test"))
+    assert name == "combined" and total > sum(len(getattr(one, f"{s}_set")) for s in ("val", "test"))
+    assert "ward_b.npz" in what and "by patient" in what
