@@ -391,10 +391,10 @@ def headline(scores: list[Scores], labels: list[str], saturated: dict[str, float
     """Per training size, one row per setting: the validation-selected DAE against the best classical method
     and against BM3D (the stronger of its oracle-σ and Anscombe-VST rows), with the verdicts."""
     out = []
-    for ts in sorted({s.train_size for s in scores if s.train_size}):
+    for train_size in sorted({s.train_size for s in scores if s.train_size}):
         rows = []
         for label in labels:
-            here = [s for s in scores if s.noise == label and s.train_size in (0, ts)]
+            here = [s for s in scores if s.noise == label and s.train_size in (0, train_size)]
             dae = next((s for s in here if s.selected and s.train_size), None)
             if dae is None:
                 continue
@@ -408,7 +408,7 @@ def headline(scores: list[Scores], labels: list[str], saturated: dict[str, float
             rows.append([label, f"{dae.method}: {fmt(dae)}", f"{best.method}: {fmt(best)}", verdict(dae, full),
                          f"{strong.method}: {fmt(strong)}" if strong else "–", verdict(dae, bm3d) if bm3d else "–",
                          "met" if verdict(dae, bar) == "wins" else "**not met**"])
-        out += [f"**Train {ts}.** The suite's DAE is selected on validation PSNR. \"vs\" verdicts: `wins` = above "
+        out += [f"**Train {train_size}.** The suite's DAE is selected on validation PSNR. \"vs\" verdicts: `wins` = above "
                 "in PSNR and SSIM (against every classical row, or both BM3D rows); `loses` = below in both; `splits` "
                 "otherwise. Quality bar: above NL-means (oracle and blind σ) and both median filters in both metrics.\n",
                 markdown_table(["setting", "suite's DAE (val-selected)", "best classical (PSNR)", "DAE vs classical",
@@ -419,19 +419,19 @@ def headline(scores: list[Scores], labels: list[str], saturated: dict[str, float
 def winners(scores: list[Scores], labels: list[str], saturated: dict[str, float]) -> list[str]:
     """One sentence per (train size, noise setting): every DAE's verdict against the classical methods."""
     lines = []
-    for ts in sorted({s.train_size for s in scores if s.train_size}):
+    for train_size in sorted({s.train_size for s in scores if s.train_size}):
         for label in labels:
             if label in saturated:
                 lines.append(f"- **{label}**: {saturation_note(saturated[label])}.")
                 continue
-            rows = [s for s in scores if s.noise == label and s.train_size in (0, ts) and s.method != "noisy"]
+            rows = [s for s in scores if s.noise == label and s.train_size in (0, train_size) and s.method != "noisy"]
             full = [s for s in rows if s.subset is None]
             daes = sorted((s for s in full if s.train_size), key=lambda s: not s.selected)
             if not daes:
                 continue
             best_p = max(full, key=lambda s: s.psnr.mean())
             best_s = max(full, key=lambda s: s.ssim.mean())
-            text = (f"- **{label}** (train {ts}): best PSNR {best_p.method} ({best_p.psnr.mean():.2f} dB), "
+            text = (f"- **{label}** (train {train_size}): best PSNR {best_p.method} ({best_p.psnr.mean():.2f} dB), "
                     f"best SSIM {best_s.method} ({best_s.ssim.mean():.3f})")
             for dae in daes:
                 val = "" if dae.val_psnr is None else f"{dae.val_psnr:.2f} dB"
@@ -453,9 +453,9 @@ def figure(clean: torch.Tensor, scores: list[Scores], labels: list[str]):
     """The first test image, a row per setting: clean, then every method's output titled with its PSNR / SSIM."""
     import matplotlib.pyplot as plt
 
-    ts = max(s.train_size for s in scores)
+    train_size = max(s.train_size for s in scores)
     # per setting its own rows (the Poisson settings have bias-corrected and VST rows): clean, then every method
-    per_row = [[s for s in scores if s.noise == label and s.train_size in (0, ts)] for label in labels]
+    per_row = [[s for s in scores if s.noise == label and s.train_size in (0, train_size)] for label in labels]
     n_cols = 1 + max(len(r) for r in per_row)
     fig, axes = plt.subplots(len(labels), n_cols, figsize=(1.9 * n_cols, 2.1 * len(labels)), squeeze=False)
     for r, row in enumerate(per_row):
@@ -480,9 +480,9 @@ def print_summary(scores: list[Scores], labels: list[str], title: str) -> None:
     methods = by_method(scores)
     table = Table(title=title)
     table.add_column("noise")
-    for (method, ts), by_noise in methods.items():
+    for (method, train_size), by_noise in methods.items():
         first = next(iter(by_noise.values()))
-        tag = (f" [{ts}]" if ts else "") + (f" [{first.subset} imgs]" if first.subset else "")
+        tag = (f" [{train_size}]" if train_size else "") + (f" [{first.subset} imgs]" if first.subset else "")
         table.add_column(f"{method}{tag}\n{first.ms_per_image:.1f} ms/img", justify="right")
     for label in labels:
         table.add_row(label, *(f"{s.psnr.mean():.2f}/{s.ssim.mean():.3f}" if (s := by_noise.get(label)) else "–"
@@ -538,9 +538,10 @@ class Report:
     def markdown(self, final: bool) -> str:
         setup, scores, labels, saturated = self.setup, self.scores, self.setup.labels, self.setup.saturated
         rows = []
-        for (method, ts), by_noise in by_method(scores).items():
+        for (method, train_size), by_noise in by_method(scores).items():
             subset = next(iter(by_noise.values())).subset
-            name = method + (f" (train {ts})" if ts else "") + (f" (first {subset} test images)" if subset else "")
+            name = (method + (f" (train {train_size})" if train_size else "")
+                    + (f" (first {subset} test images)" if subset else ""))
             rows.append([name] + [fmt(by_noise[n]) + (" ✓" if by_noise[n].selected else "") if n in by_noise else "–"
                                   for n in labels])
         shipped = (["## The shipped denoiser vs BM3D\n", *shipped_headline(scores, labels, saturated)]

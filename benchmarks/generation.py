@@ -119,12 +119,12 @@ def figure_latent2d(model: VAE, test_x: torch.Tensor, test_y: torch.Tensor, titl
     codes = in_eval_batches(model, model.encode, test_x)  # (N, 2)
     fig_s = scatter_figure(codes.numpy(), scalar_labels(test_y).numpy(), "test codes (posterior means)")
     fig_s.canvas.draw()
-    m = 15
-    q = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, m))
+    side = 15  # quantiles per axis
+    q = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, side))
     zz = torch.stack(torch.meshgrid(q.flip(0), q, indexing="ij"), dim=-1).view(-1, 2)[:, [1, 0]]
     fig, axes = plt.subplots(1, 2, figsize=(11, 5.5), dpi=110)
     axes[0].imshow(fig_s.canvas.buffer_rgba())
-    axes[1].imshow(_grid(in_eval_batches(model, model.decode, zz), m))
+    axes[1].imshow(_grid(in_eval_batches(model, model.decode, zz), side))
     axes[1].set_title("decoded z on a grid of N(0, 1) quantiles (5%-95%)")
     plt.close(fig_s)
     return _titled(fig, axes, title)
