@@ -34,6 +34,7 @@ from benchmarks.core import (
     Benchmark,
     Context,
     Results,
+    Stopwatch,
     markdown_table,
     mnist_source,
     relative,
@@ -295,7 +296,7 @@ def table_row(p: RatePoint, jpeg: list[RatePoint]) -> list[str]:
 # --- the run -------------------------------------------------------------------------------------------
 def run_dataset(ctx: Context, s: dict, dataset: str, results: Results) -> None:
     """JPEG and the AE at every code size on one dataset: its table, Markdown and figure."""
-    start = ctx.elapsed()
+    watch = Stopwatch()
     dm, name, what = datamodule(ctx, s, dataset)
     val = dm.val_set.images[: s.get("val_images") or None]  # (N, 1, H, W)
     test = dm.test_set.images[: s.get("test_images") or None]  # test_images: tests only, a tiny subset
@@ -305,11 +306,11 @@ def run_dataset(ctx: Context, s: dict, dataset: str, results: Results) -> None:
     config = config_file(s["datasets"][dataset]["config"])
     ae, fits = [], []
     for code_dim in s["code_dims"][dataset]:
-        fit_start = ctx.elapsed()[0]
+        fit_watch = Stopwatch()
         L.seed_everything(0, verbose=False)
         model = build(ae_spec(s, dataset, code_dim))
         ctx.trainer(epochs, limit_val_batches=0).fit(model, dm)  # no validation loop: val chooses the step after
-        fits.append(f"code {code_dim}: {ctx.elapsed()[0] - fit_start:.0f} s")
+        fits.append(f"code {code_dim}: {fit_watch.elapsed()[0]:.0f} s")
         step, val_psnr, reference = choose_step(model, val, qz["step_factors"], qz["tolerance_db"])
         p = ae_point(model, test, step, qz["codec"], keep=1, val_psnr=val_psnr, val_psnr_unquantised=reference,
                      train_images=n_train, epochs=epochs, config=f"{config} (code {code_dim})")
@@ -319,7 +320,7 @@ def run_dataset(ctx: Context, s: dict, dataset: str, results: Results) -> None:
     ae.sort(key=lambda p: p.bpp)
     stem = f"compression_{name}"
     results.table(stem, [p.row(name) for p in jpeg + ae], COLUMNS)
-    wall, cpu = (now - then for now, then in zip(ctx.elapsed(), start, strict=True))
+    wall, cpu = watch.elapsed()
     mode_note = (f"few epochs and {len(s['code_dims'][dataset])} code sizes to fit the make-benchmark budget; "
                  "`--full` trains longer at more sizes") if ctx.mode == "quick" else "the full schedule"
     header = ["method", "bpp (headline)", "bpp file", "bpp whole set (DEFLATE)", "bpp whole set (LZMA2)",

@@ -163,6 +163,17 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+class Stopwatch:
+    """Wall and CPU seconds (:func:`cpu_seconds`: worker processes included) since it was started: the one clock of
+    the benchmarks' time lines and per-model times."""
+
+    def __init__(self) -> None:
+        self.started = (time.perf_counter(), cpu_seconds())
+
+    def elapsed(self) -> tuple[float, float]:
+        return time.perf_counter() - self.started[0], cpu_seconds() - self.started[1]
+
+
 def relative(text: str) -> str:
     """``text`` with absolute paths in or beside the project written relative to it (``/…/project/data`` →
     ``data``, ``/…/beside/x`` → ``../beside/x``): committed results carry no machine's paths."""
@@ -186,14 +197,14 @@ class Context:
     accelerator: str = field(init=False)
     precision: str = field(init=False)
     device: str = field(init=False)
-    started: tuple[float, float] = field(init=False)
+    clock: Stopwatch = field(init=False)  # started when the context is built
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
         self.out = Path(self.out)
         self.accelerator, self.precision, self.device = hardware()
-        self.started = (time.perf_counter(), cpu_seconds())
+        self.clock = Stopwatch()
 
     @property
     def full(self) -> bool:
@@ -202,7 +213,7 @@ class Context:
 
     def elapsed(self) -> tuple[float, float]:
         """Wall and CPU seconds since the context was built."""
-        return time.perf_counter() - self.started[0], cpu_seconds() - self.started[1]
+        return self.clock.elapsed()
 
     def trainer(self, max_epochs: int, **kwargs) -> L.Trainer:
         """A :func:`quiet_trainer` on the run's device; a smoke run caps every epoch at :data:`SMOKE_BATCHES`."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import math
 import sys
-import time
 from collections.abc import Sequence
 
 import lightning as L
@@ -25,7 +24,7 @@ import torch.nn.functional as F
 from ae_lightning.config import load_config
 from ae_lightning.inference import in_eval_batches
 from benchmarks.common import build, config_file, scaled_schedule, with_code_dim
-from benchmarks.core import Benchmark, Context, Results, is_full_mnist, markdown_table, relative
+from benchmarks.core import Benchmark, Context, Results, Stopwatch, is_full_mnist, markdown_table, relative
 
 COLUMNS = ["model", "code_dim", "train_size", "probe_accuracy", "finetune_error", "config"]
 SPLITS = ("train", "val", "test")
@@ -143,11 +142,11 @@ def train_and_probe(ctx: Context, entry: dict, s: dict, dm, images: dict[str, to
     model, epochs, exp = build_model(entry, s)
     dm.batch_size = s.get("batch_size") or exp.get("data", {}).get("init_args", {}).get("batch_size", 128)
     snapshot = CodesBeforeFinetuning(images)
-    t0, c0 = time.perf_counter(), time.process_time()
+    watch = Stopwatch()
     ctx.trainer(epochs, limit_val_batches=0, callbacks=[snapshot]).fit(model, dm)
-    probes.seconds[name] = f"{time.perf_counter() - t0:.0f}"
-    print(f"  [{name}: {epochs} epochs, {probes.seconds[name]} s wall, {time.process_time() - c0:.0f} s CPU]",
-          flush=True)
+    wall, cpu = watch.elapsed()
+    probes.seconds[name] = f"{wall:.0f}"
+    print(f"  [{name}: {epochs} epochs, {wall:.0f} s wall, {cpu:.0f} s CPU]", flush=True)
     final = {k: codes_of(model, x) for k, x in images.items()}
     head = getattr(model, "head", None)
     config = config_file(entry["config"]) + "".join(f" ({k} {v})" for k, v in (entry.get("schedule") or {}).items())

@@ -28,7 +28,7 @@ from ae_lightning.inference import in_eval_batches
 from ae_lightning.models import MultimodalAutoencoder
 from ae_lightning.models.multimodal import mpjpe
 from benchmarks.common import build, config_file, model_spec
-from benchmarks.core import Benchmark, Context, Results, markdown_table, threads
+from benchmarks.core import Benchmark, Context, Results, Stopwatch, markdown_table, threads
 
 COLUMNS = ["method", "val_mpjpe", "test_mpjpe", "test_ci95", "params_inference", "params_trained", "epochs",
            "train_s", "config"]
@@ -44,9 +44,9 @@ def count(model: torch.nn.Module, nets: Sequence[str] | None = None) -> int:
 
 def fit(ctx: Context, model: L.LightningModule, dm: L.LightningDataModule, epochs: int, **trainer_args) -> float:
     """Trains ``model`` (no validation loop: nothing is selected) and returns the wall seconds it took."""
-    start = ctx.elapsed()[0]
+    watch = Stopwatch()
     ctx.trainer(epochs, limit_val_batches=0, **trainer_args).fit(model, dm)
-    return ctx.elapsed()[0] - start
+    return watch.elapsed()[0]
 
 
 class BeforeFinetune(L.Callback):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import sys
-import time
 
 import lightning as L
 import torch
@@ -23,7 +22,7 @@ from ae_lightning.config import load_config
 from ae_lightning.data import MNISTDataModule
 from ae_lightning.inference import in_eval_batches
 from benchmarks.common import build, config_file, model_spec
-from benchmarks.core import Benchmark, Context, Results, markdown_table
+from benchmarks.core import Benchmark, Context, Results, Stopwatch, markdown_table
 from benchmarks.features import codes_of, describe, linear_probe
 
 COLUMNS = ["model", "labels", "train_size", "epochs", "best_epoch", "val_error", "test_error", "cpu_s", "config"]
@@ -105,10 +104,10 @@ def train_and_probe(ctx: Context, model, dm: MNISTDataModule, labelled: MNISTDat
 
 def pixel_baseline(labelled: MNISTDataModule, cfg: dict) -> dict:
     """The supervised baseline: softmax regression on the labelled digits' pixels alone, L2 chosen on val."""
-    c1 = time.process_time()
+    watch = Stopwatch()
     r = labelled_pixel_regression(labelled, cfg["l2"], cfg["max_iter"])
     return dict(model=cfg["name"], labels=r["labels"], train_size=r["labels"], epochs="–", best_epoch="–",
-                val_error=r["val_error"], test_error=r["test_error"], cpu_s=f"{time.process_time() - c1:.0f}",
+                val_error=r["val_error"], test_error=r["test_error"], cpu_s=f"{watch.elapsed()[1]:.0f}",
                 config=f"ae_lightning.baselines (L2 {r['l2']:g})")
 
 
@@ -177,14 +176,14 @@ class SemiSupervised(Benchmark):
             if not rows:
                 print(f"semisupervised benchmark [{ctx.mode}] on {data}; {ctx.device}", flush=True)
             model = trained[name] = build_model(entry, s)
-            c1 = time.process_time()
+            watch = Stopwatch()
             if entry["method"] == "probe":
                 unlabelled = datamodule(ctx, entry, s, labelled=False)
                 result = train_and_probe(ctx, model, unlabelled, labelled, epochs, s["probe"])
             else:
                 result = train_classifier(ctx, model, labelled, epochs)
             rows.append(dict(model=name, labels=len(labelled.labelled_indices), train_size=len(labelled.train_set),
-                             **result, cpu_s=f"{time.process_time() - c1:.0f}",
+                             **result, cpu_s=f"{watch.elapsed()[1]:.0f}",
                              config=config_file(entry["config"]) + (" (smaller nets)" if s["overrides"].get(name) else "")))
             print(f"  {name:<12} test error {100 * result['test_error']:6.2f} %  (val {100 * result['val_error']:.2f} "
                   f"%, epoch {result['best_epoch']}/{epochs}, {rows[-1]['cpu_s']} CPU-s)", flush=True)
