@@ -22,6 +22,8 @@ line of ``python -m benchmarks.<name>`` (:meth:`Benchmark.main`) and the :data:`
             return results
 
     main = Mine.main                                 # + "mine": "benchmarks.mine:Mine" in REGISTRY
+    if __name__ == "__main__":                       # python -m benchmarks.mine --quick|--full|--smoke
+        sys.exit(main())
 
 Modes: ``quick`` (``make benchmark``: offline, the embedded data, the committed tables), ``full`` (paper scale;
 its tables carry ``_full``) and ``smoke``: the full mode's code path with the settings' ``smoke:`` caps and at
