@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -225,6 +226,31 @@ def test_download_without_a_root_goes_to_the_projects_data_folder(monkeypatch):
     monkeypatch.setattr(torchvision.datasets, "MNIST", lambda root, train, download: fetched.append((root, train)))
     MNISTDataModule(root=None, download=True).prepare_data()
     assert fetched == [(str(locate.LOCAL / "mnist"), True), (str(locate.LOCAL / "mnist"), False)]
+
+
+def test_failed_download_is_one_clear_error_and_leaves_no_empty_folder(monkeypatch, tmp_path):
+    """Offline (or a mirror down): one error naming the folder, the cause and the fix; the folders the download
+    made are removed again (an empty data/mnist would be "found" by the next run's lookup); a user's own folder
+    and its files stay."""
+    import torchvision
+
+    def offline(root, train, download):
+        (Path(root) / "MNIST" / "raw").mkdir(parents=True, exist_ok=True)  # as torchvision does before fetching
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried https://…, got: <urlopen error>")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
+    fresh = tmp_path / "new" / "fresh"
+    with pytest.raises(DatasetNotFoundError) as err:
+        MNISTDataModule(root=str(fresh), download=True).prepare_data()
+    msg = str(err.value)
+    assert str(fresh) in msg and "Error downloading train-images-idx3-ubyte.gz" in msg and "fix:" in msg
+    assert "<urlopen error>" in msg and "network" in msg and "\n" not in msg and not (tmp_path / "new").exists()
+    own = tmp_path / "own"
+    (own / "notes.txt").parent.mkdir()
+    (own / "notes.txt").write_text("mine")
+    with pytest.raises(DatasetNotFoundError):
+        MNISTDataModule(root=str(own), download=True).prepare_data()
+    assert (own / "notes.txt").read_text() == "mine" and not (own / "MNIST").exists()
 
 
 # --- real data ----------------------------------------------------------------------------------

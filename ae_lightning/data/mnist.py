@@ -174,10 +174,23 @@ class MNISTDataModule(ImageDataModule):
         return locate("mnist", self.root, self.download)
 
     def prepare_data(self) -> None:
-        if self.download:
-            root = self.located().root
+        if not self.download:
+            return
+        root = self.located().root
+        created = [p for p in (root / "MNIST" / "raw", *(root / "MNIST" / "raw").parents) if not p.exists()]
+        try:
             for train in (True, False):
                 torchvision.datasets.MNIST(str(root), train=train, download=True)
+        except (RuntimeError, OSError) as err:  # offline, a mirror down, a full disk
+            for folder in created:  # leave no empty tree behind: it would be "found" by the next run's lookup
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
+            lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+            cause = lines[0] + (f" … {lines[-1]}" if len(lines) > 1 else "")  # the file, and the last mirror's reason
+            raise DatasetNotFoundError(
+                f"could not download MNIST into {root} ({cause}); fix: run once with network access, or pass a "
+                f"root (or set $AE_MNIST_ROOT) holding {LAYOUT}"
+            ) from err
 
     def _load(self, stage: str | None = None) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], str]:
         """Arrays ``{split: (images, labels)}`` and a description of where they came from.
