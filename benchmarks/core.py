@@ -37,6 +37,7 @@ import argparse
 import contextlib
 import copy
 import csv
+import difflib
 import importlib
 import logging
 import os
@@ -93,15 +94,19 @@ def merge(base: dict, update: Mapping) -> dict:
     return base
 
 
-def set_dotted(settings: dict, key: str, value: Any) -> None:
-    """``settings["a"]["b"] = value`` for ``key="a.b"`` (a key that exists whole, dots and all, wins)."""
-    if key in settings or "." not in key:
-        settings[key] = value
-        return
-    head, rest = key.split(".", 1)
-    if not isinstance(settings.get(head), dict):
-        raise KeyError(f"override {key!r}: no settings block {head!r}")
-    set_dotted(settings[head], rest, value)
+def set_dotted(settings: dict, key: str, value: Any, where: str = "the settings") -> None:
+    """``settings["a"]["b"] = value`` for ``key="a.b"`` (a key that exists whole, dots and all, wins). A key that
+    is not a setting is an error naming the close ones: a mistyped override never runs the defaults silently."""
+    node, rest, block = settings, key, ""
+    while rest not in node:
+        head, dot, rest = rest.partition(".")
+        if not (dot and isinstance(node.get(head), dict)):
+            close = difflib.get_close_matches(head, node, n=3)
+            hint = f" (did you mean {' / '.join(block + c for c in close)}?)" if close else ""
+            raise ValueError(f"override {key!r}: {where} has no setting {block + head!r}{hint}; fix: one of "
+                             f"{', '.join(block + k for k in sorted(node))}")
+        node, block = node[head], f"{block}{head}."
+    node[rest] = value
 
 
 def load_settings(name: str, mode: str, overrides: Mapping[str, Any] | None = None) -> dict:
@@ -115,7 +120,7 @@ def load_settings(name: str, mode: str, overrides: Mapping[str, Any] | None = No
             raise ValueError(f"{path.name} has no mode {step!r} (it has: {', '.join(modes) or 'none'})")
         merge(raw, modes.get(step) or {})
     for key, value in (overrides or {}).items():
-        set_dotted(raw, key, value)
+        set_dotted(raw, key, value, path.name)
     raw["mode"] = mode
     return raw
 

@@ -31,3 +31,17 @@ def test_every_registered_benchmark_has_a_smoke_setting():
     for name in REGISTRY:
         smoke, full = load_settings(name, "smoke"), load_settings(name, "full")
         assert smoke["mode"] == "smoke" and set(full) - {"mode"} <= set(smoke), name
+
+
+def test_an_override_of_a_setting_that_does_not_exist_is_one_clear_error():
+    """A mistyped ``--set`` / test override never runs the defaults silently: the key, the file, the close names."""
+    with pytest.raises(ValueError, match=r"'regressor_epoch': pose.yaml has no setting 'regressor_epoch' \(did you "
+                                         r"mean regressor_epochs\?\); fix: one of .*regressor_epochs"):
+        load_settings("pose", "quick", {"regressor_epoch": 3})
+    with pytest.raises(ValueError, match=r"no setting 'figure.sample' \(did you mean figure.samples\?\)"):
+        load_settings("pose", "quick", {"figure.sample": 3})
+    assert load_settings("pose", "quick", {"figure.samples": 3, "regressor_epochs": 2})["figure"]["samples"] == 3
+    # what a test or a user may set in one mode is declared for every mode (the file's defaults)
+    for name in REGISTRY:
+        quick, full = load_settings(name, "quick"), load_settings(name, "full")
+        assert set(quick) == set(full), f"{name}.yaml: {sorted(set(quick) ^ set(full))} set in one mode only"
