@@ -30,15 +30,15 @@ from benchmarks.denoising import noisy_copy
 COLUMNS = ["image", "width", "height", "noise", "method", "psnr", "ssim", "seconds", "s_per_megapixel"]
 
 
-def load_images(folder: Path) -> list[tuple[str, torch.Tensor]]:
-    """Every image of ``folder`` as ``(name, (1, 1, H, W) in [0, 1])`` (8/16-bit, DICOM); one error naming every
-    unreadable file."""
+def load_images(folder: Path, limit: int | None = None) -> list[tuple[str, torch.Tensor]]:
+    """The first ``limit`` (``None``: every) image of ``folder`` by name as ``(name, (1, 1, H, W) in [0, 1])``
+    (8/16-bit, DICOM), only those decoded; one error naming every unreadable file."""
     suffixes = IMAGE_SUFFIXES | DICOM_SUFFIXES
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes) if folder.is_dir() else []
     if not files:
-        raise FileNotFoundError(f"{folder}: no images ({LAYOUT}); fix: pass the folder of full-size X-rays (--data)")
+        raise DatasetNotFoundError(f"{folder}: no images ({LAYOUT}); fix: pass the folder of full-size X-rays (--data)")
     images, bad = [], []
-    for p in files:
+    for p in files[:limit]:
         try:
             images.append((p.name, torch.from_numpy(read_image_file(p))[None, None]))
         except ValueError as err:
@@ -124,7 +124,7 @@ class DenoisingFullsize(Benchmark):
         if ctx.data_root("fullres") is None:
             raise DatasetNotFoundError(f"{self.name}: no images; fix: pass the folder of full-size X-rays (--data)")
         data = Path(ctx.data_root("fullres"))
-        images = load_images(data)[: s["images"]]
+        images = load_images(data, s["images"])
         model = pretrained.load(s["weights"])
         model.whole_image_tile, model.tile_margin = s["tile"], s["margin"]
         rows, shown, results = [], None, ctx.results()

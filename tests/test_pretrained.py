@@ -358,3 +358,4 @@ def test_fullsize_check_names_every_unreadable_file(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no images"):
         F.load_images(tmp_path / "empty")
+    assert F.main(["--data", str(tmp_path / "empty")]) == 2  # one line on stderr, not a traceback
